@@ -1,0 +1,16 @@
+"""llm_core: the headless library behind LLM Workbench (no UI imports here)."""
+from .errors import CheckpointError, ConfigError, DataError, GenerationError, WorkbenchError
+from .model import GPT, GPTConfig, PRESETS
+from .device import pick_device
+
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "PRESETS",
+    "pick_device",
+    "WorkbenchError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "GenerationError",
+]

@@ -1,0 +1,26 @@
+"""Exceptions raised by llm_core.
+
+Every error a user can cause (bad config, malformed data, a corrupt checkpoint) is one of these, with a
+one-line message naming the file, field and value, so the CLI and the TUI can show it without a trace.
+"""
+from __future__ import annotations
+
+
+class WorkbenchError(ValueError):
+    """Base class: a user-facing error with a one-line message."""
+
+
+class ConfigError(WorkbenchError):
+    """An invalid or unknown configuration key or value."""
+
+
+class DataError(WorkbenchError):
+    """A malformed dataset file or record."""
+
+
+class CheckpointError(WorkbenchError):
+    """A checkpoint that is missing, corrupt, or does not match the model."""
+
+
+class GenerationError(WorkbenchError):
+    """Invalid generation arguments (empty prompt, prompt too long, bad sampling values)."""
