@@ -2,8 +2,13 @@
 from .errors import CheckpointError, ConfigError, DataError, GenerationError, WorkbenchError
 from .model import GPT, GPTConfig, PRESETS
 from .device import pick_device
+from .tokenizer import Tokenizer, load_tokenizer
+from .engine import Engine
 
 __all__ = [
+    "Engine",
+    "Tokenizer",
+    "load_tokenizer",
     "GPT",
     "GPTConfig",
     "PRESETS",

@@ -18,6 +18,8 @@ app = typer.Typer(
 
 # Each module in workbench/commands registers its own sub-commands.
 COMMAND_MODULES = [
+    "data",
+    "tokenizer",
 ]
 
 for _name in COMMAND_MODULES:
