@@ -1,0 +1,201 @@
+"""`TrainConfig`: every knob of a training run, validated on construction.
+
+One dataclass serves pretraining, instruction finetuning (SFT) and DPO. Its defaults ARE the recipe of the
+embedded default experiment (`data=arith`): the block marked "Default experiment recipe" is the one place
+to change it. A run folder's `config.json` holds `to_dict(TrainConfig)` plus the resolved model shape
+under `model_config`, so `TrainConfig.from_file(runs/<name>/config.json)` reproduces the run.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import from_dict, parse_overrides, to_dict
+from ..errors import ConfigError
+
+Stage = Literal["pretrain", "sft", "dpo"]
+
+# Key written next to the TrainConfig fields in a run's config.json (the resolved GPTConfig).
+MODEL_CONFIG_KEY = "model_config"
+
+
+@dataclass
+class TrainConfig:
+    # --- What to train on -------------------------------------------------------------------------
+    stage: Stage = "pretrain"
+    data: str = "arith"  # a path (txt/json/jsonl, or a comma-separated list of txt files) or "arith"
+    val_data: str | None = None  # a separate validation file; else `val_fraction` of `data` is held out
+    val_fraction: float = 0.05
+    tokenizer: str = "auto"  # "auto" = the data's own tokenizer (arith) / the init checkpoint's, else "gpt2"
+    stride: int = 0  # pretraining window stride; 0 = context_length (non-overlapping windows)
+    separator: str | None = None  # pretraining: split text files into documents on this string (arith: auto)
+
+    # --- Model ------------------------------------------------------------------------------------
+    model: str = "tiny"  # a GPTConfig preset name
+    d_model: int = 0  # 0 = the preset's value
+    n_layers: int = 0
+    n_heads: int = 0
+    context_length: int = 0
+    dropout: float = 0.0
+    init_from: str | None = None  # a checkpoint (run dir or step dir) to start from, e.g. SFT after pretrain
+
+    # --- Default experiment recipe (tuned for `workbench train` on 2 CPU cores; change it HERE) ----
+    max_steps: int = 2000
+    batch_size: int = 16
+    grad_accum: int = 1
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    initial_lr: float = 0.0
+    peak_lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int | None = None  # None or -1: use warmup_fraction * max_steps
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.1
+    decay_embeddings: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.95
+    max_norm: float | None = 1.0  # global-norm gradient clipping; None = off
+    clip_during_warmup: bool = True
+    # ------------------------------------------------------------------------------------------------
+
+    # --- Safety -----------------------------------------------------------------------------------
+    nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_in_a_row: int = 5
+
+    # --- Monitoring and checkpoints ---------------------------------------------------------------
+    eval_every: int = 200
+    eval_batches: int = 8
+    sample_prompt: str | None = None  # None = a stage-appropriate prompt from the validation data
+    sample_tokens: int = 32
+    log_every: int = 1
+    checkpoint_every: int = 500
+    keep_last: int = 2
+
+    # --- Execution --------------------------------------------------------------------------------
+    seed: int = 1337
+    device: str = "auto"
+    bf16: bool = True
+    num_threads: int | None = None
+
+    # --- Parameter-efficient finetuning and Mixture-of-Experts ------------------------------------
+    adapter: Literal["none", "lora", "dora"] = "none"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    adapter_targets: str = "attn,mlp"  # groups (attn, mlp, head) or glob patterns on module names
+    moe_experts: int = 0
+    moe_top_k: int = 2
+    moe_aux_weight: float = 0.01
+    moe_z_weight: float = 0.0
+
+    # --- DPO --------------------------------------------------------------------------------------
+    beta: float = 0.1
+    dpo_reference: Literal["auto", "copy", "adapters"] = "auto"
+
+    # --- Run folder -------------------------------------------------------------------------------
+    name: str = ""  # "" = <stage>-<timestamp>
+    out: str = "runs"
+
+    def __post_init__(self) -> None:
+        def fail(name: str, why: str) -> None:
+            raise ConfigError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}")
+
+        if self.stage not in ("pretrain", "sft", "dpo"):
+            fail("stage", "must be pretrain, sft or dpo")
+        if not self.data:
+            fail("data", "must be a path or 'arith'")
+        if self.separator == "":
+            fail("separator", "must not be empty (use none for whole files)")
+        if not 0.0 <= self.val_fraction < 1.0:
+            fail("val_fraction", "must be in [0, 1)")
+        for name in ("stride", "d_model", "n_layers", "n_heads", "context_length"):
+            if getattr(self, name) < 0:
+                fail(name, "must be >= 0 (0 = default)")
+        if not 0.0 <= self.dropout < 1.0:
+            fail("dropout", "must be in [0, 1)")
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every",
+                     "checkpoint_every", "keep_last", "max_nonfinite_in_a_row", "lora_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "must be a positive integer")
+        if self.sample_tokens < 0:
+            fail("sample_tokens", "must be >= 0")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            fail("schedule", "must be cosine, linear or constant")
+        for name in ("initial_lr", "peak_lr", "min_lr", "weight_decay"):
+            if not getattr(self, name) >= 0.0:
+                fail(name, "must be >= 0")
+        if self.peak_lr <= 0:
+            fail("peak_lr", "must be > 0")
+        if self.min_lr > self.peak_lr:
+            fail("min_lr", f"must be <= peak_lr={self.peak_lr}")
+        if self.warmup_steps == -1:
+            self.warmup_steps = None
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
+            fail("warmup_steps", f"must be in [0, max_steps={self.max_steps}] (or -1 for warmup_fraction)")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            fail("warmup_fraction", "must be in [0, 1)")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                fail(name, "must be in [0, 1)")
+        if self.max_norm is not None and not self.max_norm > 0:
+            fail("max_norm", "must be > 0 (or none to disable clipping)")
+        if self.nonfinite not in ("stop", "skip"):
+            fail("nonfinite", "must be stop or skip")
+        if self.num_threads is not None and self.num_threads < 1:
+            fail("num_threads", "must be >= 1")
+        if self.adapter not in ("none", "lora", "dora"):
+            fail("adapter", "must be none, lora or dora")
+        if self.lora_alpha <= 0:
+            fail("lora_alpha", "must be > 0")
+        if self.moe_experts < 0 or self.moe_top_k < 1:
+            fail("moe_experts", "moe_experts must be >= 0 and moe_top_k >= 1")
+        if self.moe_aux_weight < 0 or self.moe_z_weight < 0:
+            fail("moe_aux_weight", "MoE loss weights must be >= 0")
+        if not self.beta > 0:
+            fail("beta", "must be > 0")
+        if self.dpo_reference not in ("auto", "copy", "adapters"):
+            fail("dpo_reference", "must be auto, copy or adapters")
+        if self.dpo_reference == "adapters" and self.adapter == "none":
+            fail("dpo_reference", "'adapters' needs adapter=lora or dora")
+        if self.name and (Path(self.name).name != self.name or self.name.startswith(".")):
+            fail("name", "must be a plain folder name")
+        if not self.out:
+            fail("out", "must be a folder")
+
+    # --- Derived values ---------------------------------------------------------------------------
+    @property
+    def warmup(self) -> int:
+        """Warmup length in optimizer steps (explicit `warmup_steps`, else a fraction of `max_steps`)."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(int(self.warmup_fraction * self.max_steps), self.max_steps - 1)
+
+    # --- Construction helpers ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "TrainConfig") -> "TrainConfig":
+        data = {k: v for k, v in data.items() if k != MODEL_CONFIG_KEY}
+        return from_dict(cls, data, where=where)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """A JSON config file (a run's config.json works too: its `model_config` is ignored)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        return cls.from_dict(data, where=str(path))
+
+    def with_overrides(self, pairs: list[str] | None = None, **values: Any) -> "TrainConfig":
+        """A validated copy with `key=value` strings (CLI --set) and/or keyword values applied."""
+        changes = parse_overrides(TrainConfig, list(pairs or []))
+        changes.update(values)
+        return TrainConfig.from_dict({**to_dict(self), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)

@@ -1,0 +1,74 @@
+"""AdamW with decoupled weight decay on matrices only, and global-norm gradient clipping.
+
+Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (2019): decay shrinks weights directly instead
+of through the adaptive gradient. As in GPT-2/nanoGPT, only >= 2-D weight matrices decay; biases and
+LayerNorm gains (1-D) don't (shrinking them toward 0 only hurts), nor do embeddings unless asked, since
+rare tokens' rows would be pulled to zero between their few updates. Clipping by global norm (Pascanu et
+al., "On the difficulty of training recurrent neural networks", 2013) rescales all gradients together so
+their direction is kept.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from .config import TrainConfig
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Two AdamW groups: decayed matrices and everything else (trainable parameters only, tied ones once)."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay, seen = [], [], set()
+    for _, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        is_embedding = id(p) in embeddings
+        if p.dim() >= 2 and (config.decay_embeddings or not is_embedding):
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    return [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    # foreach=False keeps the update order-exact across runs; on small CPU models the fused paths buy little.
+    return torch.optim.AdamW(
+        parameter_groups(model, config), lr=config.peak_lr, betas=(config.beta1, config.beta2), foreach=False
+    )
+
+
+def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float | None) -> tuple[float, bool]:
+    """Return (global L2 norm of the gradients before clipping, whether they were scaled down).
+
+    With `max_norm=None` the norm is only measured. The norm is computed in fp32 even for bf16 grads.
+    """
+    params = [p for p in parameters if p.grad is not None]
+    grads = [p.grad for p in params]
+    if not grads:
+        return 0.0, False
+    total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    norm = float(total)
+    if max_norm is None or not norm > max_norm:  # (also False for a non-finite norm: never scale by NaN)
+        return norm, False
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)  # scales p.grad in place
+    return norm, True
+
+
+def layer_grad_norms(model: nn.Module) -> dict[str, float]:
+    """Gradient L2 norm per top-level unit: each transformer block, the embeddings, the final norm/head."""
+    sums: dict[str, float] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if p.grad is None or id(p) in seen:
+            continue
+        seen.add(id(p))
+        parts = name.split(".")
+        key = ".".join(parts[:2]) if parts[0] == "blocks" else parts[0]
+        sums[key] = sums.get(key, 0.0) + float(p.grad.detach().float().pow(2).sum())
+    return {k: v ** 0.5 for k, v in sums.items()}

@@ -1,0 +1,173 @@
+"""Run folders: creating them, writing and reading `metrics.jsonl`, and listing the runs under a root.
+
+`read_metrics` tolerates a partially written last line, so the UI can follow a live run; `list_runs`
+reports a broken folder (missing/invalid config, unreadable metrics) with a reason instead of raising.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class MetricsWriter:
+    """Appends one JSON object per line and flushes it, so readers see every event as it happens."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, event: dict[str, Any]) -> None:
+        self._file.write(json.dumps(_json_safe(event), allow_nan=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Events of a metrics.jsonl (or of a run folder). A last line without its newline (being written) is
+    ignored; a malformed complete line is skipped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    complete = lines[:-1]  # the part after the last newline is an unfinished line (or empty)
+    events = []
+    for line in complete:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """Drop events after checkpoint `step` (steps >= step) so a resumed run does not log them twice."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = []
+    for event in read_metrics(path):
+        s = event.get("step")
+        if isinstance(s, int) and (s > step if event.get("type") == "checkpoint" else s >= step):
+            continue
+        if event.get("type") in ("start", "end") and isinstance(s, int) and s > step:
+            continue
+        keep.append(json.dumps(event))
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def make_run_dir(config: TrainConfig, create: bool = True) -> Path:
+    """`out/name`, or `out/<stage>-<timestamp>[-k]` when no name is given; a named run must be new."""
+    root = Path(config.out)
+    if config.name:
+        path = root / config.name
+        if (path / "checkpoints").is_dir() or (path / METRICS_FILE).is_file():
+            from ..errors import ConfigError
+
+            raise ConfigError(f"TrainConfig.name: run folder {str(path)!r} already exists (use --resume to continue it)")
+    else:
+        base = f"{config.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, k = root / base, 2
+        while path.exists():
+            path, k = root / f"{base}-{k}", k + 1
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0  # optimizer steps logged
+    max_steps: int | None = None
+    last_loss: float | None = None
+    best_val_loss: float | None = None
+    checkpoints: list[str] = field(default_factory=list)
+    status: str = "unknown"  # running/finished | stopped | error | broken | new
+    broken: str | None = None  # why the folder could not be read
+    modified: float = 0.0
+
+
+def read_run(path: str | Path) -> RunInfo:
+    path = Path(path)
+    info = RunInfo(name=path.name, path=path)
+    try:
+        info.modified = path.stat().st_mtime
+        config_file = path / CONFIG_FILE
+        if not config_file.is_file():
+            info.status, info.broken = "broken", f"{config_file.name} is missing"
+            return info
+        try:
+            config = json.loads(config_file.read_text())
+            if not isinstance(config, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            info.status, info.broken = "broken", f"{config_file.name} is not valid JSON ({exc})"
+            return info
+        info.config = config
+        info.max_steps = config.get("max_steps") if isinstance(config.get("max_steps"), int) else None
+        from .checkpoint import list_checkpoints
+
+        info.checkpoints = [p.name for p in list_checkpoints(path)]
+        events = read_metrics(path / METRICS_FILE)
+        status = "new"
+        for event in events:
+            kind = event.get("type")
+            if kind == "step":
+                info.steps = max(info.steps, int(event.get("step", -1)) + 1)
+                if isinstance(event.get("loss"), (int, float)):
+                    info.last_loss = float(event["loss"])
+            elif kind == "eval" and isinstance(event.get("val_loss"), (int, float)):
+                v = float(event["val_loss"])
+                info.best_val_loss = v if info.best_val_loss is None else min(info.best_val_loss, v)
+            elif kind == "start":
+                status = "running"
+            elif kind == "end":
+                status = {"finished": "finished", "stopped": "stopped"}.get(event.get("reason"), "error")
+        info.status = status
+    except OSError as exc:
+        info.status, info.broken = "broken", f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def list_runs(root: str | Path = "runs") -> list[RunInfo]:
+    """Every run folder under `root`, newest first. Never raises for a broken folder (see `RunInfo.broken`)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [read_run(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(runs, key=lambda r: r.modified, reverse=True)

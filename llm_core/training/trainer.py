@@ -1,0 +1,538 @@
+"""The training loop shared by pretraining, instruction finetuning and DPO.
+
+One optimizer step = `grad_accum` micro-batches of `batch_size` (per process), their gradients summed
+(each loss scaled by 1/grad_accum), measured (global norm before clipping), clipped, and applied by AdamW at
+the learning rate `lr_at(step) * lr_scale`. A non-finite loss or gradient never reaches the optimizer.
+
+The loop is driven from one thread (`run()` blocks) and controlled from others: `pause()`,
+`resume_training()`, `stop()`, `set_lr_scale()`, `set_beta()` take effect at the next step boundary.
+Every step emits an event to subscribers and to `metrics.jsonl` (schema in docs/ARCHITECTURE.md).
+
+Exact resume: a checkpoint holds the weights, AdamW state, the torch RNG state and the data position
+(epoch, index), and nothing else in the loop is random, so a resumed run replays the uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import to_dict
+from ..data import BatchIterator, collate_lm, evaluation_batches
+from ..device import autocast, pick_device
+from ..errors import CheckpointError, ConfigError, WorkbenchError
+from ..model import GPT
+from ..tokenizer import Tokenizer, load_tokenizer, save_tokenizer_ref
+from . import checkpoint as ckpt
+from .builders import build_datasets, build_model, build_objective, build_tokenizer, model_from_configs
+from .config import MODEL_CONFIG_KEY, TrainConfig
+from .distributed import all_reduce_mean, broadcast_from_main, setup_distributed, wrap_model
+from .loading import TOKENIZER_DIR, load_checkpoint
+from .objectives import IGNORE_INDEX
+from .optim import build_optimizer, clip_gradients, layer_grad_norms
+from .runs import CONFIG_FILE, METRICS_FILE, MetricsWriter, make_run_dir, truncate_metrics
+from .schedule import lr_at
+
+Event = dict[str, Any]
+STATES = ("idle", "running", "paused", "stopping", "finished", "failed")
+
+
+class NonFiniteError(WorkbenchError):
+    """A non-finite loss or gradient norm (the update was not applied)."""
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: GPT | None = None,
+        tokenizer: Tokenizer | None = None,
+        train_data: Any = None,
+        val_data: Any = None,
+        objective: Any = None,
+        run_dir: str | Path | None = None,
+        collate_fn: Callable | None = None,
+    ) -> None:
+        self.config = config
+        self.ctx, self.device = setup_distributed(pick_device(config.device))
+        # --- model and tokenizer -----------------------------------------------------------------
+        init = None
+        if model is None and config.init_from:
+            init = load_checkpoint(config.init_from)
+        if tokenizer is None and (model is None or train_data is None):  # needed to build either
+            tokenizer = build_tokenizer(config, init.tokenizer if init else None)
+        self.tokenizer = tokenizer  # None only for a given model + data: then no samples, no tokenizer/ folder
+        if model is None:
+            model = build_model(config, self.tokenizer, init.model if init else None)
+        self.model: GPT = model.to(self.device)
+        # --- data --------------------------------------------------------------------------------
+        if train_data is None:
+            train_data, built_val, built_collate = build_datasets(
+                config, self.tokenizer, self.model.config.context_length
+            )
+            val_data = val_data if val_data is not None else built_val
+            collate_fn = collate_fn or built_collate
+        if collate_fn is None:
+            pad_id = self.tokenizer.eot_id if self.tokenizer is not None else 0
+            collate_fn = lambda items: collate_lm(items, pad_id)  # noqa: E731
+        self.train_data, self.val_data, self.collate_fn = train_data, val_data, collate_fn
+        self.batches = BatchIterator(
+            train_data, batch_size=config.batch_size, collate_fn=collate_fn, seed=config.seed,
+            shuffle=True, drop_last=True, rank=self.ctx.rank, world_size=self.ctx.world_size,
+        )
+        # --- optimisation ------------------------------------------------------------------------
+        self.objective = objective if objective is not None else build_objective(config, self.model)
+        self.ddp_model = wrap_model(self.model, self.ctx, self.device)
+        self.optimizer = build_optimizer(self.model, config)
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # --- counters (all saved in checkpoints) -------------------------------------------------
+        self.step = 0  # optimizer steps done = index of the next step
+        self.tokens = 0
+        self.clipped_steps = 0
+        self.nonfinite_in_a_row = 0
+        self.best_val_loss: float | None = None
+        self.last_val_loss: float | None = None
+        self.elapsed = 0.0
+        self.lr_scale = 1.0
+        # --- control -----------------------------------------------------------------------------
+        self._cond = threading.Condition()
+        self._pause_requested = False
+        self._stop_requested = False
+        self._pending_lr_scale: float | None = None
+        self._pending_beta: float | None = None
+        self._state = "idle"
+        self._subscribers: list[Callable[[Event], None]] = []
+        self.history: list[Event] = []
+        self.estimates: dict[str, Any] | None = None
+        self.error: str | None = None
+        # --- run folder (rank 0 writes) ----------------------------------------------------------
+        if run_dir is None:
+            run_dir = make_run_dir(config) if self.ctx.is_main else None
+            run_dir = broadcast_from_main(run_dir, self.ctx)  # every rank must agree on the (timestamped) name
+        self.run_dir = Path(run_dir)
+        self._metrics: MetricsWriter | None = None
+        if self.ctx.is_main:
+            self._prepare_run_dir()
+
+    # --- Construction from a run folder -----------------------------------------------------------
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, train_data: Any = None, val_data: Any = None, objective: Any = None,
+               collate_fn: Callable | None = None, **overrides: Any) -> "Trainer":
+        """Continue a run from its latest valid checkpoint (e.g. `Trainer.resume(d, max_steps=2000)`).
+
+        Model, tokenizer and (unless given) data are rebuilt from the run folder's config.json.
+        """
+        run_dir = Path(run_dir)
+        config_file = run_dir / CONFIG_FILE
+        config = TrainConfig.from_file(config_file)
+        if overrides:
+            config = config.with_overrides(**overrides)
+
+        model_config = json.loads(config_file.read_text()).get(MODEL_CONFIG_KEY)
+        if not isinstance(model_config, dict):
+            raise ConfigError(f"{config_file}: no {MODEL_CONFIG_KEY}")
+        step_dir = ckpt.latest_checkpoint(run_dir)
+        if step_dir is None:
+            raise CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
+        tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
+        model = model_from_configs(model_config, config)
+        ckpt.load_weights(model, step_dir)
+        trainer = cls(config, model=model, tokenizer=tokenizer, train_data=train_data, val_data=val_data,
+                      objective=objective, run_dir=run_dir, collate_fn=collate_fn)
+        trainer.load_state(ckpt.load_trainer_state(step_dir), str(step_dir / ckpt.STATE_FILE))
+        if trainer.ctx.is_main:
+            truncate_metrics(run_dir / METRICS_FILE, trainer.step)
+        return trainer
+
+    def _prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.clean_temporary(self.run_dir)
+
+        full = {**self.config.to_dict(), MODEL_CONFIG_KEY: to_dict(self.model.config)}
+        (self.run_dir / CONFIG_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        if self.tokenizer is not None and not (self.run_dir / TOKENIZER_DIR).is_dir():
+            save_tokenizer_ref(self.tokenizer, self.run_dir / TOKENIZER_DIR)
+
+    # --- Public control (thread-safe) -------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def _set_state(self, state: str) -> None:
+        with self._cond:
+            self._state = state
+            self._cond.notify_all()
+
+    def wait_for_state(self, *states: str, timeout: float | None = None) -> bool:
+        """Block until the trainer is in one of `states` (True) or `timeout` passes (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._state in states, timeout=timeout)
+
+    def subscribe(self, fn: Callable[[Event], None]) -> None:
+        """Call `fn(event)` for every event, in the training thread (keep it quick; buffer in the UI)."""
+        self._subscribers.append(fn)
+
+    def pause(self) -> None:
+        with self._cond:
+            self._pause_requested = True
+            self._cond.notify_all()
+
+    def resume_training(self) -> None:
+        with self._cond:
+            self._pause_requested = False
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Finish after the current step, writing a checkpoint."""
+        with self._cond:
+            self._stop_requested = True
+            self._cond.notify_all()
+
+    def set_lr_scale(self, scale: float) -> None:
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ConfigError(f"lr_scale: must be a positive number, got {scale!r}")
+        with self._cond:
+            self._pending_lr_scale = float(scale)
+
+    def set_beta(self, beta: float) -> None:
+        if not hasattr(self.objective, "beta"):
+            raise ConfigError(f"beta: the {self.config.stage} objective has no beta")
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+            raise ConfigError(f"beta: must be a positive number, got {beta!r}")
+        with self._cond:
+            self._pending_beta = float(beta)
+
+    def estimate(self, measure_steps: int = 2) -> dict[str, Any]:
+        """Memory and time estimates (see `estimate.py`); included in the start event."""
+        from .estimate import estimate_run
+
+        self.estimates = estimate_run(self, measure_steps)
+        return self.estimates
+
+    # --- Events -----------------------------------------------------------------------------------
+    def _emit(self, event_type: str, **fields: Any) -> Event:
+        event = {"type": event_type, **fields}
+        self.history.append(event)
+        if not self.ctx.is_main:
+            return event
+        if self._metrics is None:
+            self._metrics = MetricsWriter(self.run_dir / METRICS_FILE)
+        self._metrics.write(event)
+        for fn in list(self._subscribers):
+            fn(event)
+        return event
+
+    # --- Checkpoint state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the weights that the next step depends on (plain values and tensors only)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "data": dict(self.batches.state_dict()),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "step": self.step,
+            "tokens": self.tokens,
+            "clipped_steps": self.clipped_steps,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "best_val_loss": self.best_val_loss,
+            "last_val_loss": self.last_val_loss,
+            "elapsed": self.elapsed,
+            "lr_scale": self.lr_scale,
+            "beta": float(self.objective.beta) if hasattr(self.objective, "beta") else None,
+        }
+
+    def load_state(self, state: dict[str, Any], where: str = "trainer state") -> None:
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.batches.load_state_dict(state["data"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if state["rng"]["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            self.step = int(state["step"])
+            self.tokens = int(state["tokens"])
+            self.clipped_steps = int(state["clipped_steps"])
+            self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
+            self.best_val_loss = state["best_val_loss"]
+            self.last_val_loss = state.get("last_val_loss")
+            self.elapsed = float(state["elapsed"])
+            self.lr_scale = float(state["lr_scale"])
+            if state.get("beta") is not None and hasattr(self.objective, "beta"):
+                self.objective.beta = state["beta"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{where}: does not match this run ({type(exc).__name__}: {exc})") from None
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0) and prune old ones; emits a checkpoint event."""
+        if not self.ctx.is_main:
+            return None
+        config = {**self.config.to_dict(), MODEL_CONFIG_KEY: to_dict(self.model.config)}
+        path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), config,
+                                    val_loss=self.last_val_loss)
+        ckpt.prune_checkpoints(self.run_dir, self.config.keep_last)
+        self._emit("checkpoint", step=self.step, path=str(path))
+        return path
+
+    # --- Data -------------------------------------------------------------------------------------
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        # BatchIterator is endless: it rolls over to the next epoch (a new seeded permutation) by itself.
+        batch = next(self.batches)
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    @property
+    def epoch(self) -> int:
+        return self.batches.epoch
+
+    # --- One optimizer step -----------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.config.bf16)
+
+    def _eval_due(self, step: int) -> bool:
+        return (step + 1) % self.config.eval_every == 0 or step + 1 == self.config.max_steps
+
+    def train_step(self) -> Event:
+        """Run optimizer step `self.step` and return its step event (not yet emitted)."""
+        cfg, step = self.config, self.step
+        lr = lr_at(step, cfg) * self.lr_scale
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, extra, n_tokens = [], {}, 0
+        started = time.perf_counter()
+        for micro in range(cfg.grad_accum):
+            batch = self._next_batch()
+            # DDP averages gradients across processes on every backward; skip that until the last micro-batch.
+            last = micro == cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if last or not self.ctx.enabled else self.ddp_model.no_sync()
+            with sync:
+                with self._autocast():
+                    loss, metrics = self.objective.loss(self.ddp_model, batch)
+                (loss / cfg.grad_accum).backward()
+            losses.append(loss.detach().float())
+            for k, v in metrics.items():
+                extra.setdefault(k, []).append(v)
+            n_tokens += sum(int(v.numel()) for k, v in batch.items() if k.endswith("input_ids"))
+        loss_value = float(all_reduce_mean(torch.stack(losses).mean(), self.ctx))
+        layer_norms = layer_grad_norms(self.model) if self._eval_due(step) else None
+        clip_now = cfg.clip_during_warmup or step >= cfg.warmup
+        grad_norm, clipped = clip_gradients(self._trainable, cfg.max_norm if clip_now else None)
+        finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.nonfinite_in_a_row = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)  # the bad gradient never reaches AdamW
+            self.nonfinite_in_a_row += 1
+        self.clipped_steps += int(clipped)
+        self.tokens += n_tokens * self.ctx.world_size
+        duration = time.perf_counter() - started
+        self.elapsed += duration
+        self.step += 1
+        self._layer_norms = layer_norms
+        event: Event = {
+            "step": step, "epoch": self.epoch, "lr": lr, "loss": _finite_or_none(loss_value),
+            "grad_norm": _finite_or_none(grad_norm), "clipped": clipped, "tokens": self.tokens,
+            "tokens_per_s": n_tokens * self.ctx.world_size / max(duration, 1e-9), "elapsed": self.elapsed,
+        }
+        if self.lr_scale != 1.0:
+            event["lr_scale"] = self.lr_scale
+        if hasattr(self.objective, "beta"):
+            event["beta"] = float(self.objective.beta)
+        for k, values in extra.items():
+            event.setdefault(k, _mean_metric(values))
+        if not finite:
+            event["skipped"] = True
+            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+            value = loss_value if what == "loss" else grad_norm
+            event["nonfinite"] = f"step {step}: non-finite {what} ({value})"
+        return event
+
+    # --- Evaluation -------------------------------------------------------------------------------
+    def _eval_loss(self, dataset: Any) -> tuple[float | None, dict[str, float]]:
+        if dataset is None or len(dataset) == 0:
+            return None, {}
+        batches = evaluation_batches(dataset, self.config.batch_size, self.collate_fn, self.config.eval_batches)
+        losses, extra = [], {}
+        for batch in batches:
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with self._autocast():
+                loss, metrics = self.objective.loss(self.model, batch)
+            losses.append(float(loss))
+            for k, v in metrics.items():
+                extra.setdefault(k, []).append(v)
+        if not losses:
+            return None, {}
+        return sum(losses) / len(losses), {k: _mean_metric(v) for k, v in extra.items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> Event:
+        """Train/val loss over `eval_batches` fixed batches, a greedy sample, layer grad norms, clip fraction."""
+        self.model.eval()
+        train_loss, _ = self._eval_loss(self.train_data)
+        val_loss, val_metrics = self._eval_loss(self.val_data)
+        self.model.train()
+        event: Event = {
+            "step": self.step - 1, "train_loss": train_loss, "val_loss": val_loss,
+            "sample": self.sample() if self.ctx.is_main else "",
+            "layer_grad_norms": getattr(self, "_layer_norms", None) or {},
+            "clip_fraction": self.clipped_steps / max(self.step, 1),
+        }
+        for key in ("reward_accuracy", "reward_margin"):
+            if key in val_metrics:
+                event[f"val_{key}"] = val_metrics[key]
+        if val_loss is not None:
+            self.last_val_loss = val_loss
+            if self.best_val_loss is None or val_loss < self.best_val_loss:
+                self.best_val_loss = val_loss
+        return event
+
+    def sample_prompt_ids(self) -> list[int]:
+        """`sample_prompt` if set; else the start of a validation (or training) example: its prompt part for
+        SFT (tokens before the first labelled position), 16 tokens for pretraining."""
+        if self.config.sample_prompt:
+            return self.tokenizer.encode(self.config.sample_prompt)
+        data = self.val_data if self.val_data is not None and len(self.val_data) else self.train_data
+        item = data[0]
+        prefix = "chosen_" if "chosen_input_ids" in item else ""  # DPO: the prompt of a preference pair
+        ids, labels = item[prefix + "input_ids"], item[prefix + "labels"]
+        if self.config.stage != "pretrain":
+            labelled = (labels != IGNORE_INDEX).nonzero()
+            cut = int(labelled[0]) + 1 if len(labelled) else min(len(ids), 16)
+            return ids[:cut].tolist()
+        return ids[:16].tolist()
+
+    @torch.no_grad()
+    def sample(self) -> str:
+        """A short greedy continuation of the sample prompt (no KV cache: a few tokens on a small model)."""
+        if self.tokenizer is None or self.config.sample_tokens == 0:
+            return ""
+        ids = self.sample_prompt_ids()
+        if not ids:
+            return ""
+        was_training = self.model.training
+        self.model.eval()
+        window = self.model.config.context_length
+        idx = torch.tensor([ids], device=self.device)  # (1, T)
+        out: list[int] = []
+        for _ in range(self.config.sample_tokens):
+            with self._autocast():
+                logits = self.model(idx[:, -window:])  # (1, T, V)
+            nxt = int(logits[0, -1].float().argmax())
+            if nxt == self.tokenizer.eot_id:
+                break
+            out.append(nxt)
+            idx = torch.cat([idx, torch.tensor([[nxt]], device=self.device)], dim=1)
+        self.model.train(was_training)
+        valid = [i for i in out if i < self.tokenizer.n_vocab]
+        return self.tokenizer.decode(ids) + self.tokenizer.decode(valid)
+
+    # --- The loop ---------------------------------------------------------------------------------
+    def _start_event(self) -> Event:
+        return {
+            "stage": self.config.stage, "run_dir": str(self.run_dir), "start_step": self.step,
+            "total_steps": self.config.max_steps, "parameters": self.model.num_parameters(),
+            "trainable_parameters": self.model.num_parameters(trainable_only=True),
+            "world_size": self.ctx.world_size, "device": str(self.device),
+            "train_examples": len(self.train_data),
+            "val_examples": len(self.val_data) if self.val_data is not None else 0,
+            "config": self.config.to_dict(), "estimates": self.estimates,
+        }
+
+    def _boundary(self) -> bool:
+        """Handle control requests between steps; return True when the run must stop."""
+        with self._cond:
+            while self._pause_requested and not self._stop_requested:
+                if self._state != "paused":
+                    self._state = "paused"
+                    self._cond.notify_all()
+                self._cond.wait()
+            if self._state == "paused":
+                self._state = "running"
+                self._cond.notify_all()
+            if self._pending_lr_scale is not None:
+                self.lr_scale, self._pending_lr_scale = self._pending_lr_scale, None
+            if self._pending_beta is not None:
+                self.objective.beta, self._pending_beta = self._pending_beta, None
+            return self._stop_requested
+
+    def run(self) -> Event:
+        """Train until `max_steps` or a stop request; return the end event. Blocks: call it in a worker thread.
+
+        User-caused failures (non-finite values, bad data) end the run with state "failed" and an end event
+        carrying the message (also in `self.error`); unexpected exceptions are re-raised after that.
+        """
+        cfg = self.config
+        self._set_state("running")
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            self._emit("start", **self._start_event())
+            stopped = False
+            while self.step < cfg.max_steps:
+                if self._boundary():
+                    stopped = True
+                    break
+                event = self.train_step()
+                if event.get("skipped"):
+                    self._emit("alarm", kind="nonfinite", step=event["step"], message=event["nonfinite"])
+                    if cfg.nonfinite == "stop" or self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
+                        self._emit("step", **event)
+                        latest = ckpt.latest_checkpoint(self.run_dir)
+                        suffix = f"; latest good checkpoint: {latest.name}" if latest else "; no checkpoint yet"
+                        runs_of = f" ({self.nonfinite_in_a_row} in a row)" if cfg.nonfinite == "skip" else ""
+                        raise NonFiniteError(f"{event['nonfinite']}{runs_of}: stopped before the update{suffix}")
+                if (event["step"] % cfg.log_every == 0) or event.get("skipped") or self._eval_due(event["step"]):
+                    self._emit("step", **event)
+                if self._eval_due(event["step"]):
+                    self._emit("eval", **self.evaluate())
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
+                    self._checkpoint_or_alarm()
+            self._set_state("stopping")
+            self._checkpoint_or_alarm()
+            reason = "stopped" if stopped else "finished"
+            end = self._emit("end", reason=reason, step=self.step,
+                             message=f"{reason} at step {self.step} of {cfg.max_steps}")
+            self._set_state("finished")
+            return end
+        except WorkbenchError as exc:
+            self.error = str(exc)
+            end = self._emit("end", reason="error", step=self.step, message=self.error)
+            self._set_state("failed")
+            return end
+        except BaseException as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._emit("end", reason="error", step=self.step, message=self.error)
+            self._set_state("failed")
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.close()
+                self._metrics = None
+
+    def _checkpoint_or_alarm(self) -> None:
+        if not ckpt.weights_are_finite(self.model):
+            self._emit("alarm", kind="nonfinite_weights", step=self.step,
+                       message=f"step {self.step}: model weights are non-finite; checkpoint not written")
+            return
+        if (self.run_dir / ckpt.CHECKPOINTS / ckpt.step_dir_name(self.step)).is_dir():
+            return  # this exact step is already saved (stop right after a periodic checkpoint)
+        self.save_checkpoint()
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _mean_metric(values: list[Any]) -> Any:
+    """Average per-micro-batch metrics (numbers, or equal-length lists such as expert loads)."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return sum(values) / len(values)
+    if all(isinstance(v, (list, tuple)) for v in values) and len({len(v) for v in values}) == 1:
+        return [sum(col) / len(col) for col in zip(*values)]
+    return values[-1]

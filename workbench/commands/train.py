@@ -1,0 +1,169 @@
+"""`workbench train` (headless training with a live progress line) and `workbench runs` (the run folders).
+
+train: a TrainConfig from the defaults (the embedded default experiment), an optional JSON `--config`, and
+`--set key=value` overrides; or `--resume RUN` to continue a run from its latest valid checkpoint (with
+`--set max_steps=N` to extend it). Memory and time estimates are printed before the first step. Ctrl-C asks
+the trainer to stop after the current step, which always writes a checkpoint.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from llm_core.config import parse_overrides
+from llm_core.errors import WorkbenchError
+from llm_core.training import TrainConfig, Trainer, list_runs
+from llm_core.training.distributed import shutdown
+from llm_core.training.estimate import format_bytes
+
+
+def _build_trainer(config: Optional[Path], sets: list[str], out: Optional[str], resume: Optional[Path]) -> Trainer:
+    if resume is not None:
+        overrides = parse_overrides(TrainConfig, sets)
+        if out:
+            overrides["out"] = out
+        return Trainer.resume(resume, **overrides)
+    base = TrainConfig.from_file(config) if config is not None else TrainConfig()
+    return Trainer(base.with_overrides(sets, **({"out": out} if out else {})))
+
+
+def _print_estimates(console: Console, trainer: Trainer, estimate: dict[str, Any]) -> None:
+    cfg = trainer.config
+    model = trainer.model
+    console.print(
+        f"[bold]{cfg.stage}[/] run [cyan]{trainer.run_dir}[/]: model {cfg.model} "
+        f"({model.num_parameters() / 1e6:.2f}M parameters, {model.num_parameters(trainable_only=True) / 1e6:.2f}M "
+        f"trainable), {len(trainer.train_data)} training / "
+        f"{len(trainer.val_data) if trainer.val_data is not None else 0} validation examples, device {trainer.device}"
+    )
+    mem = estimate["memory_bytes"]
+    console.print(
+        "memory estimate: "
+        + ", ".join(f"{k} {format_bytes(v)}" for k, v in mem.items() if k != "total")
+        + f" = [bold]{format_bytes(mem['total'])}[/]"
+    )
+    if "seconds_per_step" in estimate:
+        minutes = estimate["remaining_seconds"] / 60
+        console.print(
+            f"time estimate: {estimate['seconds_per_step']:.3f} s/step, {estimate['tokens_per_s']:,.0f} tokens/s "
+            f"-> [bold]{minutes:.1f} min[/] for steps {trainer.step}..{cfg.max_steps - 1}"
+        )
+
+
+def _follow(console: Console, trainer: Trainer) -> dict[str, Any]:
+    """Run the trainer on a worker thread and show its events; Ctrl-C requests a clean stop."""
+    events: queue.Queue = queue.Queue()
+    trainer.subscribe(events.put)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            trainer.run()
+        except BaseException as exc:  # re-raised on the main thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="trainer", daemon=True)
+    columns = (
+        TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(bar_width=24),
+        TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  |g| {task.fields[grad]}  "
+                   "{task.fields[tps]} tok/s"),
+        TextColumn("ETA"), TimeRemainingColumn(),
+    )
+    end: dict[str, Any] = {}
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("train", total=trainer.config.max_steps, completed=trainer.step,
+                                 loss="-", lr="-", grad="-", tps="-")
+        worker.start()
+        while True:
+            try:
+                try:
+                    event = events.get(timeout=0.2)
+                except queue.Empty:
+                    if not worker.is_alive() and events.empty():
+                        break
+                    continue
+                if event["type"] == "end":
+                    end = event
+                _show(progress, task, event)
+            except KeyboardInterrupt:
+                progress.console.print("[yellow]stopping after the current step (a checkpoint will be written)...[/]")
+                trainer.stop()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return end
+
+
+def _show(progress: Progress, task: Any, event: dict[str, Any]) -> None:
+    kind = event["type"]
+    if kind == "step":
+        loss, grad = event["loss"], event["grad_norm"]
+        progress.update(
+            task, completed=event["step"] + 1, loss=f"{loss:.4f}" if loss is not None else "nan",
+            lr=f"{event['lr']:.2e}", grad=f"{grad:.2f}" if grad is not None else "nan",
+            tps=f"{event['tokens_per_s']:,.0f}",
+        )
+    elif kind == "eval":
+        val = f"{event['val_loss']:.4f}" if event["val_loss"] is not None else "-"
+        progress.console.print(
+            f"eval @ step {event['step']}: train {event['train_loss']:.4f} val {val} "
+            f"clipped {event['clip_fraction']:.0%} | sample: ...{event['sample'][-80:]!r}", markup=False,
+        )
+    elif kind == "alarm":
+        progress.console.print(f"alarm ({event['kind']}): {event['message']}", style="red", markup=False)
+    elif kind == "checkpoint":
+        progress.console.print(f"checkpoint: {event['path']}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of TrainConfig keys."),
+        sets: list[str] = typer.Option([], "--set", help="Override a config key: --set max_steps=500 (repeatable)."),
+        out: Optional[str] = typer.Option(None, "--out", help="Folder holding the run folders (default runs)."),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its latest checkpoint."),
+        estimate_steps: int = typer.Option(2, "--estimate-steps", help="Steps timed for the time estimate (0 = skip)."),
+    ) -> None:
+        """Train a model (pretraining, instruction finetuning or DPO) with a live progress display."""
+        if config is not None and resume is not None:
+            raise WorkbenchError("--config and --resume exclude each other (a resumed run uses its own config.json)")
+        trainer = _build_trainer(config, sets, out, resume)
+        console = Console(quiet=not trainer.ctx.is_main)
+        _print_estimates(console, trainer, trainer.estimate(measure_steps=max(estimate_steps, 0)))
+        try:
+            end = _follow(console, trainer)
+        finally:
+            shutdown(trainer.ctx)
+        if trainer.state == "failed":
+            raise WorkbenchError(trainer.error or end.get("message", "training failed"))
+        best = f", best val loss {trainer.best_val_loss:.4f}" if trainer.best_val_loss is not None else ""
+        console.print(f"[green]{end.get('message', 'done')}[/]{best}; run folder: {trainer.run_dir}")
+
+    @app.command("runs")
+    def runs(root: Path = typer.Option(Path("runs"), "--root", help="Folder holding the run folders.")) -> None:
+        """List training runs with their status, losses and checkpoints."""
+        infos = list_runs(root)
+        console = Console()
+        if not infos:
+            console.print(f"no runs in {root}")
+            return
+        table = Table("name", "stage", "status", "steps", "last loss", "best val", "checkpoints")
+        for r in infos:
+            if r.broken:
+                table.add_row(r.name, "", "[red]broken[/]", "", "", "", r.broken)
+                continue
+            steps = f"{r.steps}/{r.max_steps}" if r.max_steps else str(r.steps)
+            table.add_row(
+                r.name, str(r.config.get("stage", "")), r.status, steps,
+                f"{r.last_loss:.4f}" if r.last_loss is not None else "-",
+                f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-",
+                f"{len(r.checkpoints)} (latest {r.checkpoints[-1]})" if r.checkpoints else "0",
+            )
+        console.print(table)
