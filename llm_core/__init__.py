@@ -2,10 +2,26 @@
 from .errors import CheckpointError, ConfigError, DataError, GenerationError, WorkbenchError
 from .model import GPT, GPTConfig, PRESETS
 from .device import pick_device
+from .adapters import add_adapters, merge_adapters
+from .moe import MoEFeedForward
 from .tokenizer import Tokenizer, load_tokenizer
+from .data import InstructionDataset, PreferenceDataset, TextDataset
 from .engine import Engine
+from .training import TrainConfig, Trainer, load_checkpoint, lr_at
+from .dpo import dpo_loss
 
 __all__ = [
+    "dpo_loss",
+    "TrainConfig",
+    "Trainer",
+    "load_checkpoint",
+    "lr_at",
+    "add_adapters",
+    "merge_adapters",
+    "MoEFeedForward",
+    "TextDataset",
+    "InstructionDataset",
+    "PreferenceDataset",
     "Engine",
     "Tokenizer",
     "load_tokenizer",

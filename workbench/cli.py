@@ -20,6 +20,10 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "data",
     "tokenizer",
+    "chat",
+    "train",
+    "export",
+    "dpo",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,26 @@
+"""Inference: KV cache, sampling, streaming, the `Engine`, chain of thought and majority vote."""
+from .engine import RESPONSE_STOPS, Engine, GenerationStats
+from .kv_cache import KVCache
+from .reasoning import ReasonedAnswer, Sample, VoteResult, decided, run_vote, split_answer
+from .sampling import derive_seed, filter_top_k, filter_top_p, next_token_probs, sample_next
+from .streaming import StopStringFilter, Utf8Stream
+
+__all__ = [
+    "Engine",
+    "GenerationStats",
+    "KVCache",
+    "RESPONSE_STOPS",
+    "ReasonedAnswer",
+    "Sample",
+    "StopStringFilter",
+    "Utf8Stream",
+    "VoteResult",
+    "decided",
+    "derive_seed",
+    "filter_top_k",
+    "filter_top_p",
+    "next_token_probs",
+    "run_vote",
+    "sample_next",
+    "split_answer",
+]

@@ -1,0 +1,92 @@
+"""Decoding rules: greedy, temperature, top-k and nucleus (top-p) sampling, with per-row seeded generators.
+
+- Temperature rescales logits before the softmax (t < 1 sharpens, t > 1 flattens; t = 0 means greedy).
+- Top-k keeps the k most likely tokens (Fan et al., "Hierarchical Neural Story Generation", 2018).
+- Top-p keeps the smallest set of most likely tokens whose probability reaches p (Holtzman et al.,
+  "The Curious Case of Neural Text Degeneration", 2020).
+Top-k is applied first, then top-p on the renormalised distribution, as in most implementations.
+
+Every row of a batch draws from its own `torch.Generator`, so sample i of a batch is exactly the sample a
+single-row call seeded with the same seed would draw (N batched samples = N independent seeded samples).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import GenerationError
+
+
+def validate_sampling(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> int | None:
+    """Check the sampling arguments; return top_k clamped to the vocabulary size (documented behaviour)."""
+    if not isinstance(temperature, (int, float)) or math.isnan(temperature) or temperature < 0:
+        raise GenerationError(f"temperature: must be >= 0 (0 = greedy), got {temperature!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+        raise GenerationError(f"top_p: must be in (0, 1], got {top_p!r}")
+    if top_k is not None:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise GenerationError(f"top_k: must be a positive integer, got {top_k!r}")
+        top_k = min(top_k, vocab_size)  # more than the vocabulary means "no top-k filter"
+    return top_k
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """Seed of sample `index` of a call seeded with `seed` (a fixed mix, so nearby seeds don't overlap)."""
+    return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 1) % (2**63)
+
+
+def seeded_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:
+    """One generator per row, each seeded with its own seed."""
+    gens = []
+    for s in seeds:
+        g = torch.Generator(device=device)
+        g.manual_seed(s)
+        gens.append(g)
+    return gens
+
+
+def filter_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Set every logit below the k-th largest of its row to -inf. (B, V) -> (B, V)."""
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float | None) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability sum reaches p. (B, V) -> (B, V)."""
+    if p is None or p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    # Probability mass strictly before each token: a token is kept while that mass is still below p,
+    # so the token that crosses p is kept and the most likely token always is.
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    drop_sorted = mass_before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_token_probs(
+    logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
+    """The sampling distribution (B, V) after temperature, top-k and top-p (temperature must be > 0)."""
+    logits = logits.float() / temperature
+    logits = filter_top_p(filter_top_k(logits, top_k), top_p)
+    return torch.softmax(logits, dim=-1)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generators: list[torch.Generator],
+) -> torch.Tensor:
+    """Pick one token per row from last-position logits (B, V) -> (B,). temperature 0 = argmax."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = next_token_probs(logits, temperature, top_k, top_p)  # (B, V)
+    picks = [torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(probs.shape[0])]
+    return torch.cat(picks)

@@ -1,0 +1,56 @@
+"""`workbench chat` / `workbench eval` end to end on a tiny random model (checkpoint loading faked)."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from engine_fakes import ByteTokenizer, tiny_model
+from workbench.cli import app
+from workbench.commands import chat as chat_cmd
+
+
+@pytest.fixture
+def fake_checkpoint(monkeypatch):
+    loaded = SimpleNamespace(model=tiny_model(context_length=32, seed=5), tokenizer=ByteTokenizer(),
+                             path="runs/fake", step=7)
+    monkeypatch.setattr(chat_cmd, "_load", lambda path: loaded)
+    return loaded
+
+
+def test_chat_modes_through_stdin(fake_checkpoint):
+    runner = CliRunner()
+    out = runner.invoke(app, ["chat", "-c", "x", "--max-new-tokens", "4"], input="hello\n\nworld\n")
+    assert out.exit_code == 0, out.output
+    assert out.output.count("note: prompt is") == 2  # Alpaca prompt > 32-token context: truncated, and said so
+    out = runner.invoke(app, ["chat", "-c", "x", "--mode", "cot", "--max-new-tokens", "4"], input="2 + 3?\n")
+    assert out.exit_code == 0 and "reasoning:" in out.output and "answer:" in out.output
+    out = runner.invoke(app, ["chat", "-c", "x", "--mode", "vote", "--n", "3", "--max-new-tokens", "4"],
+                        input="2 + 3?\n")
+    assert out.exit_code == 0 and "votes:" in out.output and "saved by early stop" in out.output
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--temperature", "-1"], "temperature"),
+    (["--top-p", "1.5"], "top_p"),
+    (["--mode", "vote", "--n", "0"], "--n"),
+    (["--mode", "beam"], "--mode"),
+])
+def test_chat_bad_options_are_one_line_errors(fake_checkpoint, args, match):
+    out = CliRunner().invoke(app, ["chat", "-c", "x", *args], input="hi\n")
+    assert out.exit_code != 0
+    assert match in str(out.exception)  # main() prints it as "error: ..." (WorkbenchError)
+
+
+def test_eval_prints_table(fake_checkpoint, tmp_path):
+    data = tmp_path / "eval.json"
+    data.write_text(json.dumps([{"question": "Tom has 3 apples.", "answer": 3},
+                                {"question": "Ann has 5 pens.", "answer": 5}]))
+    out = CliRunner().invoke(app, ["eval", "-c", "x", "--data", str(data), "--n", "1,2",
+                                   "--max-new-tokens", "3"])
+    assert out.exit_code == 0, out.output
+    for label in ("direct answer", "chain of thought", "majority vote (CoT)", "tokens/question"):
+        assert label in out.output
+    assert len([l for l in out.output.splitlines() if "majority vote" in l]) == 2

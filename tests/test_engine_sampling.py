@@ -1,0 +1,135 @@
+"""Sampling: top-k / top-p against an independent computation, seeds, batched = independent, bad input."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from engine_fakes import ByteTokenizer, tiny_model
+from llm_core import Engine, GenerationError
+from llm_core.engine import derive_seed, filter_top_k, filter_top_p, next_token_probs
+
+PROMPT = [72, 101, 108, 108, 111]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(context_length=16, seed=1, dtype=torch.float32)
+
+
+def _random_logits(rows=4, vocab=12, seed=0) -> torch.Tensor:
+    rng = random.Random(seed)
+    return torch.tensor([[rng.gauss(0, 2) for _ in range(vocab)] for _ in range(rows)], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 12])
+def test_top_k_matches_independent(k):
+    logits = _random_logits()
+    got = filter_top_k(logits, k)
+    for row, out in zip(logits.tolist(), got.tolist()):
+        kept = sorted(range(len(row)), key=lambda i: -row[i])[:k]
+        for i, value in enumerate(out):
+            assert value == (row[i] if i in kept else -math.inf)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.6, 0.9, 0.999])
+def test_top_p_matches_independent(p):
+    logits = _random_logits(seed=3)
+    got = filter_top_p(logits, p)
+    for row, out in zip(logits.tolist(), got.tolist()):
+        z = sum(math.exp(x) for x in row)
+        probs = [math.exp(x) / z for x in row]
+        kept, mass = set(), 0.0
+        for i in sorted(range(len(row)), key=lambda i: -probs[i]):
+            kept.add(i)
+            mass += probs[i]
+            if mass >= p:
+                break
+        assert {i for i, v in enumerate(out) if v != -math.inf} == kept
+
+
+def test_temperature_top_k_top_p_distribution():
+    logits = _random_logits(rows=1, seed=5)
+    t, k, p = 0.7, 5, 0.8
+    row = [x / t for x in logits[0].tolist()]
+    top = sorted(range(len(row)), key=lambda i: -row[i])[:k]
+    z = sum(math.exp(row[i]) for i in top)
+    probs = {i: math.exp(row[i]) / z for i in top}
+    kept, mass = [], 0.0
+    for i in top:
+        kept.append(i)
+        mass += probs[i]
+        if mass >= p:
+            break
+    zk = sum(probs[i] for i in kept)
+    expected = [probs[i] / zk if i in kept else 0.0 for i in range(len(row))]
+    got = next_token_probs(logits, t, k, p)[0].tolist()
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_seeds_reproducible(model):
+    engine = Engine(model, ByteTokenizer())
+    a = engine.generate_ids(PROMPT, 12, temperature=1.0, seed=5, stop_ids=[])
+    b = engine.generate_ids(PROMPT, 12, temperature=1.0, seed=5, stop_ids=[])
+    c = engine.generate_ids(PROMPT, 12, temperature=1.0, seed=6, stop_ids=[])
+    assert a == b and a != c
+
+
+def test_top_k_above_vocab_is_clamped(model):
+    engine = Engine(model, ByteTokenizer())
+    a = engine.generate_ids(PROMPT, 8, temperature=1.0, top_k=10**6, seed=2, stop_ids=[])
+    b = engine.generate_ids(PROMPT, 8, temperature=1.0, seed=2, stop_ids=[])
+    assert a == b
+
+
+def test_top_k_one_is_greedy(model):
+    engine = Engine(model, ByteTokenizer())
+    a = engine.generate_ids(PROMPT, 8, temperature=1.3, top_k=1, seed=2, stop_ids=[])
+    assert a == engine.generate_ids(PROMPT, 8, stop_ids=[])
+
+
+def test_batched_samples_equal_independent_seeded_samples(model):
+    engine = Engine(model, ByteTokenizer())
+    n, seed = 4, 11
+    finished = [s for batch in engine.sample_batch(PROMPT, n, 10, 1.0, seed=seed, stop_ids=[]) for s in batch]
+    assert engine.last_stats.prefilled_tokens == len(PROMPT)  # one prefill for all rows
+    batched_ids = [row[len(PROMPT) :] for row in engine._rows]
+    assert sorted(i for i, _, _ in finished) == list(range(n))
+    solo = Engine(model, ByteTokenizer())
+    for i in range(n):
+        ids = solo.generate_ids(PROMPT, 10, temperature=1.0, seed=derive_seed(seed, i), stop_ids=[])
+        assert batched_ids[i] == ids
+        assert dict((j, t) for j, t, _ in finished)[i] == ByteTokenizer().decode(ids)
+    assert len({tuple(r) for r in batched_ids}) > 1  # the rows really differ
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(temperature=-0.5), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(temperature=1.0, top_p=0.0), "top_p"),
+        (dict(temperature=1.0, top_p=1.01), "top_p"),
+        (dict(temperature=1.0, top_k=0), "top_k"),
+        (dict(window=0), "window"),
+    ],
+)
+def test_bad_sampling_arguments(model, kwargs, match):
+    engine = Engine(model, ByteTokenizer())
+    with pytest.raises(GenerationError, match=match):
+        engine.generate_ids(PROMPT, 3, **kwargs)
+
+
+def test_bad_prompts_and_counts(model):
+    engine = Engine(model, ByteTokenizer())
+    with pytest.raises(GenerationError, match="empty"):
+        engine.stream("")  # validated eagerly, before the first piece
+    with pytest.raises(GenerationError, match="empty"):
+        engine.generate_ids([], 3)
+    with pytest.raises(GenerationError, match="n: must be an integer >= 1"):
+        engine.majority_vote("hi", 0)
+    with pytest.raises(GenerationError, match="40 tokens, longer than the context length 16"):
+        engine.stream("x" * 40)
+    assert engine.generate_ids(PROMPT, 0) == []

@@ -1,0 +1,318 @@
+"""The embedded default experiment: generator, worked solutions, answer extraction, data build, CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llm_core.experiment import (
+    COT_CUE,
+    DATA_DIR,
+    DIRECT_CUE,
+    default_paths,
+    extract_answer,
+    make_prompt,
+    split_reasoning,
+)
+from llm_core.experiment.arithmetic import (
+    random_problem,
+    rejected_solution,
+    running_values,
+    worked_solution,
+)
+from llm_core.experiment.build import DOCUMENT_SEPARATOR, BuildConfig, build_experiment, split_documents
+
+SMALL = BuildConfig(seed=3, n_pretrain=40, n_instructions=20, n_preferences=20, n_eval=20, vocab_size=300)
+
+# --- An independent checker of worked solutions ------------------------------------------------------
+STEP_RE = re.compile(r"^(\d+)([+-])(\d+): (.*), so (\d+)\.(?: Now (\d+(?:[+-]\d+)+)\.)?$")
+ADD_COL_RE = re.compile(r"^(\d)\+(\d)(\+1)?=(\d+)( c1)?$")
+SUB_COL_RE = re.compile(r"^(\d)-(\d)(-1)?(?: b1 1(\d)-(\d)(-1)?)?=(\d)$")
+
+
+def check_step(line: str) -> tuple[int, str, int, int]:
+    """Parse one step line and check every column with plain integer arithmetic; returns (x, op, y, r)."""
+    m = STEP_RE.match(line)
+    assert m, line
+    x, op, y = int(m[1]), m[2], int(m[3])
+    result = int(m[5])
+    assert result == (x + y if op == "+" else x - y), line
+    columns = m[4].split(", ")
+    xd, yd = str(x)[::-1], str(y)[::-1]
+    carry, pieces = 0, []  # digits written by each column, ones first
+    for i, col in enumerate(columns):
+        dx = int(xd[i]) if i < len(xd) else 0
+        dy = int(yd[i]) if i < len(yd) else 0
+        last = i == len(columns) - 1
+        if op == "+":
+            c = ADD_COL_RE.match(col)
+            assert c, col
+            assert (int(c[1]), int(c[2]), bool(c[3])) == (dx, dy, bool(carry)), col
+            total = dx + dy + carry
+            assert int(c[4]) == total, col
+            carry = 1 if total >= 10 else 0
+            assert bool(c[5]) == (bool(carry) and not last), col
+            pieces.append(str(total) if last else str(total % 10))
+        else:
+            c = SUB_COL_RE.match(col)
+            assert c, col
+            assert (int(c[1]), int(c[2]), bool(c[3])) == (dx, dy, bool(carry)), col
+            borrow = dx - dy - carry < 0
+            assert (c[4] is not None) == borrow, col
+            if borrow:
+                assert (int(c[4]), int(c[5]), bool(c[6])) == (dx, dy, bool(carry)), col
+            assert int(c[7]) == dx + 10 * borrow - dy - carry, col
+            carry = int(borrow)
+            pieces.append(c[7])
+    assert len(columns) == (len(str(x)) if op == "-" else max(len(str(x)), len(str(y))))
+    assert int("".join(reversed(pieces))) == result, line  # the final result is read off the columns
+    return x, op, y, result, m[6]
+
+
+def check_solution(text: str) -> int:
+    """Check a whole worked solution; returns its final answer."""
+    first, *steps, last = text.split("\n")
+    assert first.endswith(".")
+    remaining = first[:-1]  # the expression still to evaluate, e.g. "63+43-61-40"
+    for i, line in enumerate(steps):
+        x, op, y, value, now = check_step(line)
+        # each step takes the first two operands of what is left ...
+        assert remaining.startswith(f"{x}{op}{y}"), (remaining, line)
+        rest = remaining[len(f"{x}{op}{y}"):]
+        assert rest == "" or rest[0] in "+-"
+        # ... and rewrites what is left with its result in front
+        remaining = f"{value}{rest}"
+        assert now == (remaining if rest else None), line
+    assert remaining.isdigit() and last == f"The answer is {remaining}."
+    return int(remaining)
+
+
+# --- Generator --------------------------------------------------------------------------------------
+def test_generator_is_deterministic_per_seed():
+    def draw(seed):
+        rng = random.Random(seed)
+        return [random_problem(rng) for _ in range(20)]
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+
+
+def test_problems_are_well_formed_and_answers_correct():
+    rng = random.Random(0)
+    n_ops_seen = set()
+    for _ in range(300):
+        p = random_problem(rng)
+        n_ops_seen.add(len(p.ops))
+        assert all(10 <= n <= 99 for n in p.numbers)
+        expression = str(p.numbers[0]) + "".join(f"{op}{n}" for op, n in zip(p.ops, p.numbers[1:]))
+        assert p.answer == eval(expression)  # independent recomputation
+        assert min(running_values(p.numbers, p.ops)) >= 0  # never below zero on the way
+        for n in p.numbers:
+            assert str(n) in p.question
+        assert p.question.endswith("?")
+    assert n_ops_seen == {2, 3}
+
+
+def test_worked_solutions_are_correct_at_every_step():
+    rng = random.Random(1)
+    for _ in range(300):
+        p = random_problem(rng)
+        text = worked_solution(p)
+        assert check_solution(text) == p.answer
+        assert text.split("\n")[0] == str(p.numbers[0]) + "".join(f"{o}{n}" for o, n in zip(p.ops, p.numbers[1:])) + "."
+
+
+def test_worked_solution_example():
+    from llm_core.experiment.arithmetic import Problem
+
+    p = Problem((38, 36, 16), ("+", "-"), "q")
+    assert worked_solution(p) == (
+        "38+36-16.\n"
+        "38+36: 8+6=14 c1, 3+3+1=7, so 74. Now 74-16.\n"
+        "74-16: 4-6 b1 14-6=8, 7-1-1=5, so 58.\n"
+        "The answer is 58."
+    )
+
+
+def test_rejected_solutions_are_wrong_but_consistent():
+    rng = random.Random(2)
+    for _ in range(200):
+        p = random_problem(rng)
+        text = rejected_solution(p, rng)
+        lines = text.split("\n")
+        answer = extract_answer(text)
+        assert answer != p.answer
+        assert lines[-1] == f"The answer is {answer}."
+        # the slip is carried forward: each step starts from the previous step's written result
+        results = [int(re.search(r"so (\d+)\.", line)[1]) for line in lines[1:-1]]
+        starts = [int(re.match(r"(\d+)", line)[1]) for line in lines[1:-1]]
+        assert starts[1:] == results[:-1] and results[-1] == answer
+        with pytest.raises(AssertionError):
+            check_solution(text)  # some step is arithmetically wrong
+
+
+def test_prompts_use_alpaca_format_and_cues():
+    p = random_problem(random.Random(4))
+    cot, direct = make_prompt(p, "cot"), make_prompt(p, "direct")
+    assert cot.startswith("Below is an instruction that describes a task.")
+    assert cot.endswith(f"{p.question} {COT_CUE}\n\n### Response:\n")
+    assert direct.endswith(f"{p.question} {DIRECT_CUE}\n\n### Response:\n")
+    assert make_prompt(p.question, "cot") == cot
+    with pytest.raises(ValueError):
+        make_prompt(p, "fast")
+
+
+# --- Answers ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("38+36: ... 38+36=74.\nThe answer is 74.", 74),
+        ("The answer is 58.", 58),
+        ("the answer is 1,204.", 1204),
+        ("The answer is 5. The answer is 7.", 5),  # the first committed answer wins
+        ("12+3=15 and then 15", 15),  # fallback: last integer
+        ("no numbers here", None),
+        ("", None),
+        ("The answer is -3.", -3),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_split_reasoning():
+    reasoning, answer = split_reasoning("38+36.\n38+36: 8+6=14 c1, 3+3+1=7, so 74.\nThe answer is 74.\n")
+    assert reasoning == "38+36.\n38+36: 8+6=14 c1, 3+3+1=7, so 74."
+    assert answer == "The answer is 74."
+    assert split_reasoning("The answer is 9.") == ("", "The answer is 9.")
+    assert split_reasoning("just thinking 3+4") == ("just thinking 3+4", "")
+
+
+# --- Build ------------------------------------------------------------------------------------------
+def _tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("arith")
+    build_experiment(out, SMALL)
+    return out
+
+
+def test_build_is_byte_identical_for_the_same_seed(small_build, tmp_path):
+    build_experiment(tmp_path / "again", SMALL)
+    first, second = _tree_bytes(small_build), _tree_bytes(tmp_path / "again")
+    assert set(first) >= {"pretrain.txt", "instructions.json", "preferences.json", "eval.json",
+                          "MANIFEST.json", "tokenizer/tokenizer.json", "tokenizer/arith.tiktoken"}
+    assert first == second
+    build_experiment(tmp_path / "other", BuildConfig(**{**SMALL.__dict__, "seed": 4}))
+    assert _tree_bytes(tmp_path / "other")["eval.json"] != first["eval.json"]
+
+
+def test_build_files_are_consistent(small_build):
+    docs = split_documents((small_build / "pretrain.txt").read_text())
+    assert len(docs) == SMALL.n_pretrain
+    assert all(d.startswith("Below is an instruction") and "<|endoftext|>" not in d for d in docs)
+    assert any(COT_CUE in d for d in docs) and any(DIRECT_CUE in d for d in docs)
+    instructions = json.loads((small_build / "instructions.json").read_text())
+    preferences = json.loads((small_build / "preferences.json").read_text())
+    evals = json.loads((small_build / "eval.json").read_text())
+    assert len(instructions) == SMALL.n_instructions and len(evals) == SMALL.n_eval
+    for rec in preferences:
+        assert rec["chosen"] == rec["output"]
+        assert extract_answer(rec["chosen"]) != extract_answer(rec["rejected"])
+        check_solution(rec["chosen"])
+    for rec in evals:
+        assert rec["instruction"] == f"{rec['question']} {COT_CUE}" and rec["input"] == ""
+        assert check_solution(rec["output"]) == rec["answer"]
+    for rec in instructions:
+        if rec["instruction"].endswith(DIRECT_CUE):
+            assert rec["output"] == f"The answer is {extract_answer(rec['output'])}."
+        else:
+            check_solution(rec["output"])
+    manifest = json.loads((small_build / "MANIFEST.json").read_text())
+    for name, digest in manifest["sha256"].items():
+        assert hashlib.sha256((small_build / name).read_bytes()).hexdigest() == digest
+
+
+def _problem_key(instruction: str, solution: str | None = None) -> tuple:
+    """(numbers, ops) of a problem: numbers from the question text, ops from its verbs."""
+    from llm_core.experiment.arithmetic import ADD_TEMPLATES, SUB_TEMPLATES
+
+    numbers = tuple(int(n) for n in re.findall(r"\d+", instruction))
+    verbs_add = [t.split("{n}")[0].replace("{pro} ", "") for t in ADD_TEMPLATES]
+    ops = []
+    for sentence in instruction.split(". ")[1:]:
+        low = sentence.lower()
+        if re.search(r"\d", low):
+            ops.append("+" if any(v in low for v in verbs_add) else "-")
+    return numbers, tuple(ops)
+
+
+def test_eval_has_no_overlap_with_training(small_build):
+    evals = json.loads((small_build / "eval.json").read_text())
+    eval_keys = {_problem_key(r["instruction"]) for r in evals}
+    assert len(eval_keys) == len(evals)  # held-out problems are distinct
+    train_instructions = [d.split("### Instruction:\n")[1].split("\n\n")[0]
+                          for d in split_documents((small_build / "pretrain.txt").read_text())]
+    for name in ("instructions.json", "preferences.json"):
+        train_instructions += [r["instruction"] for r in json.loads((small_build / name).read_text())]
+    train_keys = {_problem_key(i) for i in train_instructions}
+    assert not eval_keys & train_keys
+    # the key recovered from text agrees with the problem's real operations
+    for r in evals[:5]:
+        numbers, ops = _problem_key(r["instruction"])
+        assert numbers[0] + sum(n if o == "+" else -n for o, n in zip(ops, numbers[1:])) == r["answer"]
+
+
+def test_tokenizer_spells_every_digit_alone(small_build):
+    from llm_core.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(small_build / "tokenizer")
+    ids = tok.encode("38+36=74. The answer is 1204.")
+    pieces = [tok.decode([i]) for i in ids]
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == list("38367412" "04")
+    assert tok.decode(ids) == "38+36=74. The answer is 1204."
+
+
+def test_document_separator_round_trip():
+    docs = ["a\n\nb", "c"]
+    assert split_documents(DOCUMENT_SEPARATOR.join(docs) + "\n") == docs
+
+
+def test_committed_data_matches_its_manifest():
+    paths = default_paths()
+    if not paths["manifest"].exists():
+        pytest.skip("data/arith has not been generated")
+    manifest = json.loads(paths["manifest"].read_text())
+    for name, digest in manifest["sha256"].items():
+        assert hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() == digest, name
+    assert manifest["config"] == BuildConfig().__dict__  # built with the defaults
+
+
+# --- CLI --------------------------------------------------------------------------------------------
+def test_cli_generate_into_tmp_dir(tmp_path, monkeypatch):
+    from workbench.cli import app
+    from workbench.commands import data as data_cmd
+
+    monkeypatch.setattr(data_cmd, "BuildConfig",
+                        lambda **kw: BuildConfig(**{**SMALL.__dict__, **kw}))
+    result = CliRunner().invoke(app, ["data", "generate", "--out", str(tmp_path / "d"), "--seed", "3",
+                                      "--n-pretrain", "40", "--n-eval", "20"])
+    assert result.exit_code == 0, result.output
+    assert "eval.json" in result.output
+    assert len(json.loads((tmp_path / "d" / "eval.json").read_text())) == 20
+    assert (tmp_path / "d" / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_committed_data_equals_a_fresh_build(tmp_path):
+    if not default_paths()["manifest"].exists():
+        pytest.skip("data/arith has not been generated")
+    build_experiment(tmp_path / "fresh", BuildConfig())  # about 3 s
+    assert _tree_bytes(tmp_path / "fresh") == _tree_bytes(DATA_DIR)

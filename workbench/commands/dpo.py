@@ -1,0 +1,132 @@
+"""`workbench dpo`: preference tuning with Direct Preference Optimization from a checkpoint.
+
+    workbench dpo --from runs/sft --data arith --beta 0.1 [--lora | --dora] [--out DIR] [--set key=value ...]
+
+The run is a Trainer run with stage "dpo" (same run folder, checkpoints, metrics.jsonl and resume as
+`workbench train`; continue it with `workbench train --resume RUN`). Settings start from the DPO recipe
+(`llm_core.dpo.DPO_RECIPE`), then an optional `--config` JSON, then `--set`, then the explicit flags.
+Besides the training progress line, it prints the DPO metrics (reward margin / accuracy, policy
+log-probs) and the collapse alarms.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from llm_core.config import parse_overrides
+from llm_core.dpo import attach_collapse_alarms, dpo_config
+from llm_core.errors import ConfigError, WorkbenchError
+from llm_core.training import TrainConfig, Trainer
+from llm_core.training.distributed import shutdown
+
+from .train import _follow, _print_estimates
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """The keys a JSON config file sets (only those: the rest keep the DPO recipe's values)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object of TrainConfig keys")
+    data.pop("model_config", None)  # a run's config.json also records the model shape
+    return data
+
+
+def build_dpo_config(
+    init_from: str, data: str, beta: Optional[float], adapter: str, out: Optional[str],
+    config_file: Optional[Path], sets: list[str],
+) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_read_json_object(config_file))
+    values.update(parse_overrides(TrainConfig, sets))
+    explicit: dict[str, Any] = {"data": data}
+    if beta is not None:
+        explicit["beta"] = beta
+    if adapter != "none":
+        explicit["adapter"] = adapter
+    if out:
+        explicit["out"] = out
+    values.update(explicit)
+    if values.get("stage", "dpo") != "dpo":
+        raise WorkbenchError(f"stage: workbench dpo runs stage 'dpo', got {values['stage']!r}")
+    values.pop("stage", None)
+    values.pop("init_from", None)
+    return dpo_config(init_from, **values)
+
+
+def _dpo_line(event: dict[str, Any]) -> str:
+    loss = event.get("loss")
+    return (
+        f"step {event['step']}: loss {loss:.4f} " if loss is not None else f"step {event['step']}: loss nan "
+    ) + (
+        f"beta {event['beta']:g} reward_margin {event['reward_margin']:.4f} "
+        f"reward_accuracy {event['reward_accuracy']:.1%} chosen_reward {event['chosen_reward']:.4f} "
+        f"rejected_reward {event['rejected_reward']:.4f} logp chosen {event['policy_chosen_logp']:.2f} "
+        f"rejected {event['policy_rejected_logp']:.2f}"
+    )
+
+
+def print_dpo_metrics(console: Console, trainer: Trainer, lines: int = 20) -> None:
+    """Print about `lines` DPO metric lines over the run (and every eval's reward metrics)."""
+    every = max(1, trainer.config.max_steps // max(lines, 1))
+    last = trainer.config.max_steps - 1
+
+    def listen(event: dict[str, Any]) -> None:
+        if event["type"] == "step" and "reward_margin" in event and (
+            event["step"] % every == 0 or event["step"] == last
+        ):
+            console.print(_dpo_line(event), markup=False, highlight=False)
+        elif event["type"] == "eval" and "val_reward_accuracy" in event:
+            console.print(
+                f"eval @ step {event['step']}: val_reward_accuracy {event['val_reward_accuracy']:.1%} "
+                f"val_reward_margin {event['val_reward_margin']:.4f}", markup=False, highlight=False,
+            )
+
+    trainer.subscribe(listen)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("dpo")
+    def dpo(
+        init_from: str = typer.Option(..., "--from", help="Checkpoint to start from (run folder or step folder)."),
+        data: str = typer.Option("arith", "--data", help="Preference JSON/JSONL (instruction, input, chosen, "
+                                                          "rejected), or 'arith' for data/arith/preferences.json."),
+        beta: Optional[float] = typer.Option(None, "--beta", help="DPO temperature (default 0.1); higher = stay "
+                                                                   "closer to the reference."),
+        lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters; the reference is the base (no copy)."),
+        dora: bool = typer.Option(False, "--dora", help="Train DoRA adapters; the reference is the base (no copy)."),
+        out: Optional[str] = typer.Option(None, "--out", help="Folder holding the run folders (default runs)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of TrainConfig keys."),
+        sets: list[str] = typer.Option([], "--set", help="Override a config key: --set max_steps=100 (repeatable)."),
+        estimate_steps: int = typer.Option(2, "--estimate-steps", help="Steps timed for the time estimate (0 = skip)."),
+    ) -> None:
+        """Preference-tune a checkpoint with DPO (reward margin and accuracy shown as it trains)."""
+        if lora and dora:
+            raise WorkbenchError("--lora and --dora exclude each other")
+        adapter = "lora" if lora else "dora" if dora else "none"
+        cfg = build_dpo_config(init_from, data, beta, adapter, out, config, sets)
+        trainer = Trainer(cfg)
+        console = Console(quiet=not trainer.ctx.is_main)
+        obj = trainer.objective
+        console.print(f"DPO: beta {obj.beta:g}, reference = "
+                      + ("the base weights with adapters off (no copy)" if obj.reference == "adapters"
+                         else "a frozen copy of the starting model"))
+        _print_estimates(console, trainer, trainer.estimate(measure_steps=max(estimate_steps, 0)))
+        attach_collapse_alarms(trainer)
+        print_dpo_metrics(console, trainer)
+        try:
+            end = _follow(console, trainer)
+        finally:
+            shutdown(trainer.ctx)
+        if trainer.state == "failed":
+            raise WorkbenchError(trainer.error or end.get("message", "training failed"))
+        console.print(f"[green]{end.get('message', 'done')}[/]; run folder: {trainer.run_dir}")
