@@ -102,3 +102,34 @@ def test_workbench_dpo_bad_input_is_one_line_error(tmp_path, extra: list[str], n
     result = CliRunner().invoke(app, ["dpo", "--from", str(tmp_path), "--out", str(tmp_path)] + extra)
     assert isinstance(result.exception, WorkbenchError), result.output
     assert needle in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_trainer_turns_collapse_into_alarm_events_by_itself(tmp_path) -> None:
+    """No CLI involved: a DPO Trainer feeds its own step events to the collapse monitor."""
+    model = GPT(GPTConfig(vocab_size=23, context_length=16, d_model=16, n_layers=1, n_heads=2))
+    config = TrainConfig(stage="dpo", data="in-memory", max_steps=2, batch_size=2, warmup_steps=0, bf16=False,
+                         device="cpu", out=str(tmp_path), name="dpo", sample_tokens=0)
+    trainer = Trainer(config, model=model, train_data=preference_items(4, seed=1),
+                      collate_fn=lambda items: collate_preference(items, pad_id=0))
+    for i in range(30):  # the chosen log-prob falls steadily while the margin rises: the policy pushes both down
+        trainer._emit("step", step=i, loss=0.5, policy_chosen_logp=-10.0 - 2.0 * i, chosen_reward=-0.2 * i,
+                      rejected_reward=-0.4 * i, reward_margin=0.2 * i, reward_accuracy=1.0)
+    alarms = [e for e in read_metrics(trainer.run_dir) if e["type"] == "alarm"]
+    assert [a["kind"] for a in alarms] == ["chosen_logp_falling"]
+
+
+def _prefs_with_identical_pair(path) -> str:
+    rows = [{"instruction": f"Add {i} and 1.", "input": "", "chosen": str(i + 1), "rejected": str(i + 2)}
+            for i in range(6)]
+    rows.insert(3, {"instruction": "Say hi.", "input": "", "chosen": "hi", "rejected": "hi"})
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def test_identical_pairs_are_refused_unless_the_config_drops_them(tmp_path) -> None:
+    prefs = _prefs_with_identical_pair(tmp_path / "prefs.json")
+    cfg = tiny_config(tmp_path, stage="dpo", data=prefs, context_length=256, val_fraction=0.0, sample_tokens=0)
+    with pytest.raises(WorkbenchError, match=r"prefs\.json.*3.*identical"):
+        Trainer(cfg)
+    trainer = Trainer(cfg.with_overrides(["drop_identical_pairs=true", "name=kept"]))
+    assert len(trainer.train_data) == 6 and trainer.train_data.dropped == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from llm_core import ConfigError
+from llm_core import ConfigError, TrainConfig, WorkbenchError
 from llm_core.training import read_metrics
 from workbench.cli import app
 from training_helpers import byte_tokenizer, corpus
@@ -43,3 +43,16 @@ def test_bad_keys_and_values_are_one_line_errors(tmp_path, bad: str) -> None:
     result = runner.invoke(app, _args(tmp_path) + ["--set", bad])
     assert isinstance(result.exception, ConfigError)
     assert "\n" not in str(result.exception) and bad.split("=")[0] in str(result.exception)
+
+
+def test_stage_recipes_start_finetuning_gentler_than_pretraining() -> None:
+    from llm_core.training import stage_config
+
+    pre, sft, sft_lora = stage_config("pretrain"), stage_config("sft"), stage_config("sft", adapter="lora")
+    dpo = stage_config("dpo", beta=0.3)
+    assert pre == TrainConfig()  # the pretraining recipe is the defaults themselves
+    assert (sft.stage, dpo.stage, dpo.beta) == ("sft", "dpo", 0.3)
+    assert dpo.peak_lr < sft.peak_lr < pre.peak_lr and sft.max_steps < pre.max_steps
+    assert sft_lora.peak_lr > sft.peak_lr and sft_lora.adapter == "lora"
+    with pytest.raises(WorkbenchError, match="stage.*'rlhf'"):
+        stage_config("rlhf")

@@ -1,4 +1,4 @@
-"""Default DPO settings: `TrainConfig`'s defaults are a pretraining recipe (2000 steps at lr 1e-3), far too
+"""Default DPO settings: `TrainConfig`'s defaults are a pretraining recipe (1500 steps at lr 3e-3), far too
 aggressive for preference tuning, which starts from a finetuned model and should stay close to it.
 
 DPO papers use learning rates 10-100x below SFT (Rafailov et al. used 1e-6 on 2.8B-6.9B models with
@@ -28,10 +28,6 @@ ADAPTER_LR = {"peak_lr": 1e-4, "min_lr": 1e-5}
 def dpo_config(init_from: str, data: str = "arith", adapter: str = "none", **overrides: Any) -> Any:
     """A validated `TrainConfig` for DPO from `init_from`: `DPO_RECIPE` (+ the adapter learning rates),
     then `overrides` (any TrainConfig key, e.g. beta=0.2, max_steps=100)."""
-    from ..training import TrainConfig
+    from ..training.recipes import stage_config
 
-    values: dict[str, Any] = {**DPO_RECIPE, "init_from": init_from, "data": data, "adapter": adapter}
-    if adapter != "none":
-        values.update(ADAPTER_LR)
-    values.update(overrides)
-    return TrainConfig.from_dict(values, where="dpo_config")
+    return stage_config("dpo", adapter=adapter, init_from=init_from, data=data, **overrides)

@@ -3,6 +3,7 @@ from .checkpoint import latest_checkpoint
 from .config import TrainConfig
 from .loading import LoadedCheckpoint, load_checkpoint
 from .objectives import LanguageModelingObjective
+from .recipes import stage_config, stage_recipe
 from .runs import RunInfo, list_runs, read_metrics
 from .schedule import lr_at, planned_schedule
 from .trainer import Trainer
@@ -19,4 +20,6 @@ __all__ = [
     "lr_at",
     "planned_schedule",
     "read_metrics",
+    "stage_config",
+    "stage_recipe",
 ]

@@ -170,10 +170,12 @@ def _records(cls: Any, paths: list[Path], val_paths: list[Path] | None, tokenize
     """Instruction / preference examples (prompt + response cut to the context), split or with a val file."""
     if len(paths) != 1:
         raise ConfigError(f"TrainConfig.data: stage {config.stage!r} takes one JSON/JSONL file, got {len(paths)}")
-    vocab = tokenizer.n_vocab
-    dataset = cls(paths[0], tokenizer, max_length=context_length, vocab_size=vocab)
+    options: dict[str, Any] = {"max_length": context_length, "vocab_size": tokenizer.n_vocab}
+    if config.stage == "dpo":
+        options["drop_identical"] = config.drop_identical_pairs
+    dataset = cls(paths[0], tokenizer, **options)
     if val_paths:
-        return dataset, cls(val_paths[0], tokenizer, max_length=context_length, vocab_size=vocab)
+        return dataset, cls(val_paths[0], tokenizer, **options)
     if config.val_fraction == 0:
         return dataset, None
     return dataset.split(config.val_fraction, config.seed)

@@ -42,15 +42,17 @@ class TrainConfig:
     init_from: str | None = None  # a checkpoint (run dir or step dir) to start from, e.g. SFT after pretrain
 
     # --- Default experiment recipe (tuned for `workbench train` on 2 CPU cores; change it HERE) ----
-    max_steps: int = 2000
+    # Measured on 2 cores (tiny preset, arith BPE vocab 512): 1500 steps of 16 x 256 tokens take ~8 min and
+    # give ~95% chain-of-thought accuracy; 1200 steps give 88%, 1800 give 98.5% (README, "Default experiment").
+    max_steps: int = 1500
     batch_size: int = 16
     grad_accum: int = 1
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     initial_lr: float = 0.0
-    peak_lr: float = 1e-3
-    min_lr: float = 1e-4
+    peak_lr: float = 3e-3
+    min_lr: float = 3e-4
     warmup_steps: int | None = None  # None or -1: use warmup_fraction * max_steps
-    warmup_fraction: float = 0.05
+    warmup_fraction: float = 0.034  # 51 of 1500 steps; a fraction so that a shorter --set max_steps still works
     weight_decay: float = 0.1
     decay_embeddings: bool = False
     beta1: float = 0.9
@@ -91,6 +93,12 @@ class TrainConfig:
     # --- DPO --------------------------------------------------------------------------------------
     beta: float = 0.1
     dpo_reference: Literal["auto", "copy", "adapters"] = "auto"
+    dpo_loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
+    dpo_label_smoothing: float = 0.0  # conservative DPO (Mitchell, 2023): assumed share of flipped labels
+    dpo_average_logps: bool = False  # False = summed response log-probs (the paper's); True = per-token mean
+    dpo_cache_reference: bool = False  # compute each pair's reference log-probs once and reuse them
+    dpo_sft_weight: float = 0.0  # add this times the chosen responses' NLL (keeps chosen likelihood up)
+    drop_identical_pairs: bool = False  # skip preference pairs whose chosen == rejected instead of refusing
 
     # --- Run folder -------------------------------------------------------------------------------
     name: str = ""  # "" = <stage>-<timestamp>
@@ -156,6 +164,12 @@ class TrainConfig:
             fail("beta", "must be > 0")
         if self.dpo_reference not in ("auto", "copy", "adapters"):
             fail("dpo_reference", "must be auto, copy or adapters")
+        if self.dpo_loss_type not in ("sigmoid", "ipo"):
+            fail("dpo_loss_type", "must be sigmoid or ipo")
+        if not 0.0 <= self.dpo_label_smoothing < 0.5:
+            fail("dpo_label_smoothing", "must be in [0, 0.5)")
+        if not self.dpo_sft_weight >= 0.0:
+            fail("dpo_sft_weight", "must be >= 0")
         if self.dpo_reference == "adapters" and self.adapter == "none":
             fail("dpo_reference", "'adapters' needs adapter=lora or dora")
         if self.name and (Path(self.name).name != self.name or self.name.startswith(".")):

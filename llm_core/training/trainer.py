@@ -119,6 +119,10 @@ class Trainer:
         self._metrics: MetricsWriter | None = None
         if self.ctx.is_main:
             self._prepare_run_dir()
+        if hasattr(self.objective, "on_step"):  # DPO: its collapse alarms become "alarm" events
+            from ..dpo import attach_collapse_alarms
+
+            attach_collapse_alarms(self)
 
     # --- Construction from a run folder -----------------------------------------------------------
     @classmethod

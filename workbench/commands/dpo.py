@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from llm_core.config import parse_overrides
-from llm_core.dpo import attach_collapse_alarms, dpo_config
+from llm_core.dpo import dpo_config
 from llm_core.errors import ConfigError, WorkbenchError
 from llm_core.training import TrainConfig, Trainer
 from llm_core.training.distributed import shutdown
@@ -121,7 +121,6 @@ def register(app: typer.Typer) -> None:
                       + ("the base weights with adapters off (no copy)" if obj.reference == "adapters"
                          else "a frozen copy of the starting model"))
         _print_estimates(console, trainer, trainer.estimate(measure_steps=max(estimate_steps, 0)))
-        attach_collapse_alarms(trainer)
         print_dpo_metrics(console, trainer)
         try:
             end = _follow(console, trainer)

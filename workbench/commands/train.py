@@ -19,7 +19,7 @@ from rich.table import Table
 
 from llm_core.config import parse_overrides
 from llm_core.errors import WorkbenchError
-from llm_core.training import TrainConfig, Trainer, list_runs
+from llm_core.training import TrainConfig, Trainer, list_runs, stage_config
 from llm_core.training.distributed import shutdown
 from llm_core.training.estimate import format_bytes
 
@@ -30,7 +30,11 @@ def _build_trainer(config: Optional[Path], sets: list[str], out: Optional[str], 
         if out:
             overrides["out"] = out
         return Trainer.resume(resume, **overrides)
-    base = TrainConfig.from_file(config) if config is not None else TrainConfig()
+    if config is not None:
+        base = TrainConfig.from_file(config)
+    else:  # the stage's recipe (finetuning stages start gentler than pretraining), then the overrides
+        wanted = parse_overrides(TrainConfig, sets)
+        base = stage_config(wanted.get("stage", "pretrain"), adapter=wanted.get("adapter", "none"))
     return Trainer(base.with_overrides(sets, **({"out": out} if out else {})))
 
 
