@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_core.config import parse_overrides  # noqa: E402
 from llm_core.data import evaluation_batches  # noqa: E402
-from llm_core.dpo import DPOObjective, attach_collapse_alarms, dpo_config, evaluate_dpo, sequence_logprobs  # noqa: E402
+from llm_core.dpo import DPOObjective, dpo_config, evaluate_dpo, sequence_logprobs  # noqa: E402
 from llm_core.engine import Engine  # noqa: E402
 from llm_core.experiment import default_paths  # noqa: E402
 from llm_core.training import TrainConfig, Trainer, load_checkpoint  # noqa: E402
@@ -37,12 +37,11 @@ from llm_core.training.builders import build_datasets  # noqa: E402
 
 def train_dpo(args: argparse.Namespace) -> Path:
     overrides: dict[str, Any] = {"beta": args.beta, "max_steps": args.steps, "out": args.out,
+                                 "dpo_sft_weight": args.sft_weight,  # RPO's NLL term on the chosen (0 = plain DPO)
                                  "name": args.name or f"dpo-exp-{'lora-' if args.lora else ''}beta{args.beta:g}"}
     overrides.update(parse_overrides(TrainConfig, args.set))
     cfg = dpo_config(str(args.sft), data="arith", adapter="lora" if args.lora else "none", **overrides)
     trainer = Trainer(cfg)
-    trainer.objective.sft_weight = args.sft_weight  # RPO's NLL term on the chosen responses (0 = plain DPO)
-    attach_collapse_alarms(trainer)
     every = max(1, cfg.max_steps // 15)
 
     def show(event: dict[str, Any]) -> None:
@@ -99,7 +98,7 @@ def main() -> None:
     p.add_argument("--name", default="")
     p.add_argument("--set", action="append", default=[], help="extra TrainConfig key=value (repeatable)")
     p.add_argument("--limit", type=int, default=200, help="eval.json problems for CoT accuracy")
-    p.add_argument("--max-new-tokens", type=int, default=160)
+    p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

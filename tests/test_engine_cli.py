@@ -13,9 +13,10 @@ from workbench.commands import chat as chat_cmd
 
 
 @pytest.fixture
-def fake_checkpoint(monkeypatch):
+def fake_checkpoint(monkeypatch, tmp_path):
     loaded = SimpleNamespace(model=tiny_model(context_length=32, seed=5), tokenizer=ByteTokenizer(),
-                             path="runs/fake", step=7)
+                             path=tmp_path / "step-00000007", step=7)
+    loaded.path.mkdir()
     monkeypatch.setattr(chat_cmd, "_load", lambda path: loaded)
     return loaded
 
@@ -54,3 +55,6 @@ def test_eval_prints_table(fake_checkpoint, tmp_path):
     for label in ("direct answer", "chain of thought", "majority vote (CoT)", "tokens/question"):
         assert label in out.output
     assert len([l for l in out.output.splitlines() if "majority vote" in l]) == 2
+    saved = json.loads((fake_checkpoint.path / "evaluation.json").read_text())  # for `workbench report`
+    assert (saved["step"], saved["problems"], [r["n"] for r in saved["rows"]]) == (7, 2, [1, 1, 1, 2])
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in saved["rows"])

@@ -22,6 +22,7 @@ from llm_core.engine.sampling import validate_sampling
 from llm_core.errors import DataError, GenerationError
 
 MODES = ("greedy", "sample", "cot", "vote")
+EVAL_RESULTS = "evaluation.json"  # written into the evaluated checkpoint's step folder
 
 
 def _load(checkpoint: Path) -> Any:
@@ -84,7 +85,7 @@ def chat(
     temperature: float = typer.Option(0.8, "--temperature", help="For sample and vote (0 = greedy)."),
     top_k: int = typer.Option(None, "--top-k", help="Keep the k most likely tokens (clamped to the vocabulary)."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: keep tokens up to this mass, in (0, 1]."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per answer."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens to generate per answer."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling (sample i of a vote uses a seed derived from it)."),
 ) -> None:
     """Chat line by line: one prompt per stdin line (blank lines skipped); scriptable with a pipe."""
@@ -145,7 +146,7 @@ def evaluate(
     data: Path = typer.Option(None, "--data", help="eval.json (default: data/arith/eval.json)."),
     temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature for the votes."),
     ns: str = typer.Option("1,4,8,16", "--n", help="Vote sizes, comma separated."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Token budget per sample."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token budget per sample."),
     seed: int = typer.Option(0, "--seed", help="Base seed (question q uses seed + q)."),
 ) -> None:
     """Accuracy of direct answers, chain of thought and majority vote (N = 1, 4, 8, 16) with their token cost."""
@@ -185,10 +186,21 @@ def evaluate(
     typer.echo(f"{'method':<28}{'N':>4}{'accuracy':>10}{'tokens/question':>17}{'saved/question':>16}")
     labels = {"direct": ("direct answer (greedy)", 1), "cot": ("chain of thought (greedy)", 1)}
     labels.update({f"vote{n}": ("majority vote (CoT)", n) for n in vote_sizes})
+    table = []
     for key, (acc, tokens, saved) in rows.items():
         name, n = labels[key]
         saved_text = f"{saved / total:.1f}" if key.startswith("vote") else "-"
         typer.echo(f"{name:<28}{n:>4}{acc / total:>10.1%}{tokens / total:>17.1f}{saved_text:>16}")
+        table.append({"method": name, "n": n, "accuracy": acc / total, "tokens_per_question": tokens / total,
+                      "saved_per_question": saved / total if key.startswith("vote") else None})
+    # Next to the checkpoint, so `workbench report` and the TUI's runs list can show the table.
+    result = {"checkpoint": str(loaded.path), "step": loaded.step, "problems": total, "temperature": temperature,
+              "max_new_tokens": max_new_tokens, "seed": seed, "rows": table}
+    target = loaded.path / EVAL_RESULTS
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(target)
+    typer.echo(f"written: {target}")
 
 
 def register(app: typer.Typer) -> None:
