@@ -154,3 +154,18 @@ def test_engine_restores_training_mode(model):
     finally:
         model.eval()
     assert out == reference_greedy(model, PROMPT, 3, 16)
+
+
+def test_stream_ids_equals_generate_ids_and_a_prompt_extending_the_conversation_reuses_the_cache():
+    from engine_fakes import ByteTokenizer, tiny_model
+
+    from llm_core import Engine
+
+    engine = Engine(tiny_model(context_length=64, seed=3), ByteTokenizer())
+    first = engine.generate_ids([5, 6, 7], 6, stop_ids=[])
+    engine.reset()
+    assert list(engine.stream_ids([5, 6, 7], 6, stop_ids=[])) == first
+    history = engine.conversation_ids
+    assert history[:3] == [5, 6, 7] and history[3:] == first
+    engine.generate_ids(history + [9, 10], 3, stop_ids=[])
+    assert engine.last_stats.reused_tokens > 0 and engine.last_stats.prefilled_tokens <= 3

@@ -34,7 +34,7 @@ for _name in COMMAND_MODULES:
 def _root(ctx: typer.Context) -> None:
     """With no sub-command, open the TUI on the embedded default experiment."""
     if ctx.invoked_subcommand is None:
-        from workbench.app import make_app
+        from workbench.tui.app import make_app
 
         make_app().run()
 

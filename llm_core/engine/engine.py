@@ -217,6 +217,27 @@ class Engine:
         """
         return list(self._iter_ids(ids, max_new_tokens, temperature, top_k, top_p, window, seed, stop_ids, truncate)())
 
+    def stream_ids(
+        self,
+        ids: Sequence[int],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        window: int | None = None,
+        seed: int | None = None,
+        stop_ids: Iterable[int] | None = None,
+        truncate: bool = False,
+    ) -> Iterator[int]:
+        """`generate_ids` one id at a time, as each is decided (validated now, before the first id)."""
+        return self._iter_ids(ids, max_new_tokens, temperature, top_k, top_p, window, seed, stop_ids, truncate)()
+
+    @property
+    def conversation_ids(self) -> list[int]:
+        """The tokens of the last single-row call (prompt + generated, the stop id included): a next prompt
+        that starts with exactly these reuses the cache."""
+        return list(self._rows[0]) if self._valid and len(self._rows) == 1 else []
+
     def _iter_ids(
         self,
         ids: Sequence[int],

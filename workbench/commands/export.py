@@ -15,12 +15,8 @@ from llm_core.errors import ConfigError
 from llm_core.training import load_checkpoint
 
 
-def export(
-    checkpoint: Path = typer.Argument(..., help="a run folder (its latest valid checkpoint) or a step directory"),
-    hf: Optional[Path] = typer.Option(None, "--hf", help="write the Hugging Face GPT-2 format to this folder"),
-    adapters: Optional[Path] = typer.Option(None, "--adapters", help="write only the LoRA/DoRA adapters here"),
-) -> None:
-    """Export a checkpoint's weights (Hugging Face GPT-2 folder) or its adapters."""
+def export_checkpoint(checkpoint: Path, hf: Optional[Path] = None, adapters: Optional[Path] = None) -> str:
+    """Do the export (shared by the CLI and the TUI's `export:` commands); return what was written."""
     if (hf is None) == (adapters is None):
         raise ConfigError("export: give exactly one of --hf DIR or --adapters DIR")
     loaded = load_checkpoint(checkpoint)
@@ -29,12 +25,20 @@ def export(
         if not adapter_layers(model):
             raise ConfigError(f"{loaded.path}: this checkpoint has no adapters to export (its adapter setting is none)")
         save_adapters(model, adapters)
-        typer.echo(f"wrote the adapters of {loaded.path} to {adapters}")
-        return
+        return f"wrote the adapters of {loaded.path} to {adapters}"
     if adapter_layers(model):
         merge_adapters(model)  # the HF format has plain Linear weights: fold the adapters in
     model.save_hf(hf)
-    typer.echo(f"wrote {loaded.path} (step {loaded.step}) in the Hugging Face GPT-2 format to {hf}")
+    return f"wrote {loaded.path} (step {loaded.step}) in the Hugging Face GPT-2 format to {hf}"
+
+
+def export(
+    checkpoint: Path = typer.Argument(..., help="a run folder (its latest valid checkpoint) or a step directory"),
+    hf: Optional[Path] = typer.Option(None, "--hf", help="write the Hugging Face GPT-2 format to this folder"),
+    adapters: Optional[Path] = typer.Option(None, "--adapters", help="write only the LoRA/DoRA adapters here"),
+) -> None:
+    """Export a checkpoint's weights (Hugging Face GPT-2 folder) or its adapters."""
+    typer.echo(export_checkpoint(checkpoint, hf, adapters))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,196 @@
+"""The workbench app driven by keys through Textual's Pilot: training control, panels, runs, chat."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from textual.widgets import Collapsible, DataTable, Input, Select
+
+from training_helpers import tiny_config
+from tui_helpers import trained_run, until
+from workbench.tui.app import make_app
+from workbench.tui.commands import WorkbenchCommands
+from workbench.tui.widgets.chat import ChatColumn, ChatPane
+from workbench.tui.widgets.plot import MetricPlot
+
+SIZE = (110, 34)
+
+
+def long_run(tmp_path):
+    return tiny_config(tmp_path, max_steps=100_000, eval_every=50, checkpoint_every=100_000, name="live")
+
+
+async def test_start_plots_pause_resume_stop_writes_checkpoint(tmp_path) -> None:
+    app = make_app(tmp_path / "runs", long_run(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert app.panel == "dashboard"
+        await until(pilot, lambda: app.live is not None and len(app.live.steps) >= 5, "steps in the plots")
+        plots = list(app.query(MetricPlot))
+        await until(pilot, lambda: app.query_one("#plot-loss", MetricPlot).points > 0, "points drawn")
+        assert app.query_one("#plot-lr", MetricPlot).points > 0 and app.query_one("#plot-grad", MetricPlot).points > 0
+        await pilot.press("p")
+        assert await asyncio.to_thread(app.session.trainer.wait_for_state, "paused", timeout=30)
+        paused_at = app.session.trainer.step
+        await pilot.press("p")
+        assert await asyncio.to_thread(app.session.trainer.wait_for_state, "running", timeout=30)
+        await pilot.press("x")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.train_worker.state.name == "CANCELLED"
+        trainer = app.session.trainer
+        assert trainer.state == "finished" and trainer.step >= paused_at
+        step_dirs = list((trainer.run_dir / "checkpoints").glob("step-*"))
+        assert [d.name for d in step_dirs] == [f"step-{trainer.step:08d}"]
+        assert plots  # the dashboard's plots existed throughout
+
+
+async def test_keys_are_answered_while_training_and_hidden_plots_are_not_drawn(tmp_path) -> None:
+    app = make_app(tmp_path / "runs", long_run(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        await until(pilot, lambda: app.live is not None and len(app.live.steps) >= 3, "training")
+        await pilot.press("1")
+        assert app.panel == "run"  # handled while the trainer runs on its thread
+        draws = app.query_one("#plot-loss", MetricPlot).draws
+        seen = app.events_seen
+        await until(pilot, lambda: app.events_seen > seen + 20, "more training events")
+        assert app.query_one("#plot-loss", MetricPlot).draws == draws  # hidden: not redrawn
+        await pilot.press("2")
+        await until(pilot, lambda: app.query_one("#plot-loss", MetricPlot).draws > draws, "redrawn when shown")
+        await pilot.press("x")
+        await app.workers.wait_for_complete()
+
+
+async def test_invalid_field_is_refused_inline_and_start_is_refused(tmp_path) -> None:
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        form = app.query_one("#form")
+        app.query_one("#f-peak_lr", Input).value = "-1"
+        await pilot.pause()
+        assert "must be >= 0, got -1" in str(app.query_one("#e-peak_lr").render())
+        app.query_one("#f-max_steps", Input).value = "ten"
+        await pilot.pause()
+        assert "not an integer" in str(app.query_one("#e-max_steps").render())
+        app.set_focus(None)
+        await pilot.press("s")
+        assert app.session is None and form.config is None
+        app.query_one("#f-peak_lr", Input).value = "0.003"
+        app.query_one("#f-max_steps", Input).value = "10"
+        await pilot.pause()
+        assert form.config is not None and form.config.max_steps == 10
+        assert app.query_one("#lr-preview", MetricPlot).spec.series[0].xs[-1] == 9  # the plan redrawn
+
+
+async def test_stage_choice_fills_in_its_recipe(tmp_path) -> None:
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#f-stage", Select).value = "dpo"
+        await pilot.pause()
+        await pilot.pause()
+        assert app.query_one("#f-peak_lr", Input).value == "2e-05"
+        assert app.query_one("#form").config.stage == "dpo"
+
+
+async def test_number_keys_help_and_namespaced_palette(tmp_path) -> None:
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        app.set_focus(None)
+        for key, panel in (("2", "dashboard"), ("3", "runs"), ("4", "chat"), ("1", "run")):
+            await pilot.press(key)
+            assert app.panel == panel
+        await pilot.press("3")
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert type(app.screen).__name__ != "HelpScreen"
+        titles = [title for title, _, _ in WorkbenchCommands(app.screen)._all()]
+        for prefix in ("train:", "chat:", "runs:", "export:"):
+            assert any(t.startswith(prefix) for t in titles), prefix
+        assert app.check_action("pause", ()) is False  # no run: pause/stop are not offered in the footer
+
+
+async def test_broken_run_is_listed_with_its_reason(tmp_path) -> None:
+    trained_run(tmp_path, "good")
+    broken = tmp_path / "runs" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{not json")
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        table = app.query_one("#runs-table", DataTable)
+        rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
+        assert rows["broken"][2] == "BROKEN" and "not valid JSON" in rows["broken"][6]
+        index = [i for i in range(table.row_count) if table.get_row_at(i)[0] == "broken"][0]
+        table.move_cursor(row=index)
+        await pilot.press("c")  # chat with a broken run: a notice, no crash
+        await pilot.pause()
+        assert app.panel == "runs"
+
+
+async def test_open_past_run_compare_and_attach(tmp_path) -> None:
+    a, b = trained_run(tmp_path, "a"), trained_run(tmp_path, "b", seed=8)
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await pilot.press("enter")
+        dash = app.query_one("#dash")
+        assert app.panel == "dashboard" and dash.run.steps and dash.run.name in ("a", "b")
+        await pilot.press("3", "k", "down", "k")
+        assert dash.compare is not None and {dash.run.name, dash.compare.name} == {"a", "b"}
+        assert "vs" in app.query_one("#plot-extra", MetricPlot).spec.title
+        # attach: follow a run folder another process appends to
+        live = tmp_path / "runs" / "other"
+        live.mkdir()
+        (live / "config.json").write_text(json.dumps({"stage": "pretrain", "max_steps": 10}))
+        await pilot.press("3", "r")
+        table = app.query_one("#runs-table", DataTable)
+        table.move_cursor(row=[i for i in range(table.row_count) if table.get_row_at(i)[0] == "other"][0])
+        await pilot.press("a")
+        with (live / "metrics.jsonl").open("a") as f:
+            for step in range(3):
+                f.write(json.dumps({"type": "step", "step": step, "lr": 1e-3, "loss": 2.0 - step,
+                                    "grad_norm": 1.0, "tokens": 64 * (step + 1)}) + "\n")
+        await until(pilot, lambda: len(app.live.steps) == 3, "followed steps")
+        assert app.live.loss == [2.0, 1.0, 0.0]
+
+
+async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
+    trained_run(tmp_path, "base")
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "c")
+        assert app.panel == "chat"
+        column = app.query_one("#chat-a", ChatColumn)
+        await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
+        pane = app.query_one("#chat", ChatPane)
+        for mode in ("greedy", "sample", "cot", "vote"):
+            app.query_one("#chat-mode", Select).value = mode
+            app.query_one("#chat-n", Input).value = "3"
+            await pilot.pause()
+            app.query_one("#chat-input", Input).focus()
+            await pilot.press(*"add 2 and 3", "enter")
+            await until(pilot, lambda: not column.busy and len(column.conversation.turns) > 0
+                        and column.conversation.turns[-1].mode == mode, f"{mode} answer")
+            assert pane.last_turn.mode == mode and pane.last_turn.new_tokens > 0
+        votes = [c for c in column.query(Collapsible) if c.title.startswith("votes:")]
+        assert votes and len(votes[-1].query(Collapsible)) == len(pane.last_turn.vote.samples)
+        assert len(column.conversation.turns) == 4
+        await pilot.press("ctrl+s")
+        exported = list((tmp_path / "runs").glob("chat-*.md"))
+        assert exported and "add 2 and 3" in exported[0].read_text()
+        await pilot.press("ctrl+t")
+        assert app.query_one("#chat-tokens").display
+
+
+async def test_quitting_while_training_stops_and_saves(tmp_path) -> None:
+    app = make_app(tmp_path / "runs", long_run(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        await until(pilot, lambda: app.live is not None and len(app.live.steps) >= 3, "training")
+        await pilot.press("q")
+        await app.workers.wait_for_complete()
+        await until(pilot, lambda: app.return_code is not None or not app.is_running, "app exit")
+    trainer = app.session.trainer
+    assert trainer.state == "finished"
+    assert (trainer.run_dir / "checkpoints" / f"step-{trainer.step:08d}").is_dir()

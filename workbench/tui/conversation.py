@@ -1,0 +1,210 @@
+"""`Conversation`: multi-turn chat over one checkpoint, headless (the chat pane and tests drive it).
+
+Turns are Alpaca prompts chained by token ids: the next prompt is the previous conversation's exact tokens
+(prompt, answer, end-of-text) followed by the new prompt, so the engine reuses its KV cache instead of
+re-reading the history. Modes: greedy, sample (temperature / top-k / top-p), cot (the default experiment's
+"Think step by step." cue; reasoning and final answer shown apart), vote (self-consistency over N sampled
+chains of thought, Wang et al. 2022, with the tally and every sample kept).
+The per-token view of an answer comes from one teacher-forced forward pass over the conversation: the
+probability the model gives each answer token (temperature 1).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from llm_core.engine import RESPONSE_STOPS, Engine, StopStringFilter, Utf8Stream, VoteResult, split_answer
+from llm_core.errors import GenerationError
+from llm_core.experiment import make_instruction
+from llm_core.formatting import format_prompt
+
+MODES = ("greedy", "sample", "cot", "vote")
+
+
+@dataclass
+class ChatOptions:
+    mode: str = "greedy"
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    n: int = 8
+    max_new_tokens: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise GenerationError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not self.temperature >= 0:
+            raise GenerationError(f"temperature: must be >= 0, got {self.temperature!r}")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise GenerationError(f"n: must be an integer >= 1, got {self.n!r}")
+        if self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens!r}")
+
+
+@dataclass
+class Turn:
+    user: str
+    mode: str
+    answer: str = ""
+    reasoning: str = ""
+    final: Any = None  # the extracted answer (cot / vote)
+    vote: VoteResult | None = None
+    new_tokens: int = 0
+    reused_tokens: int = 0
+    seconds: float = 0.0
+    cancelled: bool = False
+    answer_ids: list[int] = field(default_factory=list)
+    token_probs: list[tuple[str, float]] = field(default_factory=list)  # (token text, probability)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class Conversation:
+    def __init__(self, engine: Engine, name: str = "") -> None:
+        self.engine = engine
+        self.name = name
+        self.turns: list[Turn] = []
+        self._history: list[int] = []  # token ids of the finished turns (what the next prompt extends)
+        self._histories: list[list[int]] = []  # history before each turn (for regenerate)
+
+    # --- prompts --------------------------------------------------------------------------------------
+    def prompt_text(self, user: str, mode: str) -> str:
+        instruction = make_instruction(user, "cot") if mode in ("cot", "vote") else user
+        return format_prompt(instruction)
+
+    def _prompt_ids(self, user: str, mode: str) -> list[int]:
+        return self._history + self.engine.tokenizer.encode(self.prompt_text(user, mode))
+
+    def _fit(self, ids: list[int], options: ChatOptions) -> list[int]:
+        """Keep the conversation within the context, leaving room to answer (older turns drop first)."""
+        room = max(self.engine.context_length - min(options.max_new_tokens, self.engine.context_length // 2), 1)
+        return ids[-room:] if len(ids) > room else ids
+
+    # --- answering ------------------------------------------------------------------------------------
+    def reply(self, user: str, options: ChatOptions, cancel: threading.Event | None = None,
+              on_text: Callable[[str], None] | None = None) -> Turn:
+        """Answer `user`; stream text pieces to `on_text`; stop early when `cancel` is set."""
+        if not isinstance(user, str) or not user.strip():
+            raise GenerationError("message is empty")
+        cancel = cancel or threading.Event()
+        on_text = on_text or (lambda piece: None)
+        turn = Turn(user=user, mode=options.mode)
+        self._histories.append(list(self._history))
+        ids = self._fit(self._prompt_ids(user, options.mode), options)
+        start = time.perf_counter()
+        if options.mode == "vote":
+            self._vote(turn, ids, options, on_text)
+        else:
+            self._stream(turn, ids, options, cancel, on_text)
+        turn.seconds = time.perf_counter() - start
+        if options.mode in ("cot", "vote") and turn.vote is None:
+            split = split_answer(turn.answer)
+            turn.reasoning, turn.final = split.reasoning, split.answer
+        self.turns.append(turn)
+        turn.token_probs = self.token_probabilities(ids, turn.answer_ids)
+        return turn
+
+    def _stream(self, turn: Turn, ids: list[int], o: ChatOptions, cancel: threading.Event,
+                on_text: Callable[[str], None]) -> None:
+        temperature = o.temperature if o.mode == "sample" else 0.0
+        seed = o.seed + len(self.turns)
+        tokens = self.engine.stream_ids(ids, o.max_new_tokens, temperature=temperature, top_k=o.top_k,
+                                        top_p=o.top_p, seed=seed, truncate=True)
+        utf8, stops = Utf8Stream(), StopStringFilter(RESPONSE_STOPS)
+        pieces: list[str] = []
+        try:
+            for tok in tokens:
+                turn.answer_ids.append(tok)
+                piece = stops.feed(utf8.feed(self.engine.tokenizer.decode_bytes([tok])))
+                if piece:
+                    pieces.append(piece)
+                    on_text(piece)
+                if stops.stopped:
+                    break
+                if cancel.is_set():
+                    turn.cancelled = True
+                    break
+            tail = stops.feed(utf8.flush()) + stops.flush()
+            if tail:
+                pieces.append(tail)
+                on_text(tail)
+        finally:
+            tokens.close()
+        stats = self.engine.last_stats
+        turn.answer = "".join(pieces)
+        turn.new_tokens, turn.reused_tokens = len(turn.answer_ids), stats.reused_tokens
+        if stats.stop_reason == "eot" and not stops.stopped and not turn.cancelled:
+            self._history = self.engine.conversation_ids  # exact tokens: the next turn reuses the cache
+        else:
+            self._history = ids + self.engine.tokenizer.encode(turn.answer) + [self.engine.tokenizer.eot_id]
+
+    def _vote(self, turn: Turn, ids: list[int], o: ChatOptions, on_text: Callable[[str], None]) -> None:
+        prompt = self.engine.tokenizer.decode(ids)
+        result = self.engine.majority_vote(prompt, o.n, temperature=o.temperature or 0.8, top_k=o.top_k,
+                                           top_p=o.top_p, max_new_tokens=o.max_new_tokens,
+                                           seed=o.seed + len(self.turns), truncate=True)
+        turn.vote, turn.final = result, result.answer
+        winner = next((s for s in result.samples if result.answer is not None and s.answer == result.answer),
+                      result.samples[0] if result.samples else None)
+        turn.answer = winner.text if winner else ""
+        turn.new_tokens = result.tokens
+        turn.answer_ids = self.engine.tokenizer.encode(turn.answer)
+        on_text(turn.answer)
+        self._history = ids + turn.answer_ids + [self.engine.tokenizer.eot_id]
+
+    def regenerate(self, options: ChatOptions, cancel: threading.Event | None = None,
+                   on_text: Callable[[str], None] | None = None) -> Turn:
+        """Answer the last message again (a new seed for sampling modes), replacing the last answer."""
+        if not self.turns:
+            raise GenerationError("nothing to regenerate: the conversation is empty")
+        last = self.turns.pop()
+        self._history = self._histories.pop()
+        options.seed += 1000
+        return self.reply(last.user, options, cancel, on_text)
+
+    def reset(self) -> None:
+        self.turns.clear()
+        self._history, self._histories = [], []
+        self.engine.reset()
+
+    # --- views ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def token_probabilities(self, prompt_ids: list[int], answer_ids: list[int]) -> list[tuple[str, float]]:
+        """Probability of each answer token given everything before it (one uncached forward pass)."""
+        if not answer_ids:
+            return []
+        ctx = self.engine.context_length
+        seq = (prompt_ids + answer_ids)[-ctx:]
+        n = min(len(answer_ids), len(seq) - 1)
+        model = self.engine.model
+        was_training = model.training
+        model.eval()
+        try:
+            logits = model(torch.tensor([seq], device=self.engine.device))[0].float()  # (T, V)
+        finally:
+            model.train(was_training)
+        logp = torch.log_softmax(logits[-n - 1 : -1], dim=-1)  # position t predicts token t + 1
+        targets = torch.tensor(seq[-n:], device=logp.device)
+        probs = logp.gather(1, targets[:, None])[:, 0].exp().tolist()
+        tok = self.engine.tokenizer
+        return [(tok.decode_bytes([t]).decode("utf-8", "replace"), p) for t, p in zip(seq[-n:], probs)]
+
+    def to_markdown(self) -> str:
+        lines = [f"# Chat with {self.name or 'a checkpoint'}", ""]
+        for turn in self.turns:
+            lines += [f"**You** ({turn.mode}):", "", turn.user, "", "**Model:**", "", turn.answer or "(no answer)"]
+            if turn.final is not None or turn.vote is not None:
+                lines += ["", f"Final answer: {turn.final if turn.final is not None else '(none)'}"]
+            if turn.vote is not None:
+                tally = ", ".join(f"{a}: {c}" for a, c in turn.vote.tally.items()) or "no answers"
+                lines += [f"Votes ({len(turn.vote.samples)} samples): {tally}" + (" (tie)" if turn.vote.tie else "")]
+            lines += ["", f"_{turn.new_tokens} tokens, {turn.tokens_per_s:.1f} tokens/s, "
+                          f"{turn.reused_tokens} cached tokens reused_", ""]
+        return "\n".join(lines)

@@ -1,0 +1,319 @@
+"""`ChatPane`: multi-turn chat with a checkpoint (and optionally a second one side by side).
+
+Generation runs in thread workers; text pieces land in a buffer that a 50 ms timer moves into the view
+(never one UI call per token), and the view follows the bottom only if the user was already there. Esc
+cancels; regenerate, export as Markdown and copy (OSC 52 through Textual) act on the last answer. Under
+each answer: tokens/s and the cached tokens reused; for majority vote, the tally and every sample in a
+collapsible; the token view shades each token of the last answer by its probability (hover for the value).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.style import Style
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Collapsible, Input, Label, Select, Static
+
+from llm_core.engine import Engine
+from llm_core.errors import WorkbenchError
+from llm_core.training import load_checkpoint
+
+from ..conversation import MODES, ChatOptions, Conversation, Turn
+
+CHAT_COMMANDS = [
+    ("chat: regenerate the last answer", "Answer the last message again", "regenerate"),
+    ("chat: export as Markdown", "Write the conversation to a .md file", "export_chat"),
+    ("chat: copy the last answer", "Copy to the clipboard (OSC 52)", "copy_last"),
+    ("chat: cancel generation", "Stop the answer being generated", "cancel"),
+    ("chat: token probabilities", "Show the last answer shaded by token probability", "token_view"),
+    ("chat: new conversation", "Forget the history (and the cache)", "new_chat"),
+    ("chat: close the comparison", "Back to one checkpoint", "close_compare"),
+]
+
+
+def probability_text(token_probs: list[tuple[str, float]]) -> Text:
+    """Each token on a background from red (improbable) to green (probable); hover shows p and log p."""
+    import math
+
+    text = Text()
+    for piece, p in token_probs:
+        red, green = int(200 * (1 - p)) + 40, int(160 * p) + 40
+        style = Style(bgcolor=f"rgb({red},{green},60)", color="white",
+                      meta={"@tooltip": f"p={p:.3f} log p={math.log(max(p, 1e-12)):.2f}"})
+        text.append(piece.replace("\n", "⏎\n"), style=style)
+    return text
+
+
+@dataclass
+class Pending:
+    """Text streamed by a worker and not yet shown (guarded by a lock)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pieces: list[str] = field(default_factory=list)
+
+    def push(self, piece: str) -> None:
+        with self.lock:
+            self.pieces.append(piece)
+
+    def take(self) -> str:
+        with self.lock:
+            text = "".join(self.pieces)
+            self.pieces.clear()
+        return text
+
+
+class ChatColumn(Vertical):
+    """The transcript of one checkpoint."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.conversation: Conversation | None = None
+        self.pending = Pending()
+        self.current: Static | None = None
+        self.current_text = ""
+        self.busy = False
+        self.cancel = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Label("no checkpoint: pick one in Runs (key c)", classes="chat-title")
+        yield VerticalScroll(classes="transcript")
+
+    @property
+    def transcript(self) -> VerticalScroll:
+        return self.query_one(".transcript", VerticalScroll)
+
+    def set_title(self, text: str) -> None:
+        self.query_one(".chat-title", Label).update(text)
+
+    def add(self, widget: Static | Collapsible) -> None:
+        self.transcript.mount(widget)
+        self.transcript.scroll_end(animate=False)
+
+    def flush(self) -> None:
+        """Move streamed text into the view; follow the bottom only if the user is already there."""
+        text = self.pending.take()
+        if not text or self.current is None:
+            return
+        at_bottom = self.transcript.scroll_y >= self.transcript.max_scroll_y - 1
+        self.current_text += text
+        self.current.update(Text(self.current_text))
+        if at_bottom:
+            self.transcript.scroll_end(animate=False)
+
+
+class ChatPane(Vertical):
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", show=True),
+        Binding("ctrl+r", "regenerate", "Regenerate"),
+        Binding("ctrl+s", "export_chat", "Export .md"),
+        Binding("ctrl+y", "copy_last", "Copy"),
+        Binding("ctrl+t", "token_view", "Token probs"),
+        Binding("ctrl+n", "new_chat", "New chat"),
+    ]
+
+    def __init__(self, export_dir: Path | None = None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.export_dir = export_dir or Path.cwd()
+        self.checkpoints: dict[str, Path] = {}
+        self.last_turn: Turn | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="chat-options"):
+            yield Label("mode", classes="label short")
+            yield Select([(m, m) for m in MODES], value="greedy", allow_blank=False, id="chat-mode")
+            yield Label("N", classes="label tiny")
+            yield Input("8", id="chat-n")
+            yield Label("temp", classes="label tiny")
+            yield Input("0.8", id="chat-temperature")
+            yield Label("top-k", classes="label tiny")
+            yield Input("", placeholder="off", id="chat-top-k")
+            yield Label("top-p", classes="label tiny")
+            yield Input("", placeholder="off", id="chat-top-p")
+        with Horizontal(id="chat-columns"):
+            yield ChatColumn(id="chat-a")
+            yield ChatColumn(id="chat-b")
+        yield Static("", id="chat-tokens")
+        yield Input(placeholder="Message (Enter to send, Esc to cancel)", id="chat-input")
+
+    def on_mount(self) -> None:
+        self.query_one("#chat-b").display = False
+        self.query_one("#chat-tokens").display = False
+        self.set_interval(0.05, self._flush)
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+    def open_checkpoint(self, path: Path) -> None:
+        self._load(self.query_one("#chat-a", ChatColumn), Path(path))
+
+    def open_compare(self, path: Path | None) -> None:
+        column = self.query_one("#chat-b", ChatColumn)
+        if path is None:
+            column.display = False
+            column.conversation = None
+            return
+        column.display = True
+        self._load(column, Path(path))
+
+    def _load(self, column: ChatColumn, path: Path) -> None:
+        column.set_title(f"loading {path} ...")
+        self._load_worker(column, path)
+
+    @work(thread=True, group="chat-load")
+    def _load_worker(self, column: ChatColumn, path: Path) -> None:
+        try:
+            loaded = load_checkpoint(path)
+        except (WorkbenchError, OSError) as exc:
+            self.app.call_from_thread(column.set_title, f"cannot open {path}: {exc}")
+            return
+        name = f"{loaded.path.parent.parent.name} (step {loaded.step})"  # runs/<name>/checkpoints/step-N
+        conversation = Conversation(Engine(loaded.model, loaded.tokenizer), name=name)
+
+        def ready() -> None:
+            column.conversation = conversation
+            column.set_title(f"{name}: {loaded.model.num_parameters() / 1e6:.2f}M parameters")
+
+        self.app.call_from_thread(ready)
+
+    # --- options --------------------------------------------------------------------------------------
+    def options(self) -> ChatOptions:
+        def number(widget_id: str, cast, allow_empty: bool = False):
+            text = self.query_one(widget_id, Input).value.strip()
+            if allow_empty and not text:
+                return None
+            try:
+                return cast(text)
+            except ValueError:
+                raise WorkbenchError(f"{widget_id[6:]}: not a number: {text!r}") from None
+
+        mode = self.query_one("#chat-mode", Select).value
+        return ChatOptions(mode=str(mode), n=number("#chat-n", int), temperature=number("#chat-temperature", float),
+                           top_k=number("#chat-top-k", int, True), top_p=number("#chat-top-p", float, True))
+
+    # --- sending --------------------------------------------------------------------------------------
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "chat-input":
+            return
+        text = event.value.strip()
+        if not text:
+            return
+        columns = self._ready_columns()
+        if not columns:
+            self.notify("open a checkpoint first (Runs panel, key c)", severity="warning")
+            return
+        try:
+            options = self.options()
+        except WorkbenchError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        event.input.value = ""
+        for column in columns:
+            column.add(Static(Text(text), classes="msg user"))
+            self._start(column, lambda c=column, o=options: c.conversation.reply(text, o, c.cancel, c.pending.push))
+
+    def _ready_columns(self) -> list[ChatColumn]:
+        return [c for c in self.query(ChatColumn) if c.display and c.conversation is not None and not c.busy]
+
+    def _start(self, column: ChatColumn, job) -> None:
+        column.busy = True
+        column.cancel.clear()
+        column.current_text = ""
+        column.current = Static("", classes="msg model")
+        column.add(column.current)
+        self._generate(column, job)
+
+    @work(thread=True, group="chat-generate")
+    def _generate(self, column: ChatColumn, job) -> None:
+        try:
+            turn = job()
+            self.app.call_from_thread(self._finish, column, turn, None)
+        except WorkbenchError as exc:
+            self.app.call_from_thread(self._finish, column, None, str(exc))
+
+    def _flush(self) -> None:
+        for column in self.query(ChatColumn):
+            column.flush()
+
+    def _finish(self, column: ChatColumn, turn: Turn | None, error: str | None) -> None:
+        column.flush()
+        column.busy = False
+        if error is not None:
+            column.add(Static(f"error: {error}", classes="msg error"))
+            return
+        if turn is None:
+            return
+        if column.current is not None and not column.current_text:
+            column.current.update(Text(turn.answer or "(no answer)"))
+        info = f"{turn.new_tokens} tokens, {turn.tokens_per_s:.1f} tok/s, cache reused: {turn.reused_tokens} tokens"
+        if turn.cancelled:
+            info = "cancelled | " + info
+        if turn.mode in ("cot", "vote"):
+            info = f"answer: {turn.final if turn.final is not None else '(none)'} | " + info
+        column.add(Static(info, classes="msg info"))
+        if turn.vote is not None:
+            vote = turn.vote
+            tally = ", ".join(f"{a} x{c}" for a, c in vote.tally.items()) or "no answers"
+            head = f"tie between {', '.join(map(str, vote.tied))}" if vote.tie else f"winner {vote.answer}"
+            samples = [Collapsible(Static(Text(s.text)), title=f"sample {s.index}: answer {s.answer}",
+                                   collapsed=True) for s in vote.samples]
+            column.add(Collapsible(*samples, title=f"votes: {tally} | {head} | no answer "
+                                                   f"{vote.no_answer_share:.0%} | saved {vote.saved} of {vote.n}",
+                                   collapsed=False, classes="vote"))
+        if column.id == "chat-a":
+            self.last_turn = turn
+            tokens = self.query_one("#chat-tokens", Static)
+            if tokens.display:
+                tokens.update(probability_text(turn.token_probs))
+
+    # --- actions --------------------------------------------------------------------------------------
+    def action_cancel(self) -> None:
+        for column in self.query(ChatColumn):
+            if column.busy:
+                column.cancel.set()
+
+    def action_regenerate(self) -> None:
+        columns = [c for c in self._ready_columns() if c.conversation and c.conversation.turns]
+        if not columns:
+            self.notify("nothing to regenerate", severity="warning")
+            return
+        options = self.options()
+        for column in columns:
+            self._start(column, lambda c=column, o=options: c.conversation.regenerate(o, c.cancel, c.pending.push))
+
+    def action_export_chat(self) -> Path | None:
+        column = self.query_one("#chat-a", ChatColumn)
+        if column.conversation is None or not column.conversation.turns:
+            self.notify("nothing to export yet", severity="warning")
+            return None
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        path = self.export_dir / f"chat-{len(list(self.export_dir.glob('chat-*.md'))) + 1}.md"
+        path.write_text(column.conversation.to_markdown())
+        self.notify(f"chat written to {path}")
+        return path
+
+    def action_copy_last(self) -> None:
+        if self.last_turn is None:
+            self.notify("no answer to copy", severity="warning")
+            return
+        self.app.copy_to_clipboard(self.last_turn.answer)
+        self.notify("last answer copied (OSC 52)")
+
+    def action_token_view(self) -> None:
+        tokens = self.query_one("#chat-tokens", Static)
+        tokens.display = not tokens.display
+        if tokens.display and self.last_turn is not None:
+            tokens.update(probability_text(self.last_turn.token_probs))
+
+    def action_new_chat(self) -> None:
+        for column in self.query(ChatColumn):
+            if column.conversation is not None:
+                column.conversation.reset()
+            column.transcript.remove_children()
+        self.last_turn = None
+
+    def action_close_compare(self) -> None:
+        self.open_compare(None)

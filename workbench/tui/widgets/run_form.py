@@ -1,0 +1,203 @@
+"""`RunForm`: the run panel. Stage, data, starting checkpoint, model preset, the technique switches
+(LoRA / DoRA / MoE, DPO beta) and the optimisation knobs, each validated inline through `TrainConfig`
+(its `__post_init__` is the one source of truth: the form shows its message next to the field), with the
+planned learning-rate schedule redrawn as the fields change.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, Label, Select, Static, Switch
+
+from llm_core.errors import WorkbenchError
+from llm_core.model import PRESETS
+from llm_core.training import TrainConfig, planned_schedule, stage_recipe
+from workbench.plotting import PlotSpec, Series, MAIN_COLOR
+
+from .plot import MetricPlot
+
+# (field, label, kind) in display order; kind: int | float | float? (None allowed) | str | str?
+NUMBER_FIELDS: list[tuple[str, str, str]] = [
+    ("peak_lr", "peak LR", "float"),
+    ("warmup_steps", "warmup steps", "int"),
+    ("min_lr", "min LR", "float"),
+    ("max_norm", "clip max norm", "float?"),
+    ("max_steps", "steps", "int"),
+    ("batch_size", "batch", "int"),
+]
+TECHNIQUE_FIELDS: list[tuple[str, str, str]] = [
+    ("lora_rank", "rank", "int"),
+    ("lora_alpha", "alpha", "float"),
+    ("moe_experts", "experts", "int"),
+    ("moe_top_k", "top-k", "int"),
+    ("beta", "DPO beta", "float"),
+]
+_FIELD_IN_ERROR = re.compile(r"TrainConfig\.(\w+):")
+
+
+def _parse(kind: str, text: str) -> Any:
+    text = text.strip()
+    if kind.endswith("?") and text.lower() in ("", "none", "off"):
+        return None
+    if kind.startswith("int"):
+        return int(text)
+    if kind.startswith("float"):
+        return float(text)
+    return text or None
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class RunForm(Vertical):
+    """Emits `RunForm.Changed` with the valid config (or None) whenever a field changes."""
+
+    class Changed(Message):
+        def __init__(self, config: TrainConfig | None, error: str | None) -> None:
+            super().__init__()
+            self.config = config
+            self.error = error
+
+    def __init__(self, base: TrainConfig, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.base = base
+        self.config: TrainConfig | None = base
+        self.error: str | None = None
+        self._loading = False
+
+    # --- layout -------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        b = self.base
+        with VerticalScroll(id="form-scroll"):
+            yield Static("Run", classes="section")
+            with Horizontal(classes="row"):
+                yield Label("stage", classes="label")
+                yield Select([(s, s) for s in ("pretrain", "sft", "dpo")], value=b.stage, allow_blank=False,
+                             id="f-stage")
+            yield from self._text_row("data", "data", b.data, "a file or 'arith'")
+            yield from self._text_row("init_from", "start from", b.init_from or "", "checkpoint (empty = fresh)")
+            with Horizontal(classes="row"):
+                yield Label("model", classes="label")
+                yield Select([(p, p) for p in PRESETS], value=b.model, allow_blank=False, id="f-model")
+            yield Static("Techniques", classes="section")
+            with Horizontal(classes="row"):
+                yield Label("LoRA", classes="label")
+                yield Switch(value=b.adapter == "lora", id="f-lora")
+                yield Label("DoRA", classes="label short")
+                yield Switch(value=b.adapter == "dora", id="f-dora")
+                yield Label("MoE", classes="label short")
+                yield Switch(value=b.moe_experts > 0, id="f-moe")
+            for name, label, _ in TECHNIQUE_FIELDS:
+                value = b.moe_experts or 4 if name == "moe_experts" else getattr(b, name)
+                yield from self._text_row(name, label, _show(value))
+            yield Static("Optimisation", classes="section")
+            for name, label, _ in NUMBER_FIELDS:
+                value = b.warmup if name == "warmup_steps" else getattr(b, name)
+                yield from self._text_row(name, label, _show(value))
+            yield Static("", id="form-error", classes="error")
+        yield MetricPlot(id="lr-preview")
+
+    def _text_row(self, name: str, label: str, value: str, placeholder: str = "") -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label(label, classes="label")
+            yield Input(value, placeholder=placeholder, id=f"f-{name}")
+            yield Static("", id=f"e-{name}", classes="field-error")
+
+    def on_mount(self) -> None:
+        self.validate_form()
+
+    # --- reading and validating -----------------------------------------------------------------------
+    def values(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """(TrainConfig overrides read from the widgets, {field: parse error})."""
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        values["stage"] = self.query_one("#f-stage", Select).value
+        values["model"] = self.query_one("#f-model", Select).value
+        values["data"] = self.query_one("#f-data", Input).value.strip()
+        values["init_from"] = self.query_one("#f-init_from", Input).value.strip() or None
+        lora, dora = self.query_one("#f-lora", Switch).value, self.query_one("#f-dora", Switch).value
+        values["adapter"] = "dora" if dora else "lora" if lora else "none"
+        moe = self.query_one("#f-moe", Switch).value
+        for name, _, kind in TECHNIQUE_FIELDS + NUMBER_FIELDS:
+            text = self.query_one(f"#f-{name}", Input).value
+            try:
+                values[name] = _parse(kind, text)
+            except ValueError:
+                errors[name] = f"not a{'n integer' if kind.startswith('int') else ' number'}: {text!r}"
+        if not moe:
+            values["moe_experts"] = 0
+        return values, errors
+
+    def validate_form(self) -> TrainConfig | None:
+        """Validate every field; show each problem next to its field; redraw the LR preview."""
+        values, errors = self.values()
+        config, message = None, None
+        if not errors:
+            try:
+                config = self.base.with_overrides(**values)
+            except WorkbenchError as exc:
+                message = str(exc)
+                match = _FIELD_IN_ERROR.search(message)
+                field = match.group(1) if match else None
+                if field and self.query(f"#e-{field}"):
+                    errors[field] = message.split(": ", 1)[1]
+        for widget in self.query(".field-error"):
+            name = widget.id[2:] if widget.id else ""
+            widget.update(errors.get(name, ""))
+            widget.set_class(name in errors, "shown")
+        if errors and message is None:
+            message = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        self.query_one("#form-error", Static).update(message or "")
+        self.config, self.error = config, message
+        if config is not None:
+            plan = planned_schedule(config)
+            self.query_one("#lr-preview", MetricPlot).set_spec(
+                PlotSpec("planned learning rate", [Series("lr", list(range(len(plan))), plan, MAIN_COLOR)])
+            )
+        self.post_message(self.Changed(config, message))
+        return config
+
+    # --- events ---------------------------------------------------------------------------------------
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if not self._loading:
+            self.validate_form()
+
+    def on_switch_changed(self, event: Switch.Changed) -> None:
+        if self._loading:
+            return
+        if event.value and event.switch.id in ("f-lora", "f-dora"):  # LoRA and DoRA exclude each other
+            other = "#f-dora" if event.switch.id == "f-lora" else "#f-lora"
+            self.query_one(other, Switch).value = False
+        self.validate_form()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if self._loading:
+            return
+        if event.select.id == "f-stage" and isinstance(event.value, str):
+            self.apply_recipe(event.value)
+        self.validate_form()
+
+    def apply_recipe(self, stage: str) -> None:
+        """Fill the optimisation fields with the stage's recipe (finetuning starts gentler)."""
+        adapter = "lora" if self.query_one("#f-lora", Switch).value else "none"
+        recipe = {**self.base.to_dict(), **stage_recipe(stage, adapter)}
+        try:
+            resolved = TrainConfig.from_dict(recipe)
+        except WorkbenchError:
+            return
+        self._loading = True
+        try:
+            for name, _, _ in NUMBER_FIELDS:
+                value = resolved.warmup if name == "warmup_steps" else getattr(resolved, name)
+                self.query_one(f"#f-{name}", Input).value = _show(value)
+            self.query_one("#f-beta", Input).value = _show(resolved.beta)
+        finally:
+            self._loading = False
+
+    def set_init_from(self, path: str) -> None:
+        self.query_one("#f-init_from", Input).value = path
