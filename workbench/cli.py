@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "train",
     "export",
     "dpo",
+    "plot",
+    "report",
 ]
 
 for _name in COMMAND_MODULES:

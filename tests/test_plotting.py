@@ -1,0 +1,106 @@
+"""The plot layer: down-sampling keeps extremes, debiased EMA, log ticks, specs; `workbench plot` / `report`."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from llm_core import WorkbenchError
+from llm_core.training import TrainConfig, lr_at
+from tui_helpers import trained_run
+from workbench.cli import app
+from workbench.plotting import RunSeries, downsample, draw, ema, grad_spec, log_ticks, loss_spec, planned_lr
+
+
+def test_downsample_bounds_points_and_keeps_a_single_spike() -> None:
+    n = 100_000
+    xs = list(range(n))
+    ys = [1.0 + 0.001 * (i % 7) for i in range(n)]
+    ys[54_321] = 50.0  # one grad-norm spike
+    ys[77_777] = -3.0
+    dx, dy = downsample(xs, ys, 200)
+    assert len(dx) <= 200 and max(dy) == 50.0 and min(dy) == -3.0
+    assert dx == sorted(dx) and 54_321 in dx
+    assert downsample([1, 2], [3.0, 4.0], 200) == ([1, 2], [3.0, 4.0])
+
+
+def test_ema_is_debiased() -> None:
+    values = [4.0, 2.0, 6.0, 1.0]
+    w = 0.9
+    expected, s = [], 0.0
+    for t, x in enumerate(values, start=1):  # s_t = w s_{t-1} + (1-w) x_t, shown as s_t / (1 - w^t)
+        s = w * s + (1 - w) * x
+        expected.append(s / (1 - w**t))
+    assert ema(values, w) == pytest.approx(expected)
+    assert ema(values, w)[0] == pytest.approx(4.0)  # no pull towards 0 at the start
+    assert ema(values, 0.0) == values
+    with pytest.raises(ValueError):
+        ema(values, 1.0)
+
+
+def test_log_ticks_label_original_values() -> None:
+    ticks, labels = log_ticks(math.log10(0.2), math.log10(5))  # under two decades: 1, 2, 5 per decade
+    assert labels == ["0.2", "0.5", "1", "2", "5"] and ticks == sorted(ticks)
+    assert log_ticks(math.log10(0.01), math.log10(50))[1] == ["0.01", "0.1", "1", "10"]  # wide: powers of 10
+
+
+def test_planned_lr_is_lr_at_and_specs_mark_clipping() -> None:
+    config = TrainConfig(max_steps=40, warmup_steps=5, peak_lr=1e-3, min_lr=1e-4)
+    assert planned_lr(config.to_dict()) == [lr_at(s, config) for s in range(40)]
+    run = RunSeries.from_events([{"type": "start", "config": config.to_dict(), "total_steps": 40}] + [
+        {"type": "step", "step": i, "loss": 5.0 - 0.1 * i, "lr": lr_at(i, config), "grad_norm": 2.0 if i == 3 else 0.5,
+         "clipped": i == 3, "tokens": 64 * (i + 1)} for i in range(10)])
+    spec = grad_spec(run)
+    clipped = [s for s in spec.series if s.label == "clipped"]
+    assert clipped and clipped[0].xs == [3] and spec.hlines == [(1.0, "red")]
+
+
+class RecordingPlot:
+    """A plotext stand-in that records the y-range it was given."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: setattr(self, name + "_args", a)
+
+
+def test_y_range_includes_early_points_and_log_scale_transforms() -> None:
+    run = RunSeries.from_events([{"type": "step", "step": i, "loss": 100.0 if i == 0 else 1.0 + 0.01 * i,
+                                  "lr": 1e-3, "grad_norm": 1.0, "tokens": i} for i in range(50)])
+    plt = RecordingPlot()
+    assert draw(plt, loss_spec(run), 60, 15) == 50
+    lo, hi = plt.ylim_args
+    assert lo < 1.0 and hi > 100.0
+    plt = RecordingPlot()
+    draw(plt, loss_spec(run, smoothing=0.9, log_y=True), 60, 15)
+    lo, hi = plt.ylim_args
+    assert lo < 0.0 + 0.01 and 2.0 < hi < 2.2  # log10 of 1..100, padded
+    assert "100" in plt.yticks_args[1]
+
+
+def test_plot_and_report_commands_on_a_real_run(tmp_path) -> None:
+    run = trained_run(tmp_path, "base")
+    runner = CliRunner()
+    out = runner.invoke(app, ["plot", str(run), "-m", "loss", "-m", "grad_norm", "--no-color", "--width", "60"])
+    assert out.exit_code == 0, out.output
+    assert "loss" in out.output and "grad norm (pre-clip)" in out.output
+    out = runner.invoke(app, ["report", str(run)])
+    assert out.exit_code == 0, out.output
+    text = (run / "report.md").read_text()
+    for needle in ("# Run report: base", "## Parameters", "| first train |", "## Config", "learning rate"):
+        assert needle in text
+    params = json.loads((run / "config.json").read_text())
+    assert f"| max_steps | {params['max_steps']} |" in text
+
+
+@pytest.mark.parametrize("args, needle", [(["nope"], "no such run folder"), (["RUN", "-m", "speed"], "--metric"),
+                                          (["RUN", "--smooth", "1.5"], "--smooth"), (["BROKEN"], "broken run")])
+def test_plot_bad_input_is_one_line_error(tmp_path, args, needle) -> None:
+    run = trained_run(tmp_path, "base")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    args = [str(run) if a == "RUN" else str(broken) if a == "BROKEN" else str(tmp_path / a) if a == "nope" else a
+            for a in args]
+    out = CliRunner().invoke(app, ["plot", *args])
+    assert out.exit_code != 0 and isinstance(out.exception, WorkbenchError)
+    assert needle in str(out.exception) and "\n" not in str(out.exception)

@@ -1,0 +1,88 @@
+"""The chat pane's headless conversation: multi-turn cache reuse, regenerate, cancel, vote, token view."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from engine_fakes import ByteTokenizer, tiny_model
+from llm_core import Engine, WorkbenchError
+from workbench.tui.conversation import ChatOptions, Conversation
+
+
+def conversation(eot_after: int | None = None) -> Conversation:
+    """A tiny random model; with `eot_after`, the end-of-text id is the token greedy decoding writes at that
+    position of the first answer, so turns end on end-of-text like a finetuned model's."""
+    model = tiny_model(context_length=512, seed=4)
+    tokenizer = ByteTokenizer()
+    if eot_after is not None:
+        probe = Conversation(Engine(model, tokenizer))
+        first = probe.reply("hello", ChatOptions(max_new_tokens=eot_after + 1))
+        tokenizer = type("StopAt", (ByteTokenizer,), {"eot_id": first.answer_ids[eot_after]})()
+    return Conversation(Engine(model, tokenizer), name="tiny")
+
+
+def test_second_turn_extends_the_first_and_reuses_the_cache() -> None:
+    chat = conversation(eot_after=5)
+    first = chat.reply("hello", ChatOptions(max_new_tokens=40))
+    assert first.new_tokens == 5 and first.reused_tokens == 0
+    history = chat.engine.conversation_ids
+    second = chat.reply("and again", ChatOptions(max_new_tokens=10))
+    assert second.reused_tokens == len(history) - 1  # all but the last token, whose logits are recomputed
+    assert len(chat.turns) == 2
+
+
+def test_token_probabilities_match_a_forward_pass_per_prefix() -> None:
+    chat = conversation()
+    turn = chat.reply("hi", ChatOptions(max_new_tokens=6))
+    prompt = chat.engine.tokenizer.encode(chat.prompt_text("hi", "greedy"))
+    seq = prompt + turn.answer_ids
+    expected = []
+    with torch.no_grad():
+        for t in range(len(prompt), len(seq)):  # independent: one uncached forward per prefix
+            probs = torch.softmax(chat.engine.model(torch.tensor([seq[:t]]))[0, -1].double(), dim=-1)
+            expected.append(float(probs[seq[t]]))
+    assert [p for _, p in turn.token_probs] == pytest.approx(expected, abs=1e-6)
+    assert "".join(piece for piece, _ in turn.token_probs) == turn.answer
+
+
+def test_regenerate_replaces_the_last_answer() -> None:
+    chat = conversation()
+    chat.reply("hi", ChatOptions(mode="sample", max_new_tokens=8, seed=1))
+    first = chat.turns[-1].answer_ids
+    again = chat.regenerate(ChatOptions(mode="sample", max_new_tokens=8, seed=1))
+    assert len(chat.turns) == 1 and again.user == "hi" and again.answer_ids != first
+
+
+def test_cancel_stops_generation_early() -> None:
+    chat = conversation()
+    cancel = threading.Event()
+    turn = chat.reply("hi", ChatOptions(max_new_tokens=200), cancel, on_text=lambda piece: cancel.set())
+    assert turn.cancelled and turn.new_tokens < 5
+    assert chat.reply("next", ChatOptions(max_new_tokens=3)).new_tokens == 3  # the engine is still usable
+
+
+def test_vote_keeps_tally_and_samples_and_markdown_export() -> None:
+    chat = conversation()
+    turn = chat.reply("2 + 3?", ChatOptions(mode="vote", n=4, max_new_tokens=6, seed=3))
+    assert turn.vote is not None and 1 <= len(turn.vote.samples) <= 4 and turn.vote.n == 4
+    assert sum(turn.vote.tally.values()) <= len(turn.vote.samples)
+    text = chat.to_markdown()
+    assert "2 + 3?" in text and "Votes (" in text and "tokens/s" in text
+
+
+@pytest.mark.parametrize("options, needle", [(dict(mode="beam"), "mode"), (dict(temperature=-1.0), "temperature"),
+                                             (dict(n=0), "n: must be")])
+def test_bad_options_are_one_line_errors(options, needle) -> None:
+    with pytest.raises(WorkbenchError, match=needle) as info:
+        ChatOptions(**options)
+    assert "\n" not in str(info.value)
+
+
+def test_empty_message_and_regenerate_without_history_are_refused() -> None:
+    chat = conversation()
+    with pytest.raises(WorkbenchError, match="empty"):
+        chat.reply("   ", ChatOptions())
+    with pytest.raises(WorkbenchError, match="nothing to regenerate"):
+        chat.regenerate(ChatOptions())
