@@ -2,7 +2,7 @@
 
 `make_app()` is the one factory used by the `workbench` command and the tests. Heavy work (training,
 loading checkpoints, generation, export) runs in thread workers; the UI pulls training events from a
-buffer on timers: the status line about 4 times a second, the visible plots about 1.5 times a second,
+buffer on timers: the status line about 4 times a second, the visible plots once a second,
 hidden plots not at all.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .widgets.runs_list import RunsList
 
 PANELS = ("run", "dashboard", "runs", "chat")
 STATUS_HZ = 4.0
-PLOT_HZ = 1.5
+PLOT_HZ = 1.0
 RUNS_KEYS = {"open_run", "mark_compare", "attach", "chat_run", "chat_compare", "refresh_runs", "export_hf",
              "export_adapters"}
 

@@ -144,7 +144,8 @@ class ChatPane(Vertical):
     def on_mount(self) -> None:
         self.query_one("#chat-b").display = False
         self.query_one("#chat-tokens").display = False
-        self.set_interval(0.05, self._flush)
+        # Streamed text is moved into the view every 50 ms, only while something is being generated.
+        self._flush_timer = self.set_interval(0.05, self._flush, pause=True)
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def open_checkpoint(self, path: Path) -> None:
@@ -224,6 +225,7 @@ class ChatPane(Vertical):
         column.current_text = ""
         column.current = Static("", classes="msg model")
         column.add(column.current)
+        self._flush_timer.resume()
         self._generate(column, job)
 
     @work(thread=True, group="chat-generate")
@@ -241,6 +243,8 @@ class ChatPane(Vertical):
     def _finish(self, column: ChatColumn, turn: Turn | None, error: str | None) -> None:
         column.flush()
         column.busy = False
+        if not any(c.busy for c in self.query(ChatColumn)):
+            self._flush_timer.pause()
         if error is not None:
             column.add(Static(f"error: {error}", classes="msg error"))
             return

@@ -58,6 +58,7 @@ class Dashboard(Vertical):
         self._plan: list[float] | None = None
         self._plan_key: object = None
         self.plot_updates = 0
+        self._status = ""
 
     def compose(self) -> ComposeResult:
         yield Static("no run", id="status")
@@ -79,7 +80,10 @@ class Dashboard(Vertical):
         self.refresh_plots(force=True)
 
     def refresh_status(self) -> None:
-        self.query_one("#status", Static).update(status_text(self.run, self.state))
+        text = status_text(self.run, self.state)
+        if text != self._status:  # one line of fixed size: no layout pass (it would cost the whole screen)
+            self._status = text
+            self.query_one("#status", Static).update(text, layout=False)
 
     def refresh_plots(self, force: bool = False) -> None:
         if self.run is None or (not force and not self.is_on_screen):
