@@ -194,3 +194,17 @@ async def test_quitting_while_training_stops_and_saves(tmp_path) -> None:
     trainer = app.session.trainer
     assert trainer.state == "finished"
     assert (trainer.run_dir / "checkpoints" / f"step-{trainer.step:08d}").is_dir()
+
+
+async def test_default_warmup_follows_the_steps(tmp_path) -> None:
+    app = make_app(tmp_path / "runs")  # the default experiment: warmup is a fraction of the steps
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.query_one("#f-warmup_steps", Input).value == ""
+        app.query_one("#f-max_steps", Input).value = "3"
+        await pilot.pause()
+        config = app.query_one("#form").config
+        assert config is not None and config.max_steps == 3 and config.warmup == 0
+        app.query_one("#f-warmup_steps", Input).value = "5"  # explicit and longer than the run: refused
+        await pilot.pause()
+        assert app.query_one("#form").config is None
+        assert "max_steps=3" in str(app.query_one("#e-warmup_steps").render())

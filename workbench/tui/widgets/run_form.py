@@ -23,7 +23,7 @@ from .plot import MetricPlot
 # (field, label, kind) in display order; kind: int | float | float? (None allowed) | str | str?
 NUMBER_FIELDS: list[tuple[str, str, str]] = [
     ("peak_lr", "peak LR", "float"),
-    ("warmup_steps", "warmup steps", "int"),
+    ("warmup_steps", "warmup steps", "int?"),  # empty = warmup_fraction of the steps
     ("min_lr", "min LR", "float"),
     ("max_norm", "clip max norm", "float?"),
     ("max_steps", "steps", "int"),
@@ -41,7 +41,7 @@ _FIELD_IN_ERROR = re.compile(r"TrainConfig\.(\w+):")
 
 def _parse(kind: str, text: str) -> Any:
     text = text.strip()
-    if kind.endswith("?") and text.lower() in ("", "none", "off"):
+    if kind.endswith("?") and text.lower() in ("", "none", "off", "auto"):
         return None
     if kind.startswith("int"):
         return int(text)
@@ -97,10 +97,19 @@ class RunForm(Vertical):
                 yield from self._text_row(name, label, _show(value))
             yield Static("Optimisation", classes="section")
             for name, label, _ in NUMBER_FIELDS:
-                value = b.warmup if name == "warmup_steps" else getattr(b, name)
-                yield from self._text_row(name, label, _show(value))
+                yield from self._text_row(name, label, self._field_text(b, name), self._placeholder(b, name))
             yield Static("", id="form-error", classes="error")
         yield MetricPlot(id="lr-preview")
+
+    @staticmethod
+    def _field_text(config: TrainConfig, name: str) -> str:
+        if name == "warmup_steps" and config.warmup_steps is None:
+            return ""  # a fraction of the steps, so changing the steps keeps it valid
+        return _show(getattr(config, name))
+
+    @staticmethod
+    def _placeholder(config: TrainConfig, name: str) -> str:
+        return f"auto: {config.warmup_fraction:.1%} of steps" if name == "warmup_steps" else ""
 
     def _text_row(self, name: str, label: str, value: str, placeholder: str = "") -> ComposeResult:
         with Horizontal(classes="row"):
@@ -193,8 +202,7 @@ class RunForm(Vertical):
         self._loading = True
         try:
             for name, _, _ in NUMBER_FIELDS:
-                value = resolved.warmup if name == "warmup_steps" else getattr(resolved, name)
-                self.query_one(f"#f-{name}", Input).value = _show(value)
+                self.query_one(f"#f-{name}", Input).value = self._field_text(resolved, name)
             self.query_one("#f-beta", Input).value = _show(resolved.beta)
         finally:
             self._loading = False
