@@ -180,7 +180,8 @@ async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
         exported = list((tmp_path / "runs").glob("chat-*.md"))
         assert exported and "add 2 and 3" in exported[0].read_text()
         await pilot.press("ctrl+t")
-        assert app.query_one("#chat-tokens").display
+        tokens = app.query_one("#chat-tokens")
+        assert tokens.display and "log p=" in str(tokens.tooltip)
 
 
 async def test_quitting_while_training_stops_and_saves(tmp_path) -> None:
@@ -208,3 +209,12 @@ async def test_default_warmup_follows_the_steps(tmp_path) -> None:
         await pilot.pause()
         assert app.query_one("#form").config is None
         assert "max_steps=3" in str(app.query_one("#e-warmup_steps").render())
+
+
+def test_token_view_text_and_tooltip() -> None:
+    from workbench.tui.widgets.chat import probability_table, probability_text
+
+    probs = [("The", 0.5), (" 4", 0.01)]
+    assert probability_text(probs).plain == "The 4"
+    table = probability_table(probs)
+    assert "p=0.500  log p=-0.69" in table and "p=0.010  log p=-4.61" in table

@@ -4,10 +4,11 @@ Generation runs in thread workers; text pieces land in a buffer that a 50 ms tim
 (never one UI call per token), and the view follows the bottom only if the user was already there. Esc
 cancels; regenerate, export as Markdown and copy (OSC 52 through Textual) act on the last answer. Under
 each answer: tokens/s and the cached tokens reused; for majority vote, the tally and every sample in a
-collapsible; the token view shades each token of the last answer by its probability (hover for the value).
+collapsible; the token view shades each token of the last answer by its probability (hover: p and log p of each token).
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,16 +39,17 @@ CHAT_COMMANDS = [
 
 
 def probability_text(token_probs: list[tuple[str, float]]) -> Text:
-    """Each token on a background from red (improbable) to green (probable); hover shows p and log p."""
-    import math
-
+    """Each token on a background from red (improbable) to green (probable)."""
     text = Text()
     for piece, p in token_probs:
         red, green = int(200 * (1 - p)) + 40, int(160 * p) + 40
-        style = Style(bgcolor=f"rgb({red},{green},60)", color="white",
-                      meta={"@tooltip": f"p={p:.3f} log p={math.log(max(p, 1e-12)):.2f}"})
-        text.append(piece.replace("\n", "⏎\n"), style=style)
+        text.append(piece.replace("\n", "⏎\n"), style=Style(bgcolor=f"rgb({red},{green},60)", color="white"))
     return text
+
+
+def probability_table(token_probs: list[tuple[str, float]]) -> str:
+    """The tooltip of the token view: each token with its probability and log-probability."""
+    return "\n".join(f"{piece!r:>8}  p={p:.3f}  log p={math.log(max(p, 1e-12)):.2f}" for piece, p in token_probs)
 
 
 @dataclass
@@ -271,7 +273,7 @@ class ChatPane(Vertical):
             self.last_turn = turn
             tokens = self.query_one("#chat-tokens", Static)
             if tokens.display:
-                tokens.update(probability_text(turn.token_probs))
+                self._show_tokens(turn)
 
     # --- actions --------------------------------------------------------------------------------------
     def action_cancel(self) -> None:
@@ -310,7 +312,12 @@ class ChatPane(Vertical):
         tokens = self.query_one("#chat-tokens", Static)
         tokens.display = not tokens.display
         if tokens.display and self.last_turn is not None:
-            tokens.update(probability_text(self.last_turn.token_probs))
+            self._show_tokens(self.last_turn)
+
+    def _show_tokens(self, turn: Turn) -> None:
+        tokens = self.query_one("#chat-tokens", Static)
+        tokens.update(probability_text(turn.token_probs))
+        tokens.tooltip = probability_table(turn.token_probs)  # hover: p and log p of every token
 
     def action_new_chat(self) -> None:
         for column in self.query(ChatColumn):
