@@ -3,9 +3,9 @@ accuracy before and after DPO, from an instruction-finetuned (SFT) checkpoint.
 
     # the pipeline (each step writes a run folder under runs/):
     workbench train --set name=pretrain                                   # pretraining on data/arith
-    workbench train --set stage=sft --set init_from=runs/pretrain --set name=sft --set max_steps=600
+    workbench train --set stage=sft --set init_from=runs/pretrain --set name=sft
     python benchmarks/dpo_experiment.py --sft runs/sft                   # DPO (beta 0.1) + evaluation
-    python benchmarks/dpo_experiment.py --sft runs/sft --lora --beta 0.2 --steps 200
+    python benchmarks/dpo_experiment.py --sft runs/sft --lora --beta 0.2 --steps 100
     python benchmarks/dpo_experiment.py --sft runs/sft --dpo runs/dpo-exp  # evaluate an existing DPO run
 
 Reported on the held-out pairs (the run's validation split of data/arith/preferences.json, never trained
@@ -36,9 +36,12 @@ from llm_core.training.builders import build_datasets  # noqa: E402
 
 
 def train_dpo(args: argparse.Namespace) -> Path:
-    overrides: dict[str, Any] = {"beta": args.beta, "max_steps": args.steps, "out": args.out,
-                                 "dpo_sft_weight": args.sft_weight,  # RPO's NLL term on the chosen (0 = plain DPO)
+    overrides: dict[str, Any] = {"beta": args.beta, "out": args.out,
                                  "name": args.name or f"dpo-exp-{'lora-' if args.lora else ''}beta{args.beta:g}"}
+    if args.steps is not None:
+        overrides["max_steps"] = args.steps
+    if args.sft_weight is not None:
+        overrides["dpo_sft_weight"] = args.sft_weight  # the chosen responses' NLL term (0 = plain DPO)
     overrides.update(parse_overrides(TrainConfig, args.set))
     cfg = dpo_config(str(args.sft), data="arith", adapter="lora" if args.lora else "none", **overrides)
     trainer = Trainer(cfg)
@@ -90,10 +93,10 @@ def main() -> None:
     p.add_argument("--sft", type=Path, required=True, help="the instruction-finetuned checkpoint (run or step folder)")
     p.add_argument("--dpo", type=Path, help="an existing DPO run to evaluate (skips training)")
     p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--sft-weight", type=float, default=0.0,
-                   help="weight of the chosen responses' NLL added to the DPO loss (RPO; 0 = plain DPO)")
+    p.add_argument("--sft-weight", type=float, default=None,
+                   help="weight of the chosen responses' NLL added to the DPO loss (default: the recipe's; 0 = plain DPO)")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (reference = adapters off)")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=None, help="default: the DPO recipe's")
     p.add_argument("--out", default="runs")
     p.add_argument("--name", default="")
     p.add_argument("--set", action="append", default=[], help="extra TrainConfig key=value (repeatable)")

@@ -88,7 +88,9 @@ async def test_stage_choice_fills_in_its_recipe(tmp_path) -> None:
         app.query_one("#f-stage", Select).value = "dpo"
         await pilot.pause()
         await pilot.pause()
-        assert app.query_one("#f-peak_lr", Input).value == "2e-05"
+        from llm_core.dpo import DPO_RECIPE
+
+        assert float(app.query_one("#f-peak_lr", Input).value) == DPO_RECIPE["peak_lr"]
         assert app.query_one("#form").config.stage == "dpo"
 
 

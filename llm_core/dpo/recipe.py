@@ -9,18 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
+# Measured on the default experiment from the SFT checkpoint (README, "DPO"): 60 steps at 5e-6 with the SFT
+# term raise held-out reward accuracy to 88% and leave chain-of-thought accuracy at 99%. Longer or faster
+# runs (300 steps at 2e-5: 98% reward accuracy) cut CoT accuracy to 4.5-58%: the rejected solutions carry
+# their slip through otherwise valid arithmetic, and pushing those tokens down unlearns the arithmetic.
 DPO_RECIPE: dict[str, Any] = {
     "stage": "dpo",
     "beta": 0.1,
-    "max_steps": 300,
+    "max_steps": 60,
     "batch_size": 8,
-    "peak_lr": 2e-5,  # at 1e-4 a 3-layer SFT model's chosen log-prob fell from -93 to -300 nats in 60 steps
-    "min_lr": 2e-6,
+    "peak_lr": 5e-6,
+    "min_lr": 5e-7,
     "warmup_fraction": 0.1,
     "weight_decay": 0.0,  # regularising towards 0 fights the implicit pull towards the reference
-    "eval_every": 50,
+    "dpo_sft_weight": 1.0,  # + the chosen responses' NLL (Pang et al., 2024, arXiv:2404.19733): keeps them likely
+    "eval_every": 20,
     "eval_batches": 8,
-    "checkpoint_every": 100,
+    "checkpoint_every": 60,
 }
 ADAPTER_LR = {"peak_lr": 1e-4, "min_lr": 1e-5}
 
