@@ -21,9 +21,8 @@ from llm_core.config import parse_overrides
 from llm_core.dpo import dpo_config
 from llm_core.errors import ConfigError, WorkbenchError
 from llm_core.training import TrainConfig, Trainer
-from llm_core.training.distributed import shutdown
 
-from .train import _follow, _print_estimates
+from .train import _print_estimates, run_to_end
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -122,10 +121,4 @@ def register(app: typer.Typer) -> None:
                          else "a frozen copy of the starting model"))
         _print_estimates(console, trainer, trainer.estimate(measure_steps=max(estimate_steps, 0)))
         print_dpo_metrics(console, trainer)
-        try:
-            end = _follow(console, trainer)
-        finally:
-            shutdown(trainer.ctx)
-        if trainer.state == "failed":
-            raise WorkbenchError(trainer.error or end.get("message", "training failed"))
-        console.print(f"[green]{end.get('message', 'done')}[/]; run folder: {trainer.run_dir}")
+        run_to_end(console, trainer)

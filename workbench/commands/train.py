@@ -126,6 +126,18 @@ def _show(progress: Progress, task: Any, event: dict[str, Any]) -> None:
         progress.console.print(f"checkpoint: {event['path']}", markup=False)
 
 
+def run_to_end(console: Console, trainer: Trainer) -> None:
+    """Train with the progress display, shut the process group down, and report the end in one line."""
+    try:
+        end = _follow(console, trainer)
+    finally:
+        shutdown(trainer.ctx)
+    if trainer.state == "failed":
+        raise WorkbenchError(trainer.error or end.get("message", "training failed"))
+    best = f", best val loss {trainer.best_val_loss:.4f}" if trainer.best_val_loss is not None else ""
+    console.print(f"[green]{end.get('message', 'done')}[/]{best}; run folder: {trainer.run_dir}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -141,14 +153,7 @@ def register(app: typer.Typer) -> None:
         trainer = _build_trainer(config, sets, out, resume)
         console = Console(quiet=not trainer.ctx.is_main)
         _print_estimates(console, trainer, trainer.estimate(measure_steps=max(estimate_steps, 0)))
-        try:
-            end = _follow(console, trainer)
-        finally:
-            shutdown(trainer.ctx)
-        if trainer.state == "failed":
-            raise WorkbenchError(trainer.error or end.get("message", "training failed"))
-        best = f", best val loss {trainer.best_val_loss:.4f}" if trainer.best_val_loss is not None else ""
-        console.print(f"[green]{end.get('message', 'done')}[/]{best}; run folder: {trainer.run_dir}")
+        run_to_end(console, trainer)
 
     @app.command("runs")
     def runs(root: Path = typer.Option(Path("runs"), "--root", help="Folder holding the run folders.")) -> None:

@@ -274,17 +274,17 @@ class WorkbenchApp(App):
             return None
 
     def action_chat_run(self) -> None:
-        run = self._selected_run()
-        path = self._checkpoint_of(run) if run else None
-        if path is not None:
-            self.query_one("#chat", ChatPane).open_checkpoint(path)
-            self.action_panel("chat")
+        self._open_in_chat(compare=False)
 
     def action_chat_compare(self) -> None:
+        self._open_in_chat(compare=True)
+
+    def _open_in_chat(self, compare: bool) -> None:
         run = self._selected_run()
         path = self._checkpoint_of(run) if run else None
         if path is not None:
-            self.query_one("#chat", ChatPane).open_compare(path)
+            chat = self.query_one("#chat", ChatPane)
+            chat.open_compare(path) if compare else chat.open_checkpoint(path)
             self.action_panel("chat")
 
     def action_export_hf(self) -> None:
