@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from llm_core import GPT, GPTConfig
-from llm_core.device import autocast, pick_device
+from llm_core.device import autocast, pick_device, supports_bf16
 
 
 class NaiveLayerNorm(nn.Module):
@@ -152,13 +152,15 @@ def main() -> None:
     flops_per_token = ours.flops_per_token(training=True)
     peak_bf16 = matmul_peak(torch.bfloat16, device)
     peak_fp32 = matmul_peak(torch.float32, device)
+    bf16 = supports_bf16(device)  # off on CPUs without bf16 in hardware (see llm_core.device)
+    peak_ours = peak_bf16 if bf16 else peak_fp32
     print(f"device={device} threads={args.threads} shape=gpt2-mini batch={args.batch} ctx={cfg.context_length}")
     print(f"naive reference (fp32, explicit attention):  {best_naive:9.0f} tokens/s")
-    print(f"llm_core GPT (bf16 autocast, SDPA):          {best_ours:9.0f} tokens/s")
+    print(f"llm_core GPT ({'bf16 autocast' if bf16 else 'fp32, no bf16 hw'}, SDPA): {best_ours:9.0f} tokens/s")
     print(f"ratio ours / naive: {best_ours / best_naive:.2f}x (target >= 2.0)")
     print(f"matmul peak measured: bf16 {peak_bf16 / 1e9:.1f} GFLOP/s, fp32 {peak_fp32 / 1e9:.1f} GFLOP/s")
     print(
-        f"MFU: ours {best_ours * flops_per_token / peak_bf16:.1%} of bf16 peak; "
+        f"MFU: ours {best_ours * flops_per_token / peak_ours:.1%} of {'bf16' if bf16 else 'fp32'} peak; "
         f"naive {best_naive * flops_per_token / peak_fp32:.1%} of fp32 peak"
     )
 
