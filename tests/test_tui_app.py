@@ -181,9 +181,11 @@ async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
         await pilot.press("ctrl+s")
         exported = list((tmp_path / "runs").glob("chat-*.md"))
         assert exported and "add 2 and 3" in exported[0].read_text()
-        await pilot.press("ctrl+t")
-        tokens = app.query_one("#chat-tokens")
-        assert tokens.display and "log p=" in str(tokens.tooltip)
+        await pilot.press("ctrl+t")  # the token view of the last answer, focused: right moves to token 2
+        assert app.query_one("#chat-tokens").display and app.focused is app.query_one("#token-view")
+        await pilot.press("right")
+        probs = pane.last_turn.token_probs
+        assert f"p={probs[1][1]:.3f}" in str(app.query_one("#token-detail").render())
 
 
 async def test_quitting_while_training_stops_and_saves(tmp_path) -> None:
@@ -211,12 +213,3 @@ async def test_default_warmup_follows_the_steps(tmp_path) -> None:
         await pilot.pause()
         assert app.query_one("#form").config is None
         assert "max_steps=3" in str(app.query_one("#e-warmup_steps").render())
-
-
-def test_token_view_text_and_tooltip() -> None:
-    from workbench.tui.widgets.chat import probability_table, probability_text
-
-    probs = [("The", 0.5), (" 4", 0.01)]
-    assert probability_text(probs).plain == "The 4"
-    table = probability_table(probs)
-    assert "p=0.500  log p=-0.69" in table and "p=0.010  log p=-4.61" in table

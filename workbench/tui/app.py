@@ -12,6 +12,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -200,14 +201,20 @@ class WorkbenchApp(App):
                 elif e.get("type") == "end" and e.get("reason") == "error":
                     self.notify(str(e.get("message")), title="run failed", severity="error", timeout=10)
             self.events_seen += len(events)
-        dash = self.query_one("#dash", Dashboard)
-        dash.state = self.session.state if self.session is not None and self.follower is None else (
-            "attached" if self.follower else "")
-        dash.refresh_status()
+        try:
+            dash = self.query_one("#dash", Dashboard)
+            dash.state = self.session.state if self.session is not None and self.follower is None else (
+                "attached" if self.follower else "")
+            dash.refresh_status()
+        except NoMatches:  # a last tick while the app shuts down and its widgets are already gone
+            return
 
     def refresh_plots(self) -> None:
-        if self.panel == "dashboard":
-            self.query_one("#dash", Dashboard).refresh_plots()
+        try:
+            if self.panel == "dashboard":
+                self.query_one("#dash", Dashboard).refresh_plots()
+        except NoMatches:  # as above: shutting down
+            return
 
     # --- dashboard toggles ----------------------------------------------------------------------------
     def action_smoothing(self) -> None:
@@ -314,6 +321,7 @@ class WorkbenchApp(App):
                 if isinstance(b, Binding) and self.check_action(b.action.split("(")[0], ()) and b.description]
         if panel == "chat":
             keys += [(b.key, b.description) for b in ChatPane.BINDINGS]
+            keys.append(("←/→ ↑/↓ home/end", "token view (ctrl+t): move the cursor; p and log p of its token"))
         self.push_screen(HelpScreen(panel, keys))
 
     async def action_quit(self) -> None:

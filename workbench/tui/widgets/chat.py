@@ -4,16 +4,15 @@ Generation runs in thread workers; text pieces land in a buffer that a 50 ms tim
 (never one UI call per token), and the view follows the bottom only if the user was already there. Esc
 cancels; regenerate, export as Markdown and copy (OSC 52 through Textual) act on the last answer. Under
 each answer: tokens/s and the cached tokens reused; for majority vote, the tally and every sample in a
-collapsible; the token view shades each token of the last answer by its probability (hover: p and log p of each token).
+collapsible; the token view (widgets/token_view.py) shades each token of the last answer by its probability
+and gives p and log p of the token under the mouse or the cursor.
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.style import Style
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -26,6 +25,7 @@ from llm_core.errors import WorkbenchError
 from llm_core.training import load_checkpoint
 
 from ..conversation import MODES, ChatOptions, Conversation, Turn
+from .token_view import TokenPanel
 
 CHAT_COMMANDS = [
     ("chat: regenerate the last answer", "Answer the last message again", "regenerate"),
@@ -36,20 +36,6 @@ CHAT_COMMANDS = [
     ("chat: new conversation", "Forget the history (and the cache)", "new_chat"),
     ("chat: close the comparison", "Back to one checkpoint", "close_compare"),
 ]
-
-
-def probability_text(token_probs: list[tuple[str, float]]) -> Text:
-    """Each token on a background from red (improbable) to green (probable)."""
-    text = Text()
-    for piece, p in token_probs:
-        red, green = int(200 * (1 - p)) + 40, int(160 * p) + 40
-        text.append(piece.replace("\n", "⏎\n"), style=Style(bgcolor=f"rgb({red},{green},60)", color="white"))
-    return text
-
-
-def probability_table(token_probs: list[tuple[str, float]]) -> str:
-    """The tooltip of the token view: each token with its probability and log-probability."""
-    return "\n".join(f"{piece!r:>8}  p={p:.3f}  log p={math.log(max(p, 1e-12)):.2f}" for piece, p in token_probs)
 
 
 @dataclass
@@ -140,7 +126,7 @@ class ChatPane(Vertical):
         with Horizontal(id="chat-columns"):
             yield ChatColumn(id="chat-a")
             yield ChatColumn(id="chat-b")
-        yield Static("", id="chat-tokens")
+        yield TokenPanel(id="chat-tokens")
         yield Input(placeholder="Message (Enter to send, Esc to cancel)", id="chat-input")
 
     def on_mount(self) -> None:
@@ -271,8 +257,7 @@ class ChatPane(Vertical):
                                    collapsed=False, classes="vote"))
         if column.id == "chat-a":
             self.last_turn = turn
-            tokens = self.query_one("#chat-tokens", Static)
-            if tokens.display:
+            if self.query_one("#chat-tokens", TokenPanel).display:
                 self._show_tokens(turn)
 
     # --- actions --------------------------------------------------------------------------------------
@@ -309,15 +294,18 @@ class ChatPane(Vertical):
         self.notify("last answer copied (OSC 52)")
 
     def action_token_view(self) -> None:
-        tokens = self.query_one("#chat-tokens", Static)
-        tokens.display = not tokens.display
-        if tokens.display and self.last_turn is not None:
-            self._show_tokens(self.last_turn)
+        """Show (and focus) the token view of the last answer, or hide it and go back to the input."""
+        panel = self.query_one("#chat-tokens", TokenPanel)
+        panel.display = not panel.display
+        if panel.display:
+            if self.last_turn is not None:
+                self._show_tokens(self.last_turn)
+            panel.view.focus()
+        else:
+            self.query_one("#chat-input", Input).focus()
 
     def _show_tokens(self, turn: Turn) -> None:
-        tokens = self.query_one("#chat-tokens", Static)
-        tokens.update(probability_text(turn.token_probs))
-        tokens.tooltip = probability_table(turn.token_probs)  # hover: p and log p of every token
+        self.query_one("#chat-tokens", TokenPanel).show_tokens(turn.token_probs)
 
     def action_new_chat(self) -> None:
         for column in self.query(ChatColumn):
