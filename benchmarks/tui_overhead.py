@@ -11,11 +11,11 @@ Second measurement, the hot path of that UI thread: redrawing one plot (1000-ste
 cells) as MetricPlot does it (plotext's cell matrix straight to Strips) vs textual-plotext's own render()
 (plotext's ANSI string, parsed by Rich, cut into lines), same spec, same widget.
 
-Third: keypress latency while a run trains (issue target: answered within 100 ms). `m` (smoothing, which
-redraws all four plots) is pressed every half second; latency is from the key event being sent to the
-end of its action (the screen repaints at the next frame). Baseline: the same key with no run training.
+Third: keypress latency while a run trains (issue target: answered within 100 ms). `m` (loss smoothing)
+is pressed every half second; latency is from the key event being sent until its action ran, and until
+the plots it changed are redrawn on screen. Baseline: the same key on a finished 1000-step run, nothing training.
 
-    .venv/bin/python benchmarks/tui_overhead.py [--steps 120] [--rounds 2] [--renders 200] [--presses 20]
+    .venv/bin/python benchmarks/tui_overhead.py [--steps 80] [--rounds 4] [--renders 200] [--presses 20]
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_core.training import Trainer, TrainConfig  # noqa: E402
+from textual import events  # noqa: E402
 from textual.app import App  # noqa: E402
 from textual_plotext import PlotextPlot  # noqa: E402
 from workbench.plotting import RunSeries, loss_spec  # noqa: E402
@@ -68,8 +69,7 @@ async def with_tui(out: Path, steps: int, name: str) -> tuple[float, int, float]
 
 async def plot_render_ms(renders: int) -> tuple[float, float]:
     """Milliseconds per redraw of one live plot: MetricPlot's strips vs textual-plotext's render()."""
-    run = RunSeries.from_events({"type": "step", "step": i, "loss": 5.0 / (1 + i / 50) + 0.1 * (i % 7),
-                                 "tokens": 4096 * (i + 1)} for i in range(1000))
+    run = synthetic_run(1000)
 
     class One(App):
         def compose(self):
@@ -95,10 +95,18 @@ async def plot_render_ms(renders: int) -> tuple[float, float]:
     return 1000 * ours / renders, 1000 * baseline / renders
 
 
-async def keypress_latency_ms(out: Path, steps: int, presses: int, train: bool) -> list[float]:
-    """Milliseconds from sending `m` to the end of its action, `presses` times (while training if `train`)."""
+def synthetic_run(steps: int) -> RunSeries:
+    return RunSeries.from_events({"type": "step", "step": i, "loss": 5.0 / (1 + i / 50) + 0.1 * (i % 7),
+                                  "lr": 1e-3, "grad_norm": 1.0 + (i % 13) / 10, "tokens": 4096 * (i + 1)}
+                                 for i in range(steps))
+
+
+async def keypress_latency_ms(out: Path, steps: int, presses: int, train: bool) -> list[tuple[float, float]]:
+    """Milliseconds from sending `m` until its action ran, and until the plots it changed are redrawn on
+    screen, `presses` times, while a run trains (`train`) or with a finished 1000-step run shown."""
     app = make_app(out, config(out, steps, f"latency-{train}"))
     async with app.run_test(size=(120, 40)) as pilot:
+        dash = app.query_one("#dash")
         if train:
             await pilot.press("s")
             session = app.session
@@ -106,22 +114,29 @@ async def keypress_latency_ms(out: Path, steps: int, presses: int, train: bool) 
             await asyncio.sleep(2.0)  # a few steps in, past start-up
         else:
             await pilot.press("2")
-        done: list[float] = []
+            dash.show_run(synthetic_run(1000))
+        plots = list(dash.query(MetricPlot))
+        toggled: list[float] = []
         toggle = app.action_smoothing
 
-        def timed_toggle() -> None:  # the app looks actions up on the instance: this wraps the real one
+        def counted_toggle() -> None:  # the app looks actions up on the instance: this wraps the real one
             toggle()
-            done.append(time.perf_counter())
+            toggled.append(time.perf_counter())
 
-        app.action_smoothing = timed_toggle  # type: ignore[method-assign]
+        app.action_smoothing = counted_toggle  # type: ignore[method-assign]
         latencies = []
-        for _ in range(presses):
+        for i in range(presses):
             await asyncio.sleep(0.5)
+            drawn = [p.draws for p in plots]
             sent = time.perf_counter()
-            await pilot.press("m")
-            while len(done) <= len(latencies):
+            # What a terminal keypress becomes (Pilot.press would add its own waits for idleness).
+            app._driver.send_message(events.Key("m", "m"))
+            while len(toggled) <= i:
                 await asyncio.sleep(0.001)
-            latencies.append(1000 * (done[-1] - sent))
+            changed = [p for p, d in zip(plots, drawn) if p.draws > d]
+            while any(p._strips is None for p in changed):  # render_line rebuilds them on the next frame
+                await asyncio.sleep(0.001)
+            latencies.append((1000 * (toggled[i] - sent), 1000 * (time.perf_counter() - sent)))
         if train:
             app.session.stop()
             await asyncio.to_thread(app.session.wait_until_done)
@@ -131,8 +146,8 @@ async def keypress_latency_ms(out: Path, steps: int, presses: int, train: bool) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=120)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--renders", type=int, default=200)
     parser.add_argument("--presses", type=int, default=20)
     args = parser.parse_args()
@@ -142,9 +157,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         idle = asyncio.run(keypress_latency_ms(Path(tmp), 10_000, args.presses, train=False))
         busy = asyncio.run(keypress_latency_ms(Path(tmp), 10_000, args.presses, train=True))
-    print(f"keypress latency (m: redraw four plots), median / max: idle {statistics.median(idle):.0f} / "
-          f"{max(idle):.0f} ms, while training {statistics.median(busy):.0f} / {max(busy):.0f} ms "
-          f"(target: within 100 ms while training: {'met' if max(busy) <= 100 else 'NOT met'})")
+    for label, i in (("handled (action ran)", 0), ("redrawn on screen", 1)):
+        still, busy_ms = [x[i] for x in idle], [x[i] for x in busy]
+        print(f"keypress m {label}, median / max: nothing training {statistics.median(still):.0f} / "
+              f"{max(still):.0f} ms, while training {statistics.median(busy_ms):.0f} / {max(busy_ms):.0f} ms "
+              f"(target within 100 ms while training: {'met' if max(busy_ms) <= 100 else 'NOT met'})")
     base, tui, updates = [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -154,9 +171,13 @@ def main() -> None:
             tui.append(rate)
             updates += draws
             print(f"round {r}: headless {base[-1]:,.0f} tokens/s, TUI attached {tui[-1]:,.0f} tokens/s "
-                  f"({draws} dashboard plot updates; the UI thread used {ui_share:.1%} of one core)")
-    ratio = statistics.median(tui) / statistics.median(base)
-    print(f"TUI attached / headless: {ratio:.3f} (target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
+                  f"({draws} plot updates; the UI thread used {ui_share:.1%} of one core)")
+    # Each round pairs a headless run with the TUI run right after it, so slow drifts of the shared machine
+    # cancel within a pair; the median pair ratio ignores one-off hiccups.
+    pairs = [t / b for t, b in zip(tui, base)]
+    ratio = statistics.median(pairs)
+    print(f"TUI attached / headless: {ratio:.3f}, median of the rounds' ratios "
+          f"({', '.join(f'{p:.2f}' for p in pairs)}) (target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,10 @@ with the steps done), the pre-clip gradient norm (clipping threshold and clipped
 MoE runs, or two runs' losses when comparing.
 
 It never reads events itself: the app feeds it a `RunSeries` and calls `refresh_status` (about 4 Hz) and
-`refresh_plots` (1-2 Hz, skipped while the dashboard is hidden).
+`refresh_plots` for one plot at a time, in turn, so each plot is redrawn once a second and no frame has to
+build more than one plot while a run trains (skipped while the dashboard is hidden).
 """
 from __future__ import annotations
-
-import time
 
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
@@ -21,6 +20,7 @@ from workbench.plotting import (
 from .plot import MetricPlot
 
 SMOOTHING = 0.9
+PLOTS = ("plot-lr", "plot-grad", "plot-loss", "plot-extra")
 
 
 def _clock(seconds: float | None) -> str:
@@ -85,7 +85,8 @@ class Dashboard(Vertical):
             self._status = text
             self.query_one("#status", Static).update(text, layout=False)
 
-    def refresh_plots(self, force: bool = False) -> None:
+    def refresh_plots(self, force: bool = False, only: str | None = None) -> None:
+        """Give the plots (or just the plot `only`, one of PLOTS) the run's latest data."""
         if self.run is None or (not force and not self.is_on_screen):
             return
         run = self.run
@@ -93,20 +94,24 @@ class Dashboard(Vertical):
         if key != self._plan_key:
             self._plan = planned_lr(run.config) if run.config else None
             self._plan_key = key
-        self.query_one("#plot-lr", MetricPlot).set_spec(lr_spec(run, self._plan))
-        self.query_one("#plot-grad", MetricPlot).set_spec(grad_spec(run))
-        self.query_one("#plot-loss", MetricPlot).set_spec(loss_spec(run, self.smoothing, self.log_y, self.x_axis))
-        extra = self.query_one("#plot-extra", MetricPlot)
-        if self.compare is not None:
-            extra.set_spec(compare_spec(run, self.compare, self.smoothing, self.log_y))
-        elif run.is_dpo:
-            extra.set_spec(dpo_spec(run))
-        elif run.is_moe:
-            extra.set_spec(moe_spec(run))
-        else:
-            extra.set_spec(loss_spec(run, SMOOTHING, True, "tokens"))
+        for plot_id in (only,) if only else PLOTS:
+            self.query_one(f"#{plot_id}", MetricPlot).set_spec(self._spec(plot_id, run))
         self.plot_updates += 1
-        self._last_plot = time.monotonic()
+
+    def _spec(self, plot_id: str, run: RunSeries):
+        if plot_id == "plot-lr":
+            return lr_spec(run, self._plan)
+        if plot_id == "plot-grad":
+            return grad_spec(run)
+        if plot_id == "plot-loss":
+            return loss_spec(run, self.smoothing, self.log_y, self.x_axis)
+        if self.compare is not None:
+            return compare_spec(run, self.compare, self.smoothing, self.log_y)
+        if run.is_dpo:
+            return dpo_spec(run)
+        if run.is_moe:
+            return moe_spec(run)
+        return loss_spec(run, SMOOTHING, True, "tokens")
 
     # --- toggles (the app binds keys to these) -------------------------------------------------------
     def toggle_smoothing(self) -> None:

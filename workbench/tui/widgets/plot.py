@@ -88,7 +88,9 @@ class MetricPlot(PlotextPlot):
         self._draw_if_visible()
 
     def _draw_if_visible(self) -> None:
-        if self.spec is None or self.spec is self._drawn or not self.is_mounted or not self.display:
+        # An equal spec draws the same picture: a toggle that changes one plot redraws only that one, and a
+        # paused run redraws nothing.
+        if self.spec is None or self.spec == self._drawn or not self.is_mounted or not self.display:
             return
         if not self.is_on_screen:
             return
