@@ -32,7 +32,7 @@ from .widgets.runs_list import RunsList
 
 PANELS = ("run", "dashboard", "runs", "chat")
 STATUS_HZ = 4.0
-PLOT_HZ = 1.0
+PLOT_HZ = STATUS_HZ / len(PLOTS)  # one plot per status tick, in turn: each plot once a second
 RUNS_KEYS = {"open_run", "mark_compare", "attach", "chat_run", "chat_compare", "refresh_runs", "export_hf",
              "export_adapters"}
 
@@ -89,8 +89,12 @@ class WorkbenchApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.set_interval(1 / STATUS_HZ, self.pull_events)
-        self.set_interval(1 / (PLOT_HZ * len(PLOTS)), self.refresh_plots)
+        # One timer for both, so the status line and the plot due this tick share one repaint.
+        self.set_interval(1 / STATUS_HZ, self.tick)
+
+    def tick(self) -> None:
+        self.pull_events()
+        self.refresh_plots()
 
     @property
     def panel(self) -> str:
@@ -211,7 +215,7 @@ class WorkbenchApp(App):
             return
 
     def refresh_plots(self) -> None:
-        """One plot per tick, in turn: each is redrawn PLOT_HZ times a second, and a keypress never waits
+        """One plot per tick, in turn (each is redrawn PLOT_HZ times a second), so a keypress never waits
         behind a frame that rebuilds all four (on 2 busy cores one grad-norm plot takes tens of ms)."""
         self._plot_turn = (self._plot_turn + 1) % len(PLOTS)
         try:
