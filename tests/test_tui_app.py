@@ -4,13 +4,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-from textual.widgets import Collapsible, DataTable, Input, Select
+from textual.widgets import Collapsible, DataTable, Input, OptionList, Select
 
 from training_helpers import tiny_config
 from tui_helpers import trained_run, until
 from workbench.tui.app import make_app
 from workbench.tui.commands import WorkbenchCommands
 from workbench.tui.widgets.chat import ChatColumn, ChatPane
+from workbench.tui.widgets.checkpoint_picker import CheckpointPicker
 from workbench.tui.widgets.plot import MetricPlot
 
 SIZE = (110, 34)
@@ -213,3 +214,25 @@ async def test_default_warmup_follows_the_steps(tmp_path) -> None:
         await pilot.pause()
         assert app.query_one("#form").config is None
         assert "max_steps=3" in str(app.query_one("#e-warmup_steps").render())
+
+
+async def test_chat_picks_one_of_several_checkpoints(tmp_path) -> None:
+    run = trained_run(tmp_path, "multi", checkpoint_every=3, keep_last=3)  # 6 steps: step-3 and step-6
+    (run / "checkpoints" / "step-00000003" / "manifest.json").write_text("{")  # ... and step-3 is broken
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "c")
+        picker = app.screen
+        assert isinstance(picker, CheckpointPicker)
+        options = picker.query_one(OptionList)
+        labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert labels[0] == "step 6  (latest)" and labels[1].startswith("step 3  broken:")
+        assert options.get_option_at_index(1).disabled
+        await pilot.press("enter")
+        assert app.panel == "chat"
+        column = app.query_one("#chat-a", ChatColumn)
+        await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
+        assert "(step 6)" in column.conversation.name
+        await pilot.press("3", "c", "escape")  # Esc: no change
+        assert app.panel == "runs" and not isinstance(app.screen, CheckpointPicker)
+

@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from llm_core.errors import WorkbenchError
 from llm_core.training import TrainConfig
+from llm_core.training.checkpoint import list_checkpoints
 from llm_core.training.loading import resolve_step_dir
 from workbench.plotting import RunSeries
 
@@ -26,6 +27,7 @@ from .follow import EventBuffer, MetricsFollower
 from .help import HelpScreen
 from .session import TrainingSession
 from .widgets.chat import ChatPane
+from .widgets.checkpoint_picker import CheckpointPicker
 from .widgets.dashboard import PLOTS, Dashboard
 from .widgets.run_form import RunForm
 from .widgets.runs_list import RunsList
@@ -295,12 +297,23 @@ class WorkbenchApp(App):
         self._open_in_chat(compare=True)
 
     def _open_in_chat(self, compare: bool) -> None:
+        """Chat with the highlighted run's checkpoint; when it kept several, ask which one."""
         run = self._selected_run()
-        path = self._checkpoint_of(run) if run else None
+        if run is None:
+            return
+        checkpoints = list_checkpoints(run.path)
+        if len(checkpoints) > 1:
+            self.push_screen(CheckpointPicker(run.name, checkpoints),
+                             lambda path: self._chat_with(path, compare) if path is not None else None)
+            return
+        path = self._checkpoint_of(run)
         if path is not None:
-            chat = self.query_one("#chat", ChatPane)
-            chat.open_compare(path) if compare else chat.open_checkpoint(path)
-            self.action_panel("chat")
+            self._chat_with(path, compare)
+
+    def _chat_with(self, path: Path, compare: bool) -> None:
+        chat = self.query_one("#chat", ChatPane)
+        chat.open_compare(path) if compare else chat.open_checkpoint(path)
+        self.action_panel("chat")
 
     def action_export_hf(self) -> None:
         run = self._selected_run()

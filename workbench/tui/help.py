@@ -17,7 +17,8 @@ PANEL_HELP = {
                  "scale and press Enter: it applies at the next step and is recorded in metrics.jsonl.",
     "runs": "Runs: every folder in runs/ (broken ones with the reason). Enter opens its plots, k marks it and "
             "k on a second run compares the losses, a follows a run training in another process, c chats with "
-            "its latest checkpoint, v opens it beside the current chat, r refreshes.",
+            "its checkpoint (a run that kept several asks which one), v opens it beside the current chat, "
+            "r refreshes.",
     "chat": "Chat: Enter sends, Esc cancels, ctrl+r regenerates, ctrl+s exports Markdown, ctrl+y copies the "
             "last answer, ctrl+t shows token probabilities, ctrl+n starts over. Modes: greedy, sample "
             "(temperature, top-k, top-p), cot (think step by step), vote (N sampled chains of thought).",
