@@ -95,8 +95,11 @@ class WorkbenchApp(App):
         self.set_interval(1 / STATUS_HZ, self.tick)
 
     def tick(self) -> None:
-        self.pull_events()
-        self.refresh_plots()
+        try:
+            self.pull_events()
+            self.refresh_plots()
+        except NoMatches:  # a last tick while the app shuts down and its widgets are already gone
+            return
 
     @property
     def panel(self) -> str:
@@ -208,23 +211,17 @@ class WorkbenchApp(App):
                 elif e.get("type") == "end" and e.get("reason") == "error":
                     self.notify(str(e.get("message")), title="run failed", severity="error", timeout=10)
             self.events_seen += len(events)
-        try:
-            dash = self.query_one("#dash", Dashboard)
-            dash.state = self.session.state if self.session is not None and self.follower is None else (
-                "attached" if self.follower else "")
-            dash.refresh_status()
-        except NoMatches:  # a last tick while the app shuts down and its widgets are already gone
-            return
+        dash = self.query_one("#dash", Dashboard)
+        dash.state = self.session.state if self.session is not None and self.follower is None else (
+            "attached" if self.follower else "")
+        dash.refresh_status()
 
     def refresh_plots(self) -> None:
         """One plot per tick, in turn (each is redrawn PLOT_HZ times a second), so a keypress never waits
         behind a frame that rebuilds all four (on 2 busy cores one grad-norm plot takes tens of ms)."""
         self._plot_turn = (self._plot_turn + 1) % len(PLOTS)
-        try:
-            if self.panel == "dashboard":
-                self.query_one("#dash", Dashboard).refresh_plots(only=PLOTS[self._plot_turn])
-        except NoMatches:  # as above: shutting down
-            return
+        if self.panel == "dashboard":
+            self.query_one("#dash", Dashboard).refresh_plots(only=PLOTS[self._plot_turn])
 
     # --- dashboard toggles ----------------------------------------------------------------------------
     def action_smoothing(self) -> None:

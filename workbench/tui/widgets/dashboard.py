@@ -14,7 +14,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Input, Label, Static
 
 from workbench.plotting import (
-    RunSeries, compare_spec, dpo_spec, grad_spec, loss_spec, lr_spec, moe_spec, planned_lr,
+    PlotSpec, RunSeries, compare_spec, dpo_spec, grad_spec, loss_spec, lr_spec, moe_spec, planned_lr,
 )
 
 from .plot import MetricPlot
@@ -98,7 +98,7 @@ class Dashboard(Vertical):
             self.query_one(f"#{plot_id}", MetricPlot).set_spec(self._spec(plot_id, run))
         self.plot_updates += 1
 
-    def _spec(self, plot_id: str, run: RunSeries):
+    def _spec(self, plot_id: str, run: RunSeries) -> PlotSpec:
         if plot_id == "plot-lr":
             return lr_spec(run, self._plan)
         if plot_id == "plot-grad":
