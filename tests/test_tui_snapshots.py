@@ -56,3 +56,18 @@ def test_chat_panel(snap_compare) -> None:
         await _unfocus(pilot)
 
     assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=chat)
+
+
+def test_chat_token_view_small_terminal(snap_compare) -> None:
+    """The token view at 80x24: shaded tokens, the cursor on the third, its p and log p below."""
+    async def tokens(pilot) -> None:
+        await pilot.press("4")
+        panel = pilot.app.query_one("#chat-tokens")
+        panel.display = True
+        panel.show_tokens([("Ruby", 0.91), (" has", 0.85), (" 63", 0.12), (" cards", 0.6), (".\n", 0.97),
+                           ("The answer is", 0.99), (" 45", 0.33), (".", 0.98)])
+        await pilot.pause()
+        panel.view.action_move(2)  # what two presses of -> do when the view has the focus
+        await _unfocus(pilot)
+
+    assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=tokens)
