@@ -148,13 +148,18 @@ def read_manifest(step_dir: str | Path, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
+def checkpoint_step(step_dir: str | Path) -> int:
+    """The optimizer step of a step directory named step-XXXXXXXX."""
+    return int(Path(step_dir).name[5:])
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Committed step directories of a run, oldest first (not verified)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
     dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
-    return sorted(dirs, key=lambda p: int(p.name[5:]))
+    return sorted(dirs, key=checkpoint_step)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

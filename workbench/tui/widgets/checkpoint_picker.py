@@ -12,14 +12,14 @@ from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from llm_core.errors import WorkbenchError
-from llm_core.training.checkpoint import read_manifest
+from llm_core.training.checkpoint import checkpoint_step, read_manifest
 
 
 def checkpoint_options(checkpoints: list[Path]) -> list[Option]:
     """One option per step directory, newest first; broken ones disabled, with the reason."""
     options = []
     for i, path in enumerate(reversed(checkpoints)):
-        step = int(path.name[5:])
+        step = checkpoint_step(path)
         label = f"step {step}" + ("  (latest)" if i == 0 else "")
         try:
             read_manifest(path)

@@ -11,6 +11,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from llm_core.training import list_runs
+from llm_core.training.checkpoint import checkpoint_step
 from llm_core.training.runs import RunInfo
 
 COLUMNS = ("run", "stage", "status", "steps", "last loss", "best val", "checkpoints")
@@ -46,7 +47,7 @@ class RunsList(Vertical):
                 table.add_row(r.name, "", "BROKEN", "", "", "", r.broken, key=r.name)
                 continue
             steps = f"{r.steps}/{r.max_steps}" if r.max_steps else str(r.steps)
-            ckpts = ", ".join(c.replace("step-", "").lstrip("0") or "0" for c in r.checkpoints) or "-"
+            ckpts = ", ".join(str(checkpoint_step(c)) for c in r.checkpoints) or "-"
             table.add_row(r.name, str(r.config.get("stage", "")), r.status, steps, _num(r.last_loss),
                           _num(r.best_val_loss), ckpts, key=r.name)
         if not self.runs:

@@ -141,13 +141,11 @@ class TokenView(Widget, can_focus=True):
     def set_cursor(self, index: int) -> None:
         if not self.pieces:
             return
-        index = max(0, min(index, len(self.pieces) - 1))
-        if index != self.cursor or not self._lines:
-            self.cursor = index
-            self.refresh()
-        self.post_message(self.CursorMoved(index))
-        line = self.line_of(index)
-        if line is not None and self.parent is not None and isinstance(self.parent, VerticalScroll):
+        self.cursor = max(0, min(index, len(self.pieces) - 1))
+        self.refresh()
+        self.post_message(self.CursorMoved(self.cursor))
+        line = self.line_of(self.cursor)
+        if line is not None and isinstance(self.parent, VerticalScroll):
             self.parent.scroll_to_region(Region(0, line, 1, 1), animate=False)
 
     def line_of(self, index: int) -> int | None:
