@@ -106,7 +106,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> None:
-            raise ConfigError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}")
+            raise ConfigError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}", field=name)
 
         if self.stage not in ("pretrain", "sft", "dpo"):
             fail("stage", "must be pretrain, sft or dpo")
