@@ -170,7 +170,8 @@ def test_moe_runs_report_aux_loss_and_expert_load(tmp_path) -> None:
 
 
 class BetaObjective(LanguageModelingObjective):
-    beta = 0.1  # stands in for the DPO objective's mutable beta
+    TUNABLES = ("beta",)
+    beta = 0.1  # stands in for the DPO objective's live-tunable beta
 
 
 def test_lr_scale_and_beta_apply_at_the_next_step(tmp_path) -> None:

@@ -64,7 +64,7 @@ def measure_step_time(trainer: "Trainer", steps: int = 2) -> dict[str, float]:
             optimizer.zero_grad(set_to_none=True)
             for _ in range(cfg.grad_accum):
                 batch = {k: v.to(trainer.device) for k, v in next(batches).items()}
-                with trainer._autocast():
+                with trainer.autocast():
                     loss, _ = trainer.objective.loss(model, batch)
                 (loss / cfg.grad_accum).backward()
                 if i:
@@ -85,7 +85,7 @@ def estimate_run(trainer: "Trainer", measure_steps: int = 2) -> dict[str, Any]:
     sample = trainer.train_data[0]
     seq_len = max(int(v.numel()) for k, v in sample.items() if k.endswith("input_ids"))
     # DPO runs chosen and rejected through the policy (2x batch); its frozen reference adds no activations.
-    multiplier = 2 if cfg.stage == "dpo" else 1
+    multiplier = trainer.objective.sequences_per_example
     memory = memory_estimate(trainer.model, cfg.batch_size, seq_len, cfg.bf16 and trainer.device.type != "mps",
                              multiplier)
     out: dict[str, Any] = {"memory_bytes": memory}

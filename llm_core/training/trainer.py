@@ -5,8 +5,11 @@ One optimizer step = `grad_accum` micro-batches of `batch_size` (per process), t
 the learning rate `lr_at(step) * lr_scale`. A non-finite loss or gradient never reaches the optimizer.
 
 The loop is driven from one thread (`run()` blocks) and controlled from others: `pause()`,
-`resume_training()`, `stop()`, `set_lr_scale()`, `set_beta()` take effect at the next step boundary.
-Every step emits an event to subscribers and to `metrics.jsonl` (schema in docs/ARCHITECTURE.md).
+`resume_training()`, `stop()`, `set_lr_scale()`, `set_tunable()` (the objective's live hyperparameters,
+e.g. DPO's beta) take effect at the next step boundary. Every step emits an event to subscribers and to
+`metrics.jsonl` (schema in docs/ARCHITECTURE.md); the objective's `on_step` hook sees each step and eval
+event and may add alarms through the same public `emit`. The loop knows no stage: everything
+stage-specific is the objective's (`objectives.Objective`) or the registry's (`stages.STAGES`).
 
 Exact resume: a checkpoint holds the weights, AdamW state, the torch RNG state and the data position
 (epoch, index), and nothing else in the loop is random, so a resumed run replays the uninterrupted one.
@@ -34,10 +37,11 @@ from .builders import build_datasets, build_model, build_objective, build_tokeni
 from .config import MODEL_CONFIG_KEY, TrainConfig
 from .distributed import all_reduce_mean, broadcast_from_main, setup_distributed, wrap_model
 from .loading import TOKENIZER_DIR, load_checkpoint
-from .objectives import IGNORE_INDEX
+from .objectives import IGNORE_INDEX, Objective
 from .optim import build_optimizer, clip_gradients, layer_grad_norms
 from .runs import CONFIG_FILE, METRICS_FILE, MetricsWriter, make_run_dir, truncate_metrics
 from .schedule import lr_at
+from .stages import STAGES
 
 Event = dict[str, Any]
 STATES = ("idle", "running", "paused", "stopping", "finished", "failed")
@@ -55,7 +59,7 @@ class Trainer:
         tokenizer: Tokenizer | None = None,
         train_data: Any = None,
         val_data: Any = None,
-        objective: Any = None,
+        objective: Objective | None = None,
         run_dir: str | Path | None = None,
         collate_fn: Callable | None = None,
     ) -> None:
@@ -105,7 +109,7 @@ class Trainer:
         self._pause_requested = False
         self._stop_requested = False
         self._pending_lr_scale: float | None = None
-        self._pending_beta: float | None = None
+        self._pending_tunables: dict[str, float] = {}
         self._state = "idle"
         self._subscribers: list[Callable[[Event], None]] = []
         self.history: list[Event] = []
@@ -119,14 +123,11 @@ class Trainer:
         self._metrics: MetricsWriter | None = None
         if self.ctx.is_main:
             self._prepare_run_dir()
-        if hasattr(self.objective, "on_step"):  # DPO: its collapse alarms become "alarm" events
-            from ..dpo import attach_collapse_alarms
-
-            attach_collapse_alarms(self)
 
     # --- Construction from a run folder -----------------------------------------------------------
     @classmethod
-    def resume(cls, run_dir: str | Path, *, train_data: Any = None, val_data: Any = None, objective: Any = None,
+    def resume(cls, run_dir: str | Path, *, train_data: Any = None, val_data: Any = None,
+               objective: Objective | None = None,
                collate_fn: Callable | None = None, **overrides: Any) -> "Trainer":
         """Continue a run from its latest valid checkpoint (e.g. `Trainer.resume(d, max_steps=2000)`).
 
@@ -204,13 +205,17 @@ class Trainer:
         with self._cond:
             self._pending_lr_scale = float(scale)
 
-    def set_beta(self, beta: float) -> None:
-        if not hasattr(self.objective, "beta"):
-            raise ConfigError(f"beta: the {self.config.stage} objective has no beta")
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-            raise ConfigError(f"beta: must be a positive number, got {beta!r}")
+    def set_tunable(self, name: str, value: float) -> None:
+        """Change one of the objective's live hyperparameters (`objective.tunables()`) at the next step."""
+        if name not in self.objective.tunables():
+            raise ConfigError(f"{name}: the {self.config.stage} objective has no {name}")
+        value = self.objective.check_tunable(name, value)
         with self._cond:
-            self._pending_beta = float(beta)
+            self._pending_tunables[name] = value
+
+    def set_beta(self, beta: float) -> None:
+        """DPO's beta: `set_tunable("beta", beta)`."""
+        self.set_tunable("beta", beta)
 
     def estimate(self, measure_steps: int = 2) -> dict[str, Any]:
         """Memory and time estimates (see `estimate.py`); included in the start event."""
@@ -220,7 +225,9 @@ class Trainer:
         return self.estimates
 
     # --- Events -----------------------------------------------------------------------------------
-    def _emit(self, event_type: str, **fields: Any) -> Event:
+    def emit(self, event_type: str, **fields: Any) -> Event:
+        """Record an event: history, metrics.jsonl and subscribers (rank 0). Step and eval events then go
+        to the objective's `on_step` hook, which may emit alarms through this same method."""
         event = {"type": event_type, **fields}
         self.history.append(event)
         if not self.ctx.is_main:
@@ -230,6 +237,8 @@ class Trainer:
         self._metrics.write(event)
         for fn in list(self._subscribers):
             fn(event)
+        if event_type in ("step", "eval"):
+            self.objective.on_step(self, event)
         return event
 
     # --- Checkpoint state -------------------------------------------------------------------------
@@ -248,7 +257,7 @@ class Trainer:
             "last_val_loss": self.last_val_loss,
             "elapsed": self.elapsed,
             "lr_scale": self.lr_scale,
-            "beta": float(self.objective.beta) if hasattr(self.objective, "beta") else None,
+            "objective": self.objective.state_dict(),
         }
 
     def load_state(self, state: dict[str, Any], where: str = "trainer state") -> None:
@@ -266,8 +275,10 @@ class Trainer:
             self.last_val_loss = state.get("last_val_loss")
             self.elapsed = float(state["elapsed"])
             self.lr_scale = float(state["lr_scale"])
-            if state.get("beta") is not None and hasattr(self.objective, "beta"):
-                self.objective.beta = state["beta"]
+            if "objective" in state:
+                self.objective.load_state_dict(state["objective"])
+            elif state.get("beta") is not None and "beta" in self.objective.tunables():
+                self.objective.set_tunable("beta", state["beta"])  # a checkpoint from before the hooks
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{where}: does not match this run ({type(exc).__name__}: {exc})") from None
 
@@ -279,7 +290,7 @@ class Trainer:
         path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), config,
                                     val_loss=self.last_val_loss)
         ckpt.prune_checkpoints(self.run_dir, self.config.keep_last)
-        self._emit("checkpoint", step=self.step, path=str(path))
+        self.emit("checkpoint", step=self.step, path=str(path))
         return path
 
     # --- Data -------------------------------------------------------------------------------------
@@ -293,7 +304,8 @@ class Trainer:
         return self.batches.epoch
 
     # --- One optimizer step -----------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's mixed-precision context (bf16 where the device computes it and the config asks)."""
         return autocast(self.device, self.config.bf16)
 
     def _eval_due(self, step: int) -> bool:
@@ -315,7 +327,7 @@ class Trainer:
             last = micro == cfg.grad_accum - 1
             sync = contextlib.nullcontext() if last or not self.ctx.enabled else self.ddp_model.no_sync()
             with sync:
-                with self._autocast():
+                with self.autocast():
                     loss, metrics = self.objective.loss(self.ddp_model, batch)
                 (loss / cfg.grad_accum).backward()
             losses.append(loss.detach().float())
@@ -346,8 +358,7 @@ class Trainer:
         }
         if self.lr_scale != 1.0:
             event["lr_scale"] = self.lr_scale
-        if hasattr(self.objective, "beta"):
-            event["beta"] = float(self.objective.beta)
+        event.update(self.objective.tunables())
         for k, values in extra.items():
             event.setdefault(k, _mean_metric(values))
         if not finite:
@@ -365,7 +376,7 @@ class Trainer:
         losses, extra = [], {}
         for batch in batches:
             batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with self._autocast():
+            with self.autocast():
                 loss, metrics = self.objective.loss(self.model, batch)
             losses.append(float(loss))
             for k, v in metrics.items():
@@ -405,7 +416,7 @@ class Trainer:
         item = data[0]
         prefix = "chosen_" if "chosen_input_ids" in item else ""  # DPO: the prompt of a preference pair
         ids, labels = item[prefix + "input_ids"], item[prefix + "labels"]
-        if self.config.stage != "pretrain":
+        if STAGES[self.config.stage].dataset != "text":
             labelled = (labels != IGNORE_INDEX).nonzero()
             cut = int(labelled[0]) + 1 if len(labelled) else min(len(ids), 16)
             return ids[:cut].tolist()
@@ -425,7 +436,7 @@ class Trainer:
         idx = torch.tensor([ids], device=self.device)  # (1, T)
         out: list[int] = []
         for _ in range(self.config.sample_tokens):
-            with self._autocast():
+            with self.autocast():
                 logits = self.model(idx[:, -window:])  # (1, T, V)
             nxt = int(logits[0, -1].float().argmax())
             if nxt == self.tokenizer.eot_id:
@@ -461,8 +472,9 @@ class Trainer:
                 self._cond.notify_all()
             if self._pending_lr_scale is not None:
                 self.lr_scale, self._pending_lr_scale = self._pending_lr_scale, None
-            if self._pending_beta is not None:
-                self.objective.beta, self._pending_beta = self._pending_beta, None
+            for name, value in self._pending_tunables.items():
+                self.objective.set_tunable(name, value)
+            self._pending_tunables.clear()
             return self._stop_requested
 
     def run(self) -> Event:
@@ -476,7 +488,7 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         try:
-            self._emit("start", **self._start_event())
+            self.emit("start", **self._start_event())
             stopped = False
             while self.step < cfg.max_steps:
                 if self._boundary():
@@ -484,34 +496,34 @@ class Trainer:
                     break
                 event = self.train_step()
                 if event.get("skipped"):
-                    self._emit("alarm", kind="nonfinite", step=event["step"], message=event["nonfinite"])
+                    self.emit("alarm", kind="nonfinite", step=event["step"], message=event["nonfinite"])
                     if cfg.nonfinite == "stop" or self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
-                        self._emit("step", **event)
+                        self.emit("step", **event)
                         latest = ckpt.latest_checkpoint(self.run_dir)
                         suffix = f"; latest good checkpoint: {latest.name}" if latest else "; no checkpoint yet"
                         runs_of = f" ({self.nonfinite_in_a_row} in a row)" if cfg.nonfinite == "skip" else ""
                         raise NonFiniteError(f"{event['nonfinite']}{runs_of}: stopped before the update{suffix}")
                 if (event["step"] % cfg.log_every == 0) or event.get("skipped") or self._eval_due(event["step"]):
-                    self._emit("step", **event)
+                    self.emit("step", **event)
                 if self._eval_due(event["step"]):
-                    self._emit("eval", **self.evaluate())
+                    self.emit("eval", **self.evaluate())
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
                     self._checkpoint_or_alarm()
             self._set_state("stopping")
             self._checkpoint_or_alarm()
             reason = "stopped" if stopped else "finished"
-            end = self._emit("end", reason=reason, step=self.step,
+            end = self.emit("end", reason=reason, step=self.step,
                              message=f"{reason} at step {self.step} of {cfg.max_steps}")
             self._set_state("finished")
             return end
         except WorkbenchError as exc:
             self.error = str(exc)
-            end = self._emit("end", reason="error", step=self.step, message=self.error)
+            end = self.emit("end", reason="error", step=self.step, message=self.error)
             self._set_state("failed")
             return end
         except BaseException as exc:
             self.error = f"{type(exc).__name__}: {exc}"
-            self._emit("end", reason="error", step=self.step, message=self.error)
+            self.emit("end", reason="error", step=self.step, message=self.error)
             self._set_state("failed")
             raise
         finally:
@@ -521,7 +533,7 @@ class Trainer:
 
     def _checkpoint_or_alarm(self) -> None:
         if not ckpt.weights_are_finite(self.model):
-            self._emit("alarm", kind="nonfinite_weights", step=self.step,
+            self.emit("alarm", kind="nonfinite_weights", step=self.step,
                        message=f"step {self.step}: model weights are non-finite; checkpoint not written")
             return
         if (self.run_dir / ckpt.CHECKPOINTS / ckpt.step_dir_name(self.step)).is_dir():
