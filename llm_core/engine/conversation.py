@@ -1,4 +1,5 @@
-"""`Conversation`: multi-turn chat over one checkpoint, headless (the chat pane and tests drive it).
+"""`Conversation`: multi-turn chat over one checkpoint, headless (the TUI's chat pane, `workbench chat` and
+the tests drive it). The chat modes and what each means (prompt cue, temperature) are defined only here.
 
 Turns are Alpaca prompts chained by token ids: the next prompt is the previous conversation's exact tokens
 (prompt, answer, end-of-text) followed by the new prompt, so the engine reuses its KV cache instead of
@@ -17,16 +18,22 @@ from typing import Any, Callable
 
 import torch
 
-from llm_core.engine import RESPONSE_STOPS, Engine, StopStringFilter, Utf8Stream, VoteResult, split_answer
-from llm_core.errors import GenerationError
-from llm_core.experiment import make_instruction
-from llm_core.formatting import format_prompt
+from ..errors import GenerationError
+from ..experiment import make_instruction
+from ..formatting import format_prompt
+from .engine import RESPONSE_STOPS, Engine
+from .reasoning import VoteResult, split_answer
+from .streaming import StopStringFilter, Utf8Stream
 
+# greedy: temperature 0; sample: the options' temperature / top-k / top-p; cot: greedy after the default
+# experiment's chain-of-thought cue; vote: N sampled chains of thought, majority answer.
 MODES = ("greedy", "sample", "cot", "vote")
 
 
 @dataclass
 class ChatOptions:
+    """How to answer one message (validated on construction)."""
+
     mode: str = "greedy"
     temperature: float = 0.8
     top_k: int | None = None
@@ -44,6 +51,11 @@ class ChatOptions:
             raise GenerationError(f"n: must be an integer >= 1, got {self.n!r}")
         if self.max_new_tokens < 1:
             raise GenerationError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens!r}")
+
+    @property
+    def decoding_temperature(self) -> float:
+        """The temperature the mode decodes at: sample and vote use the options', greedy and cot 0."""
+        return self.temperature if self.mode in ("sample", "vote") else 0.0
 
 
 @dataclass
@@ -67,15 +79,22 @@ class Turn:
 
 
 class Conversation:
-    def __init__(self, engine: Engine, name: str = "") -> None:
+    """Multi-turn chat over one Engine. `leave_room=False` keeps the engine's own left truncation (the last
+    context-length prompt tokens) instead of cutting the prompt so that the answer fits; `token_view=False`
+    skips the per-token probabilities (one extra forward pass per answer)."""
+
+    def __init__(self, engine: Engine, name: str = "", leave_room: bool = True, token_view: bool = True) -> None:
         self.engine = engine
         self.name = name
+        self.leave_room = leave_room
+        self.token_view = token_view
         self.turns: list[Turn] = []
         self._history: list[int] = []  # token ids of the finished turns (what the next prompt extends)
         self._histories: list[list[int]] = []  # history before each turn (for regenerate)
 
     # --- prompts --------------------------------------------------------------------------------------
     def prompt_text(self, user: str, mode: str) -> str:
+        """The Alpaca prompt of one message: with the chain-of-thought cue in the cot and vote modes."""
         instruction = make_instruction(user, "cot") if mode in ("cot", "vote") else user
         return format_prompt(instruction)
 
@@ -84,6 +103,8 @@ class Conversation:
 
     def _fit(self, ids: list[int], options: ChatOptions) -> list[int]:
         """Keep the conversation within the context, leaving room to answer (older turns drop first)."""
+        if not self.leave_room:
+            return ids
         room = max(self.engine.context_length - min(options.max_new_tokens, self.engine.context_length // 2), 1)
         return ids[-room:] if len(ids) > room else ids
 
@@ -108,14 +129,14 @@ class Conversation:
             split = split_answer(turn.answer)
             turn.reasoning, turn.final = split.reasoning, split.answer
         self.turns.append(turn)
-        turn.token_probs = self.token_probabilities(ids, turn.answer_ids)
+        if self.token_view:
+            turn.token_probs = self.token_probabilities(ids, turn.answer_ids)
         return turn
 
     def _stream(self, turn: Turn, ids: list[int], o: ChatOptions, cancel: threading.Event,
                 on_text: Callable[[str], None]) -> None:
-        temperature = o.temperature if o.mode == "sample" else 0.0
         seed = o.seed + len(self.turns)
-        tokens = self.engine.stream_ids(ids, o.max_new_tokens, temperature=temperature, top_k=o.top_k,
+        tokens = self.engine.stream_ids(ids, o.max_new_tokens, temperature=o.decoding_temperature, top_k=o.top_k,
                                         top_p=o.top_p, seed=seed, truncate=True)
         utf8, stops = Utf8Stream(), StopStringFilter(RESPONSE_STOPS)
         pieces: list[str] = []
@@ -147,7 +168,7 @@ class Conversation:
 
     def _vote(self, turn: Turn, ids: list[int], o: ChatOptions, on_text: Callable[[str], None]) -> None:
         prompt = self.engine.tokenizer.decode(ids)
-        result = self.engine.majority_vote(prompt, o.n, temperature=o.temperature or 0.8, top_k=o.top_k,
+        result = self.engine.majority_vote(prompt, o.n, temperature=o.decoding_temperature, top_k=o.top_k,
                                            top_p=o.top_p, max_new_tokens=o.max_new_tokens,
                                            seed=o.seed + len(self.turns), truncate=True)
         turn.vote, turn.final = result, result.answer
