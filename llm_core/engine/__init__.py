@@ -2,9 +2,10 @@
 from .engine import RESPONSE_STOPS, Engine, GenerationStats
 from .conversation import MODES, ChatOptions, Conversation, Turn
 from .kv_cache import KVCache
+from .params import SamplingParams
 from .reasoning import ReasonedAnswer, Sample, VoteResult, decided, run_vote, split_answer
 from .sampling import derive_seed, filter_top_k, filter_top_p, next_token_probs, sample_next
-from .streaming import StopStringFilter, Utf8Stream
+from .streaming import StopStringFilter, TextDecoder, TextStream, Utf8Stream
 
 __all__ = [
     "MODES",
@@ -17,7 +18,10 @@ __all__ = [
     "RESPONSE_STOPS",
     "ReasonedAnswer",
     "Sample",
+    "SamplingParams",
     "StopStringFilter",
+    "TextDecoder",
+    "TextStream",
     "Utf8Stream",
     "VoteResult",
     "decided",

@@ -22,8 +22,9 @@ from ..errors import GenerationError
 from ..experiment import make_instruction
 from ..formatting import format_prompt
 from .engine import RESPONSE_STOPS, Engine
+from .params import SamplingParams
 from .reasoning import VoteResult, split_answer
-from .streaming import StopStringFilter, Utf8Stream
+from .streaming import TextStream
 
 # greedy: temperature 0; sample: the options' temperature / top-k / top-p; cot: greedy after the default
 # experiment's chain-of-thought cue; vote: N sampled chains of thought, majority answer.
@@ -45,8 +46,7 @@ class ChatOptions:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise GenerationError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not self.temperature >= 0:
-            raise GenerationError(f"temperature: must be >= 0, got {self.temperature!r}")
+        SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed)
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise GenerationError(f"n: must be an integer >= 1, got {self.n!r}")
         if self.max_new_tokens < 1:
@@ -56,6 +56,12 @@ class ChatOptions:
     def decoding_temperature(self) -> float:
         """The temperature the mode decodes at: sample and vote use the options', greedy and cot 0."""
         return self.temperature if self.mode in ("sample", "vote") else 0.0
+
+    def sampling(self, turn: int = 0) -> SamplingParams:
+        """The engine's settings for the `turn`-th answer of a conversation (each turn its own seed); prompts
+        that outgrow the context keep their last tokens."""
+        return SamplingParams(temperature=self.decoding_temperature, top_k=self.top_k, top_p=self.top_p,
+                              seed=self.seed + turn, truncate=True)
 
 
 @dataclass
@@ -135,42 +141,23 @@ class Conversation:
 
     def _stream(self, turn: Turn, ids: list[int], o: ChatOptions, cancel: threading.Event,
                 on_text: Callable[[str], None]) -> None:
-        seed = o.seed + len(self.turns)
-        tokens = self.engine.stream_ids(ids, o.max_new_tokens, temperature=o.decoding_temperature, top_k=o.top_k,
-                                        top_p=o.top_p, seed=seed, truncate=True)
-        utf8, stops = Utf8Stream(), StopStringFilter(RESPONSE_STOPS)
+        tokens = self.engine.stream_ids(ids, o.max_new_tokens, o.sampling(len(self.turns)))
+        text = TextStream(tokens, self.engine.tokenizer.decode_bytes, RESPONSE_STOPS, cancel)
         pieces: list[str] = []
-        try:
-            for tok in tokens:
-                turn.answer_ids.append(tok)
-                piece = stops.feed(utf8.feed(self.engine.tokenizer.decode_bytes([tok])))
-                if piece:
-                    pieces.append(piece)
-                    on_text(piece)
-                if stops.stopped:
-                    break
-                if cancel.is_set():
-                    turn.cancelled = True
-                    break
-            tail = stops.feed(utf8.flush()) + stops.flush()
-            if tail:
-                pieces.append(tail)
-                on_text(tail)
-        finally:
-            tokens.close()
+        for piece in text:
+            pieces.append(piece)
+            on_text(piece)
         stats = self.engine.last_stats
-        turn.answer = "".join(pieces)
+        turn.answer, turn.answer_ids, turn.cancelled = "".join(pieces), text.ids, text.cancelled
         turn.new_tokens, turn.reused_tokens = len(turn.answer_ids), stats.reused_tokens
-        if stats.stop_reason == "eot" and not stops.stopped and not turn.cancelled:
+        if stats.stop_reason == "eot" and not text.stopped and not turn.cancelled:
             self._history = self.engine.conversation_ids  # exact tokens: the next turn reuses the cache
         else:
             self._history = ids + self.engine.tokenizer.encode(turn.answer) + [self.engine.tokenizer.eot_id]
 
     def _vote(self, turn: Turn, ids: list[int], o: ChatOptions, on_text: Callable[[str], None]) -> None:
-        prompt = self.engine.tokenizer.decode(ids)
-        result = self.engine.majority_vote(prompt, o.n, temperature=o.decoding_temperature, top_k=o.top_k,
-                                           top_p=o.top_p, max_new_tokens=o.max_new_tokens,
-                                           seed=o.seed + len(self.turns), truncate=True)
+        params = o.sampling(len(self.turns)).replace(stop=RESPONSE_STOPS)
+        result = self.engine.majority_vote(ids, o.n, o.max_new_tokens, params)
         turn.vote, turn.final = result, result.answer
         winner = next((s for s in result.samples if result.answer is not None and s.answer == result.answer),
                       result.samples[0] if result.samples else None)

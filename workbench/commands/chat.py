@@ -14,7 +14,6 @@ import typer
 
 from llm_core.engine import MODES, ChatOptions, Conversation, Engine, Turn
 from llm_core.engine.reasoning import VoteResult
-from llm_core.engine.sampling import validate_sampling
 from llm_core.errors import DataError, GenerationError
 from llm_core.training import load_checkpoint
 
@@ -69,11 +68,10 @@ def chat(
         raise GenerationError(f"--n: must be >= 1, got {n}")
     if max_new_tokens < 1:
         raise GenerationError(f"--max-new-tokens: must be >= 1, got {max_new_tokens}")
-    loaded = _load(checkpoint)
-    validate_sampling(temperature, top_k, top_p, loaded.model.config.vocab_size)
-    engine = Engine(loaded.model, loaded.tokenizer)
     options = ChatOptions(mode=mode, temperature=temperature, top_k=top_k, top_p=top_p, n=n,
-                          max_new_tokens=max_new_tokens, seed=seed)
+                          max_new_tokens=max_new_tokens, seed=seed)  # validated before the checkpoint loads
+    loaded = _load(checkpoint)
+    engine = Engine(loaded.model, loaded.tokenizer)
     # The engine's own left truncation (the last context-length tokens), no per-token view: a plain pipe.
     chat = Conversation(engine, leave_room=False, token_view=False)
     interactive = sys.stdin.isatty()

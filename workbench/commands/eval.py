@@ -12,9 +12,8 @@ from typing import Any
 
 import typer
 
-from llm_core.engine import Engine
+from llm_core.engine import RESPONSE_STOPS, Engine, SamplingParams
 from llm_core.engine.reasoning import VoteResult, experiment_prompt
-from llm_core.engine.sampling import validate_sampling
 from llm_core.errors import DataError, GenerationError
 from llm_core.training import load_checkpoint
 
@@ -63,7 +62,8 @@ def evaluate(
         raise GenerationError(f"--n: vote sizes must be >= 1, got {ns!r}")
     if limit is not None and limit < 1:
         raise GenerationError(f"--limit: must be >= 1, got {limit}")
-    validate_sampling(temperature, None, None, 1)
+    greedy = SamplingParams(stop=RESPONSE_STOPS, truncate=True)
+    votes = SamplingParams(temperature=temperature, stop=RESPONSE_STOPS, truncate=True)  # seeded per question
     entries = _load_eval(data or default_paths()["eval"], limit)
     loaded = _load(checkpoint)
     engine = Engine(loaded.model, loaded.tokenizer)
@@ -71,14 +71,12 @@ def evaluate(
     for q, entry in enumerate(entries):
         question, truth = entry["question"], entry["answer"]
         for mode in ("direct", "cot"):
-            r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, truncate=True)
+            r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, params=greedy)
             rows[mode][0] += float(r.answer == truth)
             rows[mode][1] += r.tokens
         for n in vote_sizes:
-            v = engine.majority_vote(
-                experiment_prompt(question, "cot"), n, temperature=temperature,
-                max_new_tokens=max_new_tokens, seed=seed + q, truncate=True,
-            )
+            v = engine.majority_vote(experiment_prompt(question, "cot"), n, max_new_tokens,
+                                     votes.replace(seed=seed + q))
             rows[f"vote{n}"][0] += vote_credit(v, truth)
             rows[f"vote{n}"][1] += engine.last_stats.new_tokens
             rows[f"vote{n}"][2] += v.saved
