@@ -7,13 +7,13 @@ under `model_config`, so `TrainConfig.from_file(runs/<name>/config.json)` reprod
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..config import from_dict, parse_overrides, to_dict
 from ..errors import ConfigError
+from ..io import read_json_object
 from .stages import STAGES, stage_names
 
 # The registered stage names (pretrain, sft, dpo): a Literal, so `--set stage=x` lists the choices.
@@ -196,16 +196,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         """A JSON config file (a run's config.json works too: its `model_config` is ignored)."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(read_json_object(path, ConfigError), where=str(path))
 
     def with_overrides(self, pairs: list[str] | None = None, **values: Any) -> "TrainConfig":
         """A validated copy with `key=value` strings (CLI --set) and/or keyword values applied."""
