@@ -9,6 +9,7 @@
   s_t / (1 - w^t), the bias correction of Adam (Kingma & Ba, 2015) so early steps are not pulled to 0.
 - Log ticks: values are plotted as log10 and the ticks labelled with the original values, because
   plotext's own log axis mislabels and drops points in textual-plotext.
+- A robust ceiling (a multiple of a high quantile) for series whose first steps spike far above the rest.
 """
 from __future__ import annotations
 
@@ -78,6 +79,17 @@ def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     if len(ticks) < 2:  # a narrow range: evenly spaced ticks labelled with their values
         ticks = [lo + (hi - lo) * i / 4 for i in range(5)] if hi > lo else [lo]
     return ticks, [f"{10**t:.3g}" for t in ticks]
+
+
+def robust_ceiling(values: Sequence[float], quantile: float = 0.95, factor: float = 2.0,
+                   min_points: int = 20) -> float | None:
+    """`factor` x the `quantile` of the finite values when the largest lies above that, else None (the
+    series has no outliers worth clipping, or too few points to tell)."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if len(finite) < min_points:
+        return None
+    ceiling = factor * finite[min(int(quantile * len(finite)), len(finite) - 1)]
+    return ceiling if finite[-1] > ceiling > 0 else None
 
 
 def planned_lr(config: Any) -> list[float]:

@@ -3,6 +3,10 @@
 Everything that decides *what* is drawn lives here and in `series.py` and is backend-free: the widgets and
 the CLI only call `draw(plt, spec, width, height)` on a plotext-compatible object (textual-plotext in the
 TUI, plotext itself in a bare terminal or a Markdown report), so the backend can change.
+
+Non-negative quantities (learning rate, gradient norm, loss, expert load) never draw their y-axis below 0;
+the gradient-norm view is clipped at a robust ceiling when its first steps spike, the points above it
+marked on the ceiling and labelled with the true maximum.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .series import RunSeries, downsample, ema, log_ticks, planned_lr
+from .series import RunSeries, downsample, ema, log_ticks, planned_lr, robust_ceiling
 
 # Colours that read on both light and dark themes.
 RAW_COLOR = "gray"
@@ -40,6 +44,7 @@ class PlotSpec:
     hlines: list[tuple[float, str]] = field(default_factory=list)  # (y, colour), e.g. the clipping threshold
     log_y: bool = False
     empty_message: str = "no data yet"
+    nonnegative: bool = False  # the quantity is never below 0: so is the y-axis (without log scale)
 
     @property
     def points(self) -> int:
@@ -75,7 +80,9 @@ def draw(plt: Any, spec: PlotSpec, width: int, height: int) -> int:
     # An explicit y-range over every point (threshold included): nothing, early spikes neither, is hidden.
     lo, hi = min(all_y), max(all_y)
     pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
-    plt.ylim(lo - pad, hi + pad)
+    # The padding must not invent negative learning rates or losses: clamp at 0 what cannot be below it.
+    bottom = max(lo - pad, 0.0) if spec.nonnegative and not spec.log_y and lo >= 0 else lo - pad
+    plt.ylim(bottom, hi + pad)
     if spec.log_y:
         ticks, labels = log_ticks(lo - pad, hi + pad)
         plt.yticks(ticks, labels)
@@ -97,7 +104,7 @@ def render_text(spec: PlotSpec, width: int = 80, height: int = 20, color: bool =
 
 # --- Spec builders (the same plots in the TUI, `workbench plot` and reports) ---------------------------
 def lr_spec(run: RunSeries, plan: Sequence[float] | None = None) -> PlotSpec:
-    spec = PlotSpec("learning rate")
+    spec = PlotSpec("learning rate", nonnegative=True)
     if plan:
         spec.series.append(Series("planned", list(range(len(plan))), list(plan), RAW_COLOR))
     if run.steps:
@@ -105,15 +112,28 @@ def lr_spec(run: RunSeries, plan: Sequence[float] | None = None) -> PlotSpec:
     return spec
 
 
-def grad_spec(run: RunSeries, max_norm: float | None = None) -> PlotSpec:
+def grad_spec(run: RunSeries, max_norm: float | None = None, robust: bool = True) -> PlotSpec:
+    """Pre-clip gradient norm, clipped steps marked x, the clipping threshold as a line. With `robust`, a
+    first-steps spike (40 where the rest is about 1) no longer flattens the curve: values above a robust
+    ceiling (`series.robust_ceiling`) are drawn on it, and marked there with the true maximum in the label."""
     if max_norm is None:
         max_norm = run.config.get("max_norm")
-    spec = PlotSpec("grad norm (pre-clip)")
-    spec.series.append(Series("norm", list(run.steps), list(run.grad_norm), MAIN_COLOR))
-    clipped = [(s, g) for s, g, c in zip(run.steps, run.grad_norm, run.clipped) if c]
+    spec = PlotSpec("grad norm (pre-clip)", nonnegative=True)
+    norms = list(run.grad_norm)
+    ceiling = robust_ceiling(norms) if robust else None
+    if ceiling is not None and isinstance(max_norm, (int, float)):
+        ceiling = max(ceiling, 1.1 * float(max_norm))  # the threshold line stays in view
+    shown = norms if ceiling is None else [min(g, ceiling) for g in norms]
+    spec.series.append(Series("norm", list(run.steps), shown, MAIN_COLOR))
+    clipped = [(s, g) for s, g, c in zip(run.steps, shown, run.clipped) if c]
     if clipped:
         spec.series.append(Series("clipped", [c[0] for c in clipped], [c[1] for c in clipped], ALERT_COLOR,
                                   kind="scatter", marker="x"))
+    if ceiling is not None:
+        above = [s for s, g in zip(run.steps, norms) if math.isfinite(g) and g > ceiling]
+        peak = max(g for g in norms if math.isfinite(g))
+        spec.series.append(Series(f"above {ceiling:.3g} (max {peak:.3g})", above, [ceiling] * len(above),
+                                  ALERT_COLOR, kind="scatter", marker="^"))
     if isinstance(max_norm, (int, float)):
         spec.hlines.append((float(max_norm), ALERT_COLOR))
     return spec
@@ -121,7 +141,7 @@ def grad_spec(run: RunSeries, max_norm: float | None = None) -> PlotSpec:
 
 def loss_spec(run: RunSeries, smoothing: float = 0.0, log_y: bool = False, x_axis: str = "step") -> PlotSpec:
     xs = list(run.tokens) if x_axis == "tokens" else list(run.steps)
-    spec = PlotSpec("loss", xlabel=x_axis, log_y=log_y)
+    spec = PlotSpec("loss", xlabel=x_axis, log_y=log_y, nonnegative=True)
     if smoothing > 0:
         finite = [(x, y) for x, y in zip(xs, run.loss) if math.isfinite(y)]
         spec.series.append(Series("train (raw)", [p[0] for p in finite], [p[1] for p in finite], RAW_COLOR))
@@ -146,7 +166,7 @@ def dpo_spec(run: RunSeries) -> PlotSpec:
 
 
 def moe_spec(run: RunSeries) -> PlotSpec:
-    spec = PlotSpec("expert load (fraction of tokens)")
+    spec = PlotSpec("expert load (fraction of tokens)", nonnegative=True)
     if run.expert_load:
         steps = run.steps[-len(run.expert_load):]
         for e in range(len(run.expert_load[-1])):
@@ -156,7 +176,7 @@ def moe_spec(run: RunSeries) -> PlotSpec:
 
 
 def compare_spec(a: RunSeries, b: RunSeries, smoothing: float = 0.0, log_y: bool = False) -> PlotSpec:
-    spec = PlotSpec(f"loss: {a.name} vs {b.name}", log_y=log_y)
+    spec = PlotSpec(f"loss: {a.name} vs {b.name}", log_y=log_y, nonnegative=True)
     for run, color in ((a, MAIN_COLOR), (b, VAL_COLOR)):
         ys = ema(run.loss, smoothing) if smoothing > 0 and all(map(math.isfinite, run.loss)) else list(run.loss)
         spec.series.append(Series(run.name or "run", list(run.steps), ys, color))
