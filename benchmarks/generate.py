@@ -114,10 +114,12 @@ def bench_vote(engine: Engine, prompt: list[int]) -> None:
     seed, n = 7, 8
 
     def batched():
-        return [s for batch in engine.sample_batch(prompt, n, 128, SamplingParams(temperature=0.8, seed=seed, stop_ids=())) for s in batch]
+        params = SamplingParams(temperature=0.8, seed=seed, stop_ids=())
+        return [s for batch in engine.sample_batch(prompt, n, 128, params) for s in batch]
 
     def sequential():
-        return [engine.generate_ids(prompt, 128, SamplingParams(temperature=0.8, seed=derive_seed(seed, i), stop_ids=())) for i in range(n)]
+        return [engine.generate_ids(prompt, 128, SamplingParams(temperature=0.8, seed=derive_seed(seed, i), stop_ids=()))
+                for i in range(n)]
 
     t_batched, _ = best_of(batched, 2)
     batched_rows = [row[len(prompt) :] for row in engine._rows]

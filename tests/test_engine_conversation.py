@@ -1,4 +1,5 @@
-"""The headless conversation (chat pane and `workbench chat`): multi-turn cache reuse, regenerate, cancel, vote, token view."""
+"""The headless conversation (chat pane and `workbench chat`): multi-turn cache reuse, regenerate, cancel,
+vote, token view."""
 from __future__ import annotations
 
 import threading

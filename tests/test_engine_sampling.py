@@ -96,7 +96,8 @@ def test_top_k_one_is_greedy(model):
 def test_batched_samples_equal_independent_seeded_samples(model):
     engine = Engine(model, ByteTokenizer())
     n, seed = 4, 11
-    finished = [s for batch in engine.sample_batch(PROMPT, n, 10, SamplingParams(temperature=1.0, seed=seed, stop_ids=())) for s in batch]
+    params = SamplingParams(temperature=1.0, seed=seed, stop_ids=())
+    finished = [s for batch in engine.sample_batch(PROMPT, n, 10, params) for s in batch]
     assert engine.last_stats.prefilled_tokens == len(PROMPT)  # one prefill for all rows
     batched_ids = [row[len(PROMPT) :] for row in engine._rows]
     assert sorted(i for i, _, _ in finished) == list(range(n))

@@ -90,7 +90,8 @@ def test_engine_majority_vote_is_batched_and_seeded():
     assert sum(result.tally.values()) == 6
     solo = Engine(model, tok)
     for s in result.samples:
-        ids = solo.generate_ids(tok.encode("abc"), 6, SamplingParams(temperature=1.0, seed=derive_seed(9, s.index), stop_ids=()))
+        ids = solo.generate_ids(tok.encode("abc"), 6,
+                                SamplingParams(temperature=1.0, seed=derive_seed(9, s.index), stop_ids=()))
         assert s.text == tok.decode(ids)
     again = engine.majority_vote("abc", 6, 6, SamplingParams(temperature=1.0, seed=9, stop=(), stop_ids=()),
                                  extractor=lambda t: len(t) % 2, early_stop=False)
@@ -101,13 +102,12 @@ def test_engine_vote_early_stop_saves_samples_and_engine_stays_usable():
     model = tiny_model(context_length=16, seed=4)
     engine = Engine(model, ByteTokenizer())
     # Most bytes end a sample, so rows finish at different steps; every sample has the same answer.
-    result = engine.majority_vote("abc", 8, 10, SamplingParams(temperature=1.0, seed=1, stop=(), stop_ids=range(0, 200)),
-                                  extractor=lambda t: "same")
+    params = SamplingParams(temperature=1.0, seed=1, stop=(), stop_ids=range(0, 200))
+    result = engine.majority_vote("abc", 8, 10, params, extractor=lambda t: "same")
     assert result.answer == "same" and result.tally == {"same": len(result.samples)}
     assert result.saved > 0 and result.saved + len(result.samples) == 8
     assert len(result.samples) > result.saved  # stopped exactly when the lead exceeded what was left
-    full = engine.majority_vote("abc", 8, 10, SamplingParams(temperature=1.0, seed=1, stop=(), stop_ids=range(0, 200)),
-                                extractor=lambda t: "same", early_stop=False)
+    full = engine.majority_vote("abc", 8, 10, params, extractor=lambda t: "same", early_stop=False)
     assert full.saved == 0 and full.tokens > result.tokens
     # the engine is usable for ordinary generation afterwards
     fresh = Engine(model, ByteTokenizer()).generate_ids([97, 98], 3, NO_STOP)

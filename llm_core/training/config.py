@@ -1,7 +1,7 @@
 """`TrainConfig`: every knob of a training run, validated on construction.
 
-One dataclass serves every stage of `stages.STAGES` (pretraining, instruction finetuning, DPO). Its defaults ARE the recipe of the
-embedded default experiment (`data=arith`): the block marked "Default experiment recipe" is the one place
+One dataclass serves every stage of `stages.STAGES` (pretraining, instruction finetuning, DPO). Its
+defaults ARE the recipe of the embedded default experiment (`data=arith`): the block marked "Default experiment recipe" is the one place
 to change it. A run folder's `config.json` holds `to_dict(TrainConfig)` plus the resolved model shape
 under `model_config`, so `TrainConfig.from_file(runs/<name>/config.json)` reproduces the run.
 """
