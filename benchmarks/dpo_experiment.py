@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm_core.config import parse_overrides  # noqa: E402
 from llm_core.data import evaluation_batches  # noqa: E402
 from llm_core.dpo import DPOObjective, dpo_config, evaluate_dpo, sequence_logprobs  # noqa: E402
-from llm_core.engine import Engine  # noqa: E402
+from llm_core.engine import RESPONSE_STOPS, Engine, SamplingParams  # noqa: E402
 from llm_core.experiment import default_paths  # noqa: E402
 from llm_core.training import TrainConfig, Trainer, load_checkpoint  # noqa: E402
 from llm_core.training.builders import build_datasets  # noqa: E402
@@ -83,7 +83,8 @@ def cot_accuracy(model: torch.nn.Module, tokenizer: Any, entries: list[dict], ma
     engine = Engine(model.eval(), tokenizer)
     correct = 0
     for e in entries:
-        reply = engine.answer(e["question"], mode="cot", max_new_tokens=max_new_tokens, truncate=True)
+        reply = engine.answer(e["question"], mode="cot", max_new_tokens=max_new_tokens,
+                              params=SamplingParams(stop=RESPONSE_STOPS, truncate=True))
         correct += reply.answer == e["answer"]
     return correct / len(entries)
 

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from llm_core import Engine, GPT, GPTConfig
-from llm_core.engine import derive_seed
+from llm_core.engine import SamplingParams, derive_seed
+
+NO_STOP = SamplingParams(stop_ids=())  # greedy, never stopping early
 
 
 class FakeTokenizer:
@@ -95,8 +97,8 @@ def rss_mb() -> float:
 def bench_cache(model: GPT, engine: Engine, prompt: list[int]) -> None:
     """1. Cache strategies, greedy, batch 1."""
     generate_cat(model, prompt, 8)  # warm-up
-    engine.generate_ids(prompt, 8, stop_ids=[])
-    t_engine, ours = best_of(lambda: engine.generate_ids(prompt, 128, stop_ids=[]), 3)
+    engine.generate_ids(prompt, 8, NO_STOP)
+    t_engine, ours = best_of(lambda: engine.generate_ids(prompt, 128, NO_STOP), 3)
     t_cat, cat = best_of(lambda: generate_cat(model, prompt, 128), 3)
     t_none, none = best_of(lambda: generate_nocache(model, prompt, 128), 1)
     print("\n1. 32 prompt + 128 new tokens, greedy, batch 1")
@@ -112,10 +114,12 @@ def bench_vote(engine: Engine, prompt: list[int]) -> None:
     seed, n = 7, 8
 
     def batched():
-        return [s for batch in engine.sample_batch(prompt, n, 128, 0.8, seed=seed, stop_ids=[]) for s in batch]
+        params = SamplingParams(temperature=0.8, seed=seed, stop_ids=())
+        return [s for batch in engine.sample_batch(prompt, n, 128, params) for s in batch]
 
     def sequential():
-        return [engine.generate_ids(prompt, 128, 0.8, seed=derive_seed(seed, i), stop_ids=[]) for i in range(n)]
+        return [engine.generate_ids(prompt, 128, SamplingParams(temperature=0.8, seed=derive_seed(seed, i), stop_ids=()))
+                for i in range(n)]
 
     t_batched, _ = best_of(batched, 2)
     batched_rows = [row[len(prompt) :] for row in engine._rows]
@@ -131,7 +135,7 @@ def bench_window(model: GPT, prompt: list[int], context_length: int) -> None:
     engine = Engine(model, FakeTokenizer())
     total, window = 4096, 256
     stamps, mem = [], {}
-    tokens = engine._iter_ids(prompt, total, 0.0, None, None, window, None, [], False)()
+    tokens = engine.stream_ids(prompt, total, SamplingParams(window=window, stop_ids=()))
     start = time.perf_counter()
     for i, _ in enumerate(tokens, 1):
         stamps.append(time.perf_counter())

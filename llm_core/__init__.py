@@ -6,7 +6,7 @@ from .adapters import add_adapters, merge_adapters
 from .moe import MoEFeedForward
 from .tokenizer import Tokenizer, load_tokenizer
 from .data import InstructionDataset, PreferenceDataset, TextDataset
-from .engine import Engine
+from .engine import ChatOptions, Conversation, Engine, SamplingParams
 from .training import TrainConfig, Trainer, load_checkpoint, lr_at
 from .dpo import dpo_loss
 
@@ -23,6 +23,9 @@ __all__ = [
     "InstructionDataset",
     "PreferenceDataset",
     "Engine",
+    "SamplingParams",
+    "Conversation",
+    "ChatOptions",
     "Tokenizer",
     "load_tokenizer",
     "GPT",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .io import read_json_object
 
 T = TypeVar("T")
 
@@ -186,11 +187,4 @@ def save_json(config: Any, path: str | Path) -> None:
 
 
 def load_json(cls: type[T], path: str | Path) -> T:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return from_dict(cls, data, where=str(path))
+    return from_dict(cls, read_json_object(path, ConfigError), where=str(path))

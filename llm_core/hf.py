@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError
+from .io import read_json_object
 
 if TYPE_CHECKING:
     from .model import GPT, GPTConfig
@@ -54,14 +55,7 @@ def _read_config(folder: Path, dropout: float) -> tuple["GPTConfig", dict[str, A
     from .model import GPTConfig
 
     path = folder / CONFIG_FILE
-    try:
-        hf = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(hf, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+    hf = read_json_object(path, CheckpointError)
     if hf.get("model_type", "gpt2") != "gpt2":
         raise CheckpointError(f"{path}: model_type {hf['model_type']!r} is not 'gpt2'")
     activation = hf.get("activation_function", "gelu_new")

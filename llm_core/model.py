@@ -134,11 +134,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    """The GPT-2 feed-forward block (also each expert of an MoE layer, `llm_core.moe`)."""
+
+    def __init__(self, d_model: int, d_hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.d_model, config.hidden_dim)
-        self.proj = nn.Linear(config.hidden_dim, config.d_model)
-        self.drop = nn.Dropout(config.dropout)
+        self.fc = nn.Linear(d_model, d_hidden)
+        self.proj = nn.Linear(d_hidden, d_model)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # GPT-2 uses the tanh approximation of GELU ("gelu_new" in transformers).
@@ -162,7 +164,7 @@ class Block(nn.Module):
                 dropout=config.dropout,
             )
         else:
-            self.mlp = MLP(config)
+            self.mlp = MLP(config.d_model, config.hidden_dim, config.dropout)
 
     def forward(self, x: torch.Tensor, cache: AttentionCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache)

@@ -17,28 +17,17 @@ token is therefore k expert MLPs, not E: that is the whole point of a sparse mod
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .model import GPT
+from .model import GPT, MLP
 
 
-class Expert(nn.Module):
-    """One expert: the GPT-2 MLP (same parameter names as `llm_core.model.MLP`, so weights copy over)."""
-
-    def __init__(self, d_model: int, d_hidden: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(d_model, d_hidden)
-        self.proj = nn.Linear(d_hidden, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+# One expert is the GPT-2 MLP itself (same module, same parameter names: dense weights copy over).
+Expert = MLP
 
 
 class MoEFeedForward(nn.Module):

@@ -21,6 +21,7 @@ import tiktoken
 
 from .bpe import EOT_TOKEN, TOKENIZER_JSON, read_ranks, save_bpe
 from .errors import ConfigError, DataError
+from .io import read_json_object
 
 BUILTIN_TOKENIZERS = ("gpt2",)
 
@@ -110,14 +111,9 @@ def _load_builtin(name: str) -> Tokenizer:
 
 def _load_folder(folder: Path) -> Tokenizer:
     meta_path = folder / TOKENIZER_JSON
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{folder}: not a tokenizer folder (no {TOKENIZER_JSON})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{meta_path}: expected a JSON object")
+    if not meta_path.is_file():
+        raise ConfigError(f"{folder}: not a tokenizer folder (no {TOKENIZER_JSON})")
+    meta = read_json_object(meta_path, DataError)
     if "builtin" in meta:  # a reference written by save_tokenizer_ref, e.g. {"builtin": "gpt2"}
         if meta["builtin"] not in BUILTIN_TOKENIZERS:
             raise DataError(f"{meta_path}: unknown builtin tokenizer {meta['builtin']!r}")

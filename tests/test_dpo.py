@@ -14,7 +14,7 @@ from llm_core.adapters import adapter_layers, add_adapters
 from llm_core.data import collate_preference
 from llm_core.data.instruction import shift_and_mask
 from llm_core.dpo import (
-    CollapseMonitor, DPOObjective, attach_collapse_alarms, evaluate_dpo, frozen_copy, make_dpo_objective,
+    CollapseMonitor, DPOObjective, evaluate_dpo, frozen_copy, make_dpo_objective,
     sequence_logprobs,
 )
 
@@ -281,15 +281,13 @@ def test_alarm_when_train_loss_near_zero_and_val_accuracy_stalls() -> None:
     assert run([0.55, 0.60, 0.65, 0.70, 0.75]) == []
 
 
-def test_events_are_deduplicated_and_attach_emits_into_the_trainer() -> None:
-    emitted, subscribers = [], []
-    objective = SimpleNamespace(monitor=CollapseMonitor(window=5, min_logp_drop=1.0))
-    objective.on_step = objective.monitor.update
-    trainer = SimpleNamespace(objective=objective, subscribe=subscribers.append,
-                              _emit=lambda event_type, **f: emitted.append({"type": event_type, **f}))
-    attach_collapse_alarms(trainer)
+def test_events_are_deduplicated_and_the_step_hook_emits_into_the_trainer() -> None:
+    emitted = []
+    objective = DPOObjective(beta=0.1, reference="adapters", monitor=CollapseMonitor(window=5, min_logp_drop=1.0))
+    trainer = SimpleNamespace(emit=lambda event_type, **f: emitted.append({"type": event_type, **f}))
     for e in steps(8, lambda i: -10 - 0.5 * i, lambda i: 0.05 * i):
-        for fn in subscribers:
-            fn(e)
-        assert objective.on_step(e) == []  # a second listener feeding the same step gets nothing new
+        objective.on_step(trainer, e)
+        count = len(emitted)
+        objective.on_step(trainer, e)  # a second feed of the same step emits nothing new
+        assert len(emitted) == count
     assert [(a["type"], a["kind"]) for a in emitted] == [("alarm", "chosen_logp_falling")]

@@ -112,7 +112,7 @@ def test_trainer_turns_collapse_into_alarm_events_by_itself(tmp_path) -> None:
     trainer = Trainer(config, model=model, train_data=preference_items(4, seed=1),
                       collate_fn=lambda items: collate_preference(items, pad_id=0))
     for i in range(60):  # the chosen log-prob falls steadily while the margin rises: the policy pushes both down
-        trainer._emit("step", step=i, loss=0.5, policy_chosen_logp=-10.0 - 2.0 * i, chosen_reward=-0.2 * i,
+        trainer.emit("step", step=i, loss=0.5, policy_chosen_logp=-10.0 - 2.0 * i, chosen_reward=-0.2 * i,
                       rejected_reward=-0.4 * i, reward_margin=0.2 * i, reward_accuracy=1.0)
     alarms = [e for e in read_metrics(trainer.run_dir) if e["type"] == "alarm"]
     assert [a["kind"] for a in alarms] == ["chosen_logp_falling"]

@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from engine_fakes import ByteTokenizer, tiny_model
+from llm_core.engine import SamplingParams
 from llm_core import Engine, GenerationError
 from llm_core.engine import KVCache
+
+NO_STOP = SamplingParams(stop_ids=())  # greedy, never stopping early
 
 
 def reference_greedy(model, prompt: list[int], n: int, window: int) -> list[int]:
@@ -39,7 +42,7 @@ PROMPT = [72, 101, 108, 108, 111, 32, 119]
 def test_cached_equals_uncached_no_window(model, n_new):
     # Without a window, W = context length (16): 30 and 50 new tokens run well past the context.
     engine = Engine(model, ByteTokenizer())
-    got = engine.generate_ids(PROMPT, n_new, stop_ids=[])
+    got = engine.generate_ids(PROMPT, n_new, NO_STOP)
     assert got == reference_greedy(model, PROMPT, n_new, 16)
     assert len(got) == n_new
 
@@ -47,7 +50,7 @@ def test_cached_equals_uncached_no_window(model, n_new):
 @pytest.mark.parametrize("window,n_new", [(4, 3), (4, 20), (5, 23), (8, 40), (1, 6)])
 def test_cached_equals_uncached_with_window(model, window, n_new):
     engine = Engine(model, ByteTokenizer())
-    got = engine.generate_ids(PROMPT, n_new, window=window, stop_ids=[])
+    got = engine.generate_ids(PROMPT, n_new, SamplingParams(window=window, stop_ids=()))
     assert got == reference_greedy(model, PROMPT, n_new, window)
     if PROMPT.__len__() + n_new > window + 1:
         assert engine.last_stats.reencodes > 0
@@ -57,7 +60,7 @@ def test_cached_equals_uncached_with_window(model, window, n_new):
 def test_long_prompt_with_window_keeps_last_tokens(model):
     prompt = list(range(40, 70))  # 30 tokens > context 16
     engine = Engine(model, ByteTokenizer())
-    got = engine.generate_ids(prompt, 12, window=8, stop_ids=[])
+    got = engine.generate_ids(prompt, 12, SamplingParams(window=8, stop_ids=()))
     assert got == reference_greedy(model, prompt, 12, 8)
     assert engine.last_stats.truncated_tokens == 22
 
@@ -67,14 +70,14 @@ def test_prompt_longer_than_context_needs_opt_in(model):
     prompt = list(range(40, 60))  # 20 > 16
     with pytest.raises(GenerationError, match="20 tokens.*context length 16"):
         engine.generate_ids(prompt, 3)
-    got = engine.generate_ids(prompt, 3, truncate=True, stop_ids=[])
+    got = engine.generate_ids(prompt, 3, SamplingParams(truncate=True, stop_ids=()))
     assert got == reference_greedy(model, prompt, 3, 16)
     assert engine.last_stats.truncated_tokens == 4
 
 
 def test_buffers_preallocated_and_written_in_place(model):
     engine = Engine(model, ByteTokenizer())
-    steps = engine._iter_ids(PROMPT, 30, 0.0, None, None, 6, None, [], False)()
+    steps = engine.stream_ids(PROMPT, 30, SamplingParams(window=6, stop_ids=()))
     next(steps)
     ptrs = [t.data_ptr() for t in engine.cache.keys + engine.cache.values]
     lengths = set()
@@ -101,33 +104,33 @@ def test_kv_cache_attend_matches_causal_attention():
 
 def test_multi_turn_reuses_cache_and_matches_fresh(model):
     engine = Engine(model, ByteTokenizer())
-    first = engine.generate_ids(PROMPT, 4, stop_ids=[])
+    first = engine.generate_ids(PROMPT, 4, NO_STOP)
     assert not engine.last_stats.reused
     turn2 = PROMPT + first + [10, 65]
-    second = engine.generate_ids(turn2, 3, stop_ids=[])
+    second = engine.generate_ids(turn2, 3, NO_STOP)
     assert engine.last_stats.reused
     assert engine.last_stats.reused_tokens == len(PROMPT) + 3  # the last sampled token was not yet fed
     assert engine.last_stats.prefilled_tokens == 3
-    assert second == Engine(model, ByteTokenizer()).generate_ids(turn2, 3, stop_ids=[])
+    assert second == Engine(model, ByteTokenizer()).generate_ids(turn2, 3, NO_STOP)
     engine.reset()
-    engine.generate_ids(turn2, 3, stop_ids=[])
+    engine.generate_ids(turn2, 3, NO_STOP)
     assert not engine.last_stats.reused
 
 
 def test_same_prompt_again_is_served_from_cache(model):
     engine = Engine(model, ByteTokenizer())
-    a = engine.generate_ids(PROMPT, 1, stop_ids=[])
-    b = engine.generate_ids(PROMPT + a, 2, stop_ids=[])  # nothing new beyond the unfed token
+    a = engine.generate_ids(PROMPT, 1, NO_STOP)
+    b = engine.generate_ids(PROMPT + a, 2, NO_STOP)  # nothing new beyond the unfed token
     assert engine.last_stats.reused
     assert b == reference_greedy(model, PROMPT + a, 2, 16)
-    c = engine.generate_ids(PROMPT, 2, stop_ids=[])  # not an extension: fresh prefill
+    c = engine.generate_ids(PROMPT, 2, NO_STOP)  # not an extension: fresh prefill
     assert not engine.last_stats.reused
     assert c == reference_greedy(model, PROMPT, 2, 16)
 
 
 def test_refused_call_leaves_cache_usable(model):
     engine = Engine(model, ByteTokenizer())
-    first = engine.generate_ids(PROMPT, 4, stop_ids=[])
+    first = engine.generate_ids(PROMPT, 4, NO_STOP)
     bad = [
         dict(ids=[], max_new_tokens=3),
         dict(ids=list(range(40, 60)), max_new_tokens=3),
@@ -140,16 +143,17 @@ def test_refused_call_leaves_cache_usable(model):
     ]
     for kwargs in bad:
         with pytest.raises(GenerationError):
-            engine.generate_ids(**kwargs)
+            ids, max_new_tokens = kwargs.pop("ids"), kwargs.pop("max_new_tokens")
+            engine.generate_ids(ids, max_new_tokens, SamplingParams(**kwargs))
     turn2 = PROMPT + first + [10]
-    assert engine.generate_ids(turn2, 3, stop_ids=[]) == reference_greedy(model, turn2, 3, 16)
+    assert engine.generate_ids(turn2, 3, NO_STOP) == reference_greedy(model, turn2, 3, 16)
     assert engine.last_stats.reused
 
 
 def test_engine_restores_training_mode(model):
     model.train()
     try:
-        out = Engine(model, ByteTokenizer()).generate_ids(PROMPT, 3, stop_ids=[])
+        out = Engine(model, ByteTokenizer()).generate_ids(PROMPT, 3, NO_STOP)
         assert model.training  # the caller's mode is left as it was
     finally:
         model.eval()
@@ -162,10 +166,10 @@ def test_stream_ids_equals_generate_ids_and_a_prompt_extending_the_conversation_
     from llm_core import Engine
 
     engine = Engine(tiny_model(context_length=64, seed=3), ByteTokenizer())
-    first = engine.generate_ids([5, 6, 7], 6, stop_ids=[])
+    first = engine.generate_ids([5, 6, 7], 6, NO_STOP)
     engine.reset()
-    assert list(engine.stream_ids([5, 6, 7], 6, stop_ids=[])) == first
+    assert list(engine.stream_ids([5, 6, 7], 6, NO_STOP)) == first
     history = engine.conversation_ids
     assert history[:3] == [5, 6, 7] and history[3:] == first
-    engine.generate_ids(history + [9, 10], 3, stop_ids=[])
+    engine.generate_ids(history + [9, 10], 3, NO_STOP)
     assert engine.last_stats.reused_tokens > 0 and engine.last_stats.prefilled_tokens <= 3

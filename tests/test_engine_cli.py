@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from engine_fakes import ByteTokenizer, tiny_model
 from workbench.cli import app
 from workbench.commands import chat as chat_cmd
+from workbench.commands import eval as eval_cmd
 
 
 @pytest.fixture
@@ -18,6 +19,7 @@ def fake_checkpoint(monkeypatch, tmp_path):
                              path=tmp_path / "step-00000007", step=7)
     loaded.path.mkdir()
     monkeypatch.setattr(chat_cmd, "_load", lambda path: loaded)
+    monkeypatch.setattr(eval_cmd, "_load", lambda path: loaded)
     return loaded
 
 

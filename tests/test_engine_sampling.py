@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from engine_fakes import ByteTokenizer, tiny_model
+from llm_core.engine import SamplingParams
 from llm_core import Engine, GenerationError
 from llm_core.engine import derive_seed, filter_top_k, filter_top_p, next_token_probs
+
+NO_STOP = SamplingParams(stop_ids=())  # greedy, never stopping early
 
 PROMPT = [72, 101, 108, 108, 111]
 
@@ -71,35 +74,36 @@ def test_temperature_top_k_top_p_distribution():
 
 def test_seeds_reproducible(model):
     engine = Engine(model, ByteTokenizer())
-    a = engine.generate_ids(PROMPT, 12, temperature=1.0, seed=5, stop_ids=[])
-    b = engine.generate_ids(PROMPT, 12, temperature=1.0, seed=5, stop_ids=[])
-    c = engine.generate_ids(PROMPT, 12, temperature=1.0, seed=6, stop_ids=[])
+    a = engine.generate_ids(PROMPT, 12, SamplingParams(temperature=1.0, seed=5, stop_ids=()))
+    b = engine.generate_ids(PROMPT, 12, SamplingParams(temperature=1.0, seed=5, stop_ids=()))
+    c = engine.generate_ids(PROMPT, 12, SamplingParams(temperature=1.0, seed=6, stop_ids=()))
     assert a == b and a != c
 
 
 def test_top_k_above_vocab_is_clamped(model):
     engine = Engine(model, ByteTokenizer())
-    a = engine.generate_ids(PROMPT, 8, temperature=1.0, top_k=10**6, seed=2, stop_ids=[])
-    b = engine.generate_ids(PROMPT, 8, temperature=1.0, seed=2, stop_ids=[])
+    a = engine.generate_ids(PROMPT, 8, SamplingParams(temperature=1.0, top_k=10**6, seed=2, stop_ids=()))
+    b = engine.generate_ids(PROMPT, 8, SamplingParams(temperature=1.0, seed=2, stop_ids=()))
     assert a == b
 
 
 def test_top_k_one_is_greedy(model):
     engine = Engine(model, ByteTokenizer())
-    a = engine.generate_ids(PROMPT, 8, temperature=1.3, top_k=1, seed=2, stop_ids=[])
-    assert a == engine.generate_ids(PROMPT, 8, stop_ids=[])
+    a = engine.generate_ids(PROMPT, 8, SamplingParams(temperature=1.3, top_k=1, seed=2, stop_ids=()))
+    assert a == engine.generate_ids(PROMPT, 8, NO_STOP)
 
 
 def test_batched_samples_equal_independent_seeded_samples(model):
     engine = Engine(model, ByteTokenizer())
     n, seed = 4, 11
-    finished = [s for batch in engine.sample_batch(PROMPT, n, 10, 1.0, seed=seed, stop_ids=[]) for s in batch]
+    params = SamplingParams(temperature=1.0, seed=seed, stop_ids=())
+    finished = [s for batch in engine.sample_batch(PROMPT, n, 10, params) for s in batch]
     assert engine.last_stats.prefilled_tokens == len(PROMPT)  # one prefill for all rows
     batched_ids = [row[len(PROMPT) :] for row in engine._rows]
     assert sorted(i for i, _, _ in finished) == list(range(n))
     solo = Engine(model, ByteTokenizer())
     for i in range(n):
-        ids = solo.generate_ids(PROMPT, 10, temperature=1.0, seed=derive_seed(seed, i), stop_ids=[])
+        ids = solo.generate_ids(PROMPT, 10, SamplingParams(temperature=1.0, seed=derive_seed(seed, i), stop_ids=()))
         assert batched_ids[i] == ids
         assert dict((j, t) for j, t, _ in finished)[i] == ByteTokenizer().decode(ids)
     assert len({tuple(r) for r in batched_ids}) > 1  # the rows really differ
@@ -119,7 +123,7 @@ def test_batched_samples_equal_independent_seeded_samples(model):
 def test_bad_sampling_arguments(model, kwargs, match):
     engine = Engine(model, ByteTokenizer())
     with pytest.raises(GenerationError, match=match):
-        engine.generate_ids(PROMPT, 3, **kwargs)
+        engine.generate_ids(PROMPT, 3, SamplingParams(**kwargs))
 
 
 def test_bad_prompts_and_counts(model):
@@ -133,3 +137,32 @@ def test_bad_prompts_and_counts(model):
     with pytest.raises(GenerationError, match="40 tokens, longer than the context length 16"):
         engine.stream("x" * 40)
     assert engine.generate_ids(PROMPT, 0) == []
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(temperature=True), "temperature"), (dict(top_k=2.5), "top_k"), (dict(seed="x"), "seed"),
+    (dict(window=-3), "window"), (dict(truncate="yes"), "truncate"), (dict(stop=[1]), "stop"),
+    (dict(stop_ids=[-1]), "stop_ids"), (dict(stop_ids="ab"), "stop_ids"),
+])
+def test_sampling_params_are_validated_once_with_one_line_errors(kwargs, field):
+    with pytest.raises(GenerationError, match=f"^{field}: ") as info:
+        SamplingParams(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_sampling_params_are_immutable_values():
+    params = SamplingParams(stop=["\n###"], stop_ids=range(3))
+    assert params.stop == ("\n###",) and params.stop_ids == (0, 1, 2)  # lists and ranges become tuples
+    assert SamplingParams(stop="END").stop == ("END",)
+    assert params.replace(temperature=0.5).temperature == 0.5 and params.temperature == 0.0
+    with pytest.raises(GenerationError, match="top_p"):
+        params.replace(top_p=2.0)  # a copy is validated too
+    assert SamplingParams(top_k=10**6).top_k_for(257) == 257
+
+
+def test_majority_vote_takes_token_ids_as_well_as_text(model):
+    tok = ByteTokenizer()
+    params = SamplingParams(temperature=1.0, seed=4, stop_ids=())
+    by_text = Engine(model, tok).majority_vote("abc", 3, 5, params, extractor=len, early_stop=False)
+    by_ids = Engine(model, tok).majority_vote(tok.encode("abc"), 3, 5, params, extractor=len, early_stop=False)
+    assert [s.text for s in by_ids.samples] == [s.text for s in by_text.samples]

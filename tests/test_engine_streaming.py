@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from engine_fakes import ByteTokenizer, tiny_model
+from llm_core.engine import SamplingParams
 from llm_core import Engine
 from llm_core.engine import StopStringFilter, Utf8Stream
 from llm_core.model import GPTConfig
@@ -55,18 +56,18 @@ def test_stream_pieces_concatenate_to_full_decode_with_split_characters():
 def test_stream_equals_decode_of_generated_ids_random_model():
     model = tiny_model(context_length=16, seed=2)
     tok = ByteTokenizer()
-    ids = Engine(model, tok).generate_ids(tok.encode("abc"), 40, temperature=1.0, seed=3, stop_ids=[])
-    pieces = list(Engine(model, tok).stream("abc", 40, temperature=1.0, seed=3, stop_ids=[]))
+    ids = Engine(model, tok).generate_ids(tok.encode("abc"), 40, SamplingParams(temperature=1.0, seed=3, stop_ids=()))
+    pieces = list(Engine(model, tok).stream("abc", 40, SamplingParams(temperature=1.0, seed=3, stop_ids=())))
     assert "".join(pieces) == tok.decode(ids)  # invalid bytes become U+FFFD exactly like a full decode
     assert len(pieces) > 1
 
 
 def test_stream_honours_stop_string_split_across_tokens():
     engine = scripted_engine()
-    assert "".join(engine.stream("hi", 100, stop=["wö"])) == "héllo 🙂 "
+    assert "".join(engine.stream("hi", 100, SamplingParams(stop=["wö"]))) == "héllo 🙂 "
     assert engine.last_stats.stop_reason == "stop"
     engine = scripted_engine()
-    assert "".join(engine.stream("hi", 100, stop=["xyz"])) == TEXT
+    assert "".join(engine.stream("hi", 100, SamplingParams(stop=["xyz"]))) == TEXT
 
 
 def test_stop_filter_holds_back_possible_prefix():

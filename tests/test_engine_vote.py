@@ -8,8 +8,11 @@ from collections import Counter
 import pytest
 
 from engine_fakes import ByteTokenizer, tiny_model
+from llm_core.engine import SamplingParams
 from llm_core import Engine
 from llm_core.engine import decided, derive_seed, run_vote, split_answer
+
+NO_STOP = SamplingParams(stop_ids=())  # greedy, never stopping early
 
 
 def fake_sampler(texts, log):
@@ -81,16 +84,17 @@ def test_engine_majority_vote_is_batched_and_seeded():
     model = tiny_model(context_length=16, seed=4)
     tok = ByteTokenizer()
     engine = Engine(model, tok)
-    result = engine.majority_vote("abc", 6, temperature=1.0, max_new_tokens=6, seed=9,
-                                  extractor=lambda t: len(t) % 2, early_stop=False, stop=(), stop_ids=[])
+    result = engine.majority_vote("abc", 6, 6, SamplingParams(temperature=1.0, seed=9, stop=(), stop_ids=()),
+                                  extractor=lambda t: len(t) % 2, early_stop=False)
     assert len(result.samples) == 6 and result.saved == 0
     assert sum(result.tally.values()) == 6
     solo = Engine(model, tok)
     for s in result.samples:
-        ids = solo.generate_ids(tok.encode("abc"), 6, temperature=1.0, seed=derive_seed(9, s.index), stop_ids=[])
+        ids = solo.generate_ids(tok.encode("abc"), 6,
+                                SamplingParams(temperature=1.0, seed=derive_seed(9, s.index), stop_ids=()))
         assert s.text == tok.decode(ids)
-    again = engine.majority_vote("abc", 6, temperature=1.0, max_new_tokens=6, seed=9,
-                                 extractor=lambda t: len(t) % 2, early_stop=False, stop=(), stop_ids=[])
+    again = engine.majority_vote("abc", 6, 6, SamplingParams(temperature=1.0, seed=9, stop=(), stop_ids=()),
+                                 extractor=lambda t: len(t) % 2, early_stop=False)
     assert [s.text for s in again.samples] == [s.text for s in result.samples]
 
 
@@ -98,14 +102,13 @@ def test_engine_vote_early_stop_saves_samples_and_engine_stays_usable():
     model = tiny_model(context_length=16, seed=4)
     engine = Engine(model, ByteTokenizer())
     # Most bytes end a sample, so rows finish at different steps; every sample has the same answer.
-    result = engine.majority_vote("abc", 8, temperature=1.0, max_new_tokens=10, seed=1,
-                                  extractor=lambda t: "same", stop=(), stop_ids=range(0, 200))
+    params = SamplingParams(temperature=1.0, seed=1, stop=(), stop_ids=range(0, 200))
+    result = engine.majority_vote("abc", 8, 10, params, extractor=lambda t: "same")
     assert result.answer == "same" and result.tally == {"same": len(result.samples)}
     assert result.saved > 0 and result.saved + len(result.samples) == 8
     assert len(result.samples) > result.saved  # stopped exactly when the lead exceeded what was left
-    full = engine.majority_vote("abc", 8, temperature=1.0, max_new_tokens=10, seed=1,
-                                extractor=lambda t: "same", stop=(), stop_ids=range(0, 200), early_stop=False)
+    full = engine.majority_vote("abc", 8, 10, params, extractor=lambda t: "same", early_stop=False)
     assert full.saved == 0 and full.tokens > result.tokens
     # the engine is usable for ordinary generation afterwards
-    fresh = Engine(model, ByteTokenizer()).generate_ids([97, 98], 3, stop_ids=[])
-    assert engine.generate_ids([97, 98], 3, stop_ids=[]) == fresh
+    fresh = Engine(model, ByteTokenizer()).generate_ids([97, 98], 3, NO_STOP)
+    assert engine.generate_ids([97, 98], 3, NO_STOP) == fresh

@@ -64,7 +64,7 @@ def test_dispatch_matches_naive_loop_outputs_and_gradients(top_k: int) -> None:
 
 def test_top1_single_expert_equals_dense_mlp() -> None:
     cfg = GPTConfig(vocab_size=10, context_length=8, d_model=16, n_layers=1, n_heads=2, d_ff=32)
-    dense = MLP(cfg)
+    dense = MLP(cfg.d_model, cfg.hidden_dim, cfg.dropout)
     layer = MoEFeedForward(d_model=16, d_hidden=32, n_experts=1, top_k=1)
     layer.experts[0].load_state_dict(dense.state_dict(), strict=False)
     x = torch.randn(2, 7, 16, generator=torch.Generator().manual_seed(0))

@@ -112,3 +112,38 @@ def test_eta_is_the_start_estimate_until_steps_give_a_pace() -> None:
     run.add({"type": "step", "step": 9, "loss": 1.0, "elapsed": 20.0})
     run.start_step = 0
     assert run.eta_seconds() == pytest.approx(20.0 / 10 * 90)  # then the measured pace: 2 s a step, 90 left
+
+
+def test_non_negative_quantities_never_draw_their_y_axis_below_zero() -> None:
+    from workbench.plotting import lr_spec
+
+    config = TrainConfig(max_steps=60, warmup_steps=10, peak_lr=1e-3, min_lr=1e-4)
+    run = RunSeries.from_events([{"type": "start", "config": config.to_dict(), "total_steps": 60}] + [
+        {"type": "step", "step": i, "loss": 0.05 + 2.0 / (1 + i), "lr": lr_at(i, config),
+         "grad_norm": 0.01 + 0.5 / (1 + i), "clipped": False, "tokens": i} for i in range(60)])
+    for spec in (lr_spec(run, planned_lr(config)), grad_spec(run), loss_spec(run), loss_spec(run, smoothing=0.9)):
+        plt = RecordingPlot()
+        draw(plt, spec, 60, 15)
+        lo, hi = plt.ylim_args
+        assert lo >= 0.0 and hi > 0.0, spec.title  # padding stops at 0: no -0.00015 learning rates
+    plt = RecordingPlot()
+    draw(plt, loss_spec(run, log_y=True), 60, 15)
+    assert plt.ylim_args[0] < 0.0  # on a log axis values below 1 are negative logs: not clamped
+
+
+def test_grad_norm_view_is_robust_to_the_first_steps_spike_and_still_marks_it() -> None:
+    norms = [40.8, 12.0] + [1.0 + 0.05 * (i % 7) for i in range(298)]  # the default run: a spike, then ~1
+    run = RunSeries.from_events([{"type": "step", "step": i, "loss": 1.0, "lr": 1e-3, "grad_norm": g,
+                                  "clipped": g > 1.0, "tokens": i} for i, g in enumerate(norms)])
+    spec = grad_spec(run, max_norm=1.0)
+    plt = RecordingPlot()
+    draw(plt, spec, 60, 15)
+    lo, hi = plt.ylim_args
+    assert lo >= 0.0 and hi < 5.0  # the curve around 1 fills the plot instead of the bottom row
+    marked = [s for s in spec.series if s.label.startswith("above")]
+    assert marked and marked[0].xs == [0, 1] and "max 40.8" in marked[0].label
+    assert max(max(s.ys) for s in spec.series) < 5.0
+    full = grad_spec(run, max_norm=1.0, robust=False)  # the unclipped view is still there
+    assert max(full.series[0].ys) == 40.8 and not any(s.label.startswith("above") for s in full.series)
+    calm = RunSeries.from_events([{"type": "step", "step": i, "grad_norm": 1.0 + 0.1 * (i % 5)} for i in range(100)])
+    assert not any(s.label.startswith("above") for s in grad_spec(calm).series)  # no spike: nothing clipped

@@ -170,7 +170,8 @@ def test_moe_runs_report_aux_loss_and_expert_load(tmp_path) -> None:
 
 
 class BetaObjective(LanguageModelingObjective):
-    beta = 0.1  # stands in for the DPO objective's mutable beta
+    TUNABLES = ("beta",)
+    beta = 0.1  # stands in for the DPO objective's live-tunable beta
 
 
 def test_lr_scale_and_beta_apply_at_the_next_step(tmp_path) -> None:
@@ -190,3 +191,15 @@ def test_lr_scale_and_beta_apply_at_the_next_step(tmp_path) -> None:
     assert steps[1]["beta"] == 0.25
     with pytest.raises(ConfigError):
         trainer.set_lr_scale(-1)
+
+
+def test_the_eval_sample_is_the_engines_greedy_continuation(tmp_path) -> None:
+    from llm_core.engine import Engine, SamplingParams
+    from llm_core.training.evaluation import sample_prompt_ids
+
+    trainer = Trainer(tiny_config(tmp_path, sample_tokens=6))
+    ids = sample_prompt_ids(trainer.config, trainer.tokenizer, trainer.val_data, trainer.train_data)
+    trainer.model.train()
+    expected = Engine(trainer.model, trainer.tokenizer).generate_ids(ids, 6, SamplingParams(truncate=True))
+    assert trainer.sample() == trainer.tokenizer.decode(ids) + trainer.tokenizer.decode(expected)
+    assert trainer.model.training  # sampling mid-training leaves the training mode on

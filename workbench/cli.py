@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "data",
     "tokenizer",
     "chat",
+    "eval",
     "train",
     "export",
     "dpo",

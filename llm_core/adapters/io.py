@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
+from ..io import read_json_object
 from .inject import AdapterConfig, add_adapters, adapter_layers, unmerged
 
 FORMAT = "llm-workbench-adapter"
@@ -95,8 +96,9 @@ def load_adapters(model: nn.Module, path: str | Path, generator: torch.Generator
     for p in (weights_path, json_path):
         if not p.is_file():
             raise CheckpointError(f"{p}: adapter file not found")
+    meta = read_json_object(json_path, CheckpointError, expected="a valid adapter config",
+                            invalid="not a valid adapter config")
     try:
-        meta = json.loads(json_path.read_text())
         config = from_dict(AdapterConfig, meta["config"], where=str(json_path))
         expected_hash, shapes = meta["base_model_hash"], meta["shapes"]
     except (ValueError, KeyError, TypeError) as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import DataError
+from ..io import read_text_file
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 # The name used in error messages for records handed over in memory instead of read from a file.
@@ -76,16 +77,7 @@ def validate_records(
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a JSON or JSONL file") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    return read_text_file(path, DataError, expected="a JSON or JSONL file")
 
 
 def _parse_jsonl(path: Path, text: str) -> list[tuple[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError, DataError
+from ..io import read_text_file
 from .base import check_ids_in_vocab
 
 
@@ -120,16 +121,6 @@ class TextDataset(torch.utils.data.Dataset):
                 "use more text, a smaller context_length or another val_fraction"
             ) from None
 
-
-def read_text_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a text file") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
 
 
 def encode_documents(paths: Sequence[Path], tokenizer: Any, separator: str | None = None) -> list[int]:

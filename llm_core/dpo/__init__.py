@@ -3,13 +3,15 @@
 - `loss`: `sequence_logprobs` (response tokens only) and `dpo_loss` (sigmoid / conservative / IPO)
 - `objective`: `DPOObjective` / `make_dpo_objective` for the Trainer (frozen-copy or adapters-off
   reference, one concatenated forward), `evaluate_dpo`
-- `recipe`: `DPO_RECIPE`, `dpo_config(init_from, ...)` (a TrainConfig with DPO-sized defaults)
-- `monitor`: `CollapseMonitor` (collapse alarms) and `attach_collapse_alarms(trainer)`
+- `monitor`: `CollapseMonitor` (collapse alarms; `DPOObjective.on_step` feeds it and emits the alarms)
+- the recipe lives with the other stages' in `llm_core.training.stages` (re-exported here: `DPO_RECIPE`,
+  `dpo_config(init_from, ...)`, a TrainConfig with DPO-sized defaults)
 """
 from .loss import dpo_loss, sequence_logprobs
-from .monitor import CollapseMonitor, attach_collapse_alarms
+from .monitor import CollapseMonitor
 from .objective import DPOObjective, evaluate_dpo, frozen_copy, make_dpo_objective
-from .recipe import DPO_RECIPE, dpo_config
+from ..training.recipes import dpo_config
+from ..training.stages import DPO_RECIPE
 
 __all__ = [
     "dpo_loss",
@@ -19,7 +21,6 @@ __all__ = [
     "evaluate_dpo",
     "frozen_copy",
     "CollapseMonitor",
-    "attach_collapse_alarms",
     "DPO_RECIPE",
     "dpo_config",
 ]

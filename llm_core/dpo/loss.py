@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # label value of prompt and padding positions (see llm_core.data)
+from ..data.base import IGNORE_INDEX  # label value of prompt and padding positions
 
 LossType = Literal["sigmoid", "ipo"]
 

@@ -163,21 +163,3 @@ class CollapseMonitor:
                     alarm["step"] = step
                 alarms.append(alarm)
         return alarms
-
-
-def attach_collapse_alarms(trainer: Any) -> None:
-    """Feed a Trainer's step and eval events to its DPO objective's monitor and emit the alarms as trainer
-    events (so they reach metrics.jsonl and every subscriber). Harmless if the trainer also calls
-    `objective.on_step` itself: the monitor de-duplicates by step, so each alarm is emitted once."""
-    objective = trainer.objective
-    if not hasattr(objective, "on_step"):
-        return
-
-    def listen(event: dict[str, Any]) -> None:
-        if event.get("type") not in ("step", "eval"):
-            return
-        for alarm in objective.on_step(event):
-            fields = {k: v for k, v in alarm.items() if k != "type"}
-            trainer._emit("alarm", **fields)  # the trainer's own event path (metrics.jsonl + subscribers)
-
-    trainer.subscribe(listen)

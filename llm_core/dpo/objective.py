@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, DataError
+from ..training.objectives import EventSink, Objective, unwrap
 from .loss import IGNORE_INDEX, LossType, dpo_loss, sequence_logprobs
 from .monitor import CollapseMonitor
 
@@ -28,33 +29,32 @@ Reference = Literal["copy", "adapters"]
 PREFERENCE_KEYS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
-
-
 def _has_adapters(model: nn.Module) -> bool:
     from ..adapters import adapter_layers
 
-    return bool(adapter_layers(_unwrap(model)))
+    return bool(adapter_layers(unwrap(model)))
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
     """A deep copy in eval mode with no trainable parameters: the "copy" reference model."""
-    reference = copy.deepcopy(_unwrap(model))
+    reference = copy.deepcopy(unwrap(model))
     reference.eval()
     reference.requires_grad_(False)
     return reference
 
 
-class DPOObjective:
-    """`loss(model, batch) -> (loss, metrics)` for preference batches; `beta` may be changed between steps.
+class DPOObjective(Objective):
+    """`loss(model, batch) -> (loss, metrics)` for preference batches; `beta` is live-tunable (the Trainer
+    changes it between steps through `set_tunable`), and `on_step` raises the collapse alarms.
 
     metrics (floats, means over the batch's pairs): beta, chosen_reward, rejected_reward, reward_margin,
     reward_accuracy (share of pairs whose chosen reward beats the rejected one), policy_chosen_logp,
     policy_rejected_logp, dpo_loss (the DPO term alone), chosen_nll (per-token NLL of the chosen responses);
     MoE models add aux_loss. The returned loss is dpo_loss + sft_weight * chosen_nll (+ aux_loss).
     """
+
+    TUNABLES = ("beta",)
+    sequences_per_example = 2  # chosen and rejected both run through the policy
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class DPOObjective:
             raise ConfigError(f"dpo loss_type: must be sigmoid or ipo, got {loss_type!r}")
         if not sft_weight >= 0:
             raise ConfigError(f"dpo sft_weight: must be >= 0, got {sft_weight!r}")
-        self.beta = float(beta)  # mutable: the trainer's set_beta() assigns it between steps
+        self.beta = float(beta)  # mutable: set_tunable("beta", ...) assigns it between steps
         self._check_beta()
         self.reference = reference
         self.reference_model = reference_model
@@ -110,7 +110,7 @@ class DPOObjective:
             return
         from ..adapters import adapters_disabled
 
-        bare = _unwrap(model)
+        bare = unwrap(model)
         was_training = bare.training
         bare.eval()
         try:
@@ -188,7 +188,7 @@ class DPOObjective:
             "policy_chosen_logp": float(policy_logps[:B].detach().mean()),
             "policy_rejected_logp": float(policy_logps[B:].detach().mean()),
         }
-        bare = _unwrap(model)
+        bare = unwrap(model)
         if hasattr(bare, "moe_layers") and bare.moe_layers():
             aux = bare.auxiliary_loss()
             loss = loss + aux
@@ -196,11 +196,12 @@ class DPOObjective:
         return loss, metrics
 
     # --- Collapse alarms ---------------------------------------------------------------------------
-    def on_step(self, metrics: dict[str, Any]) -> list[dict[str, Any]]:
-        """Feed a step or eval event (or its metrics) to the collapse monitor; return new alarm dicts."""
-        return self.monitor.update(metrics)
-
-    on_eval = on_step
+    def on_step(self, trainer: EventSink, event: dict[str, Any]) -> None:
+        """Feed a step or eval event to the collapse monitor and emit its new alarms as trainer events (so
+        they reach metrics.jsonl and every subscriber). The monitor de-duplicates by step: feeding the same
+        event twice emits each alarm once."""
+        for alarm in self.monitor.update(event):
+            trainer.emit("alarm", **{k: v for k, v in alarm.items() if k != "type"})
 
 
 def make_dpo_objective(config: Any, model: nn.Module) -> DPOObjective:

@@ -1,18 +1,27 @@
-"""Inference: KV cache, sampling, streaming, the `Engine`, chain of thought and majority vote."""
+"""Inference: KV cache, sampling, streaming, the `Engine`, chain of thought, majority vote, multi-turn chat."""
 from .engine import RESPONSE_STOPS, Engine, GenerationStats
+from .conversation import MODES, ChatOptions, Conversation, Turn
 from .kv_cache import KVCache
+from .params import SamplingParams
 from .reasoning import ReasonedAnswer, Sample, VoteResult, decided, run_vote, split_answer
 from .sampling import derive_seed, filter_top_k, filter_top_p, next_token_probs, sample_next
-from .streaming import StopStringFilter, Utf8Stream
+from .streaming import StopStringFilter, TextDecoder, TextStream, Utf8Stream
 
 __all__ = [
+    "MODES",
+    "ChatOptions",
+    "Conversation",
+    "Turn",
     "Engine",
     "GenerationStats",
     "KVCache",
     "RESPONSE_STOPS",
     "ReasonedAnswer",
     "Sample",
+    "SamplingParams",
     "StopStringFilter",
+    "TextDecoder",
+    "TextStream",
     "Utf8Stream",
     "VoteResult",
     "decided",

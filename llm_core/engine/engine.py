@@ -14,6 +14,8 @@ Context and window (documented behaviour; the tests compare against exactly this
     learned positions stay below the context length, and generation can run past the context forever.
   Cached decoding is exact with respect to this definition (greedy tokens equal the uncached reference).
 
+Every public method takes the decoding settings as one validated `SamplingParams` (`params.py`).
+
 Multi-turn: the engine remembers the tokens of the last single-row call (prompt + generated). When the next
 prompt extends them, only the new tokens are prefilled and `last_stats.reused_tokens` says how many cached
 positions were reused. `reset()` starts a new conversation. Validation happens before any state changes,
@@ -22,15 +24,16 @@ so a refused call leaves the cache as it was.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from ..errors import GenerationError
 from .kv_cache import KVCache
+from .params import GREEDY, SamplingParams
 from .reasoning import Extractor, ReasonedAnswer, VoteResult, experiment_prompt, run_vote, split_answer
-from .sampling import derive_seed, sample_next, seeded_generators, validate_sampling
-from .streaming import StopStringFilter, Utf8Stream
+from .sampling import derive_seed, sample_next, seeded_generators
+from .streaming import TextDecoder, TextStream
 
 # Where an Alpaca-format response ends when a small model runs on (see llm_core.formatting.split_response).
 RESPONSE_STOPS = ("\n### ", "<|endoftext|>")
@@ -81,7 +84,8 @@ class Engine:
             self.cache.reset()
 
     # --- validation (no state changes) ---------------------------------------------------------------
-    def _check_ids(self, ids: Sequence[int], window: int | None, truncate: bool) -> tuple[list[int], int]:
+    def _check_ids(self, ids: Sequence[int], params: SamplingParams) -> tuple[list[int], int]:
+        window, truncate = params.window, params.truncate
         if isinstance(ids, torch.Tensor):
             ids = ids.flatten().tolist()
         ids = list(ids)
@@ -90,9 +94,7 @@ class Engine:
         for i in ids:
             if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size:
                 raise GenerationError(f"prompt token {i!r} is not an id in [0, {self.vocab_size})")
-        if window is not None and (
-            not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= self.context_length
-        ):
+        if window is not None and window > self.context_length:
             raise GenerationError(f"window: must be an integer in [1, {self.context_length}], got {window!r}")
         W = window or self.context_length
         if len(ids) > W and window is None and not truncate:
@@ -102,7 +104,10 @@ class Engine:
             )
         return ids, W
 
-    def _encode(self, prompt: str) -> list[int]:
+    def _encode(self, prompt: str | Sequence[int]) -> Sequence[int]:
+        """A text prompt's ids (token ids pass through, checked later by `_check_ids`)."""
+        if isinstance(prompt, (list, tuple, torch.Tensor)):
+            return prompt
         if not isinstance(prompt, str):
             raise GenerationError(f"prompt: must be a string, got {type(prompt).__name__}")
         if not prompt:
@@ -166,18 +171,13 @@ class Engine:
             logits = logits.expand(rows, -1)
         return logits
 
-    def _decode(
-        self,
-        logits: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float,
-        top_k: int | None,
-        top_p: float | None,
-        generators: list[torch.Generator],
-        stats: GenerationStats,
-    ) -> Iterator[torch.Tensor]:
-        """Yield the next token of every row (rows,), max_new_tokens times; the last one is never fed."""
+    def _decode(self, logits: torch.Tensor, max_new_tokens: int, params: SamplingParams, seeds: list[int],
+                stats: GenerationStats) -> Iterator[torch.Tensor]:
+        """Yield the next token of every row (rows,), max_new_tokens times; the last one is never fed.
+        Row i samples from a generator seeded with seeds[i] (none are needed when greedy)."""
         keep = max(1, self._window // 2)
+        temperature, top_k, top_p = params.temperature, params.top_k_for(self.vocab_size), params.top_p
+        generators = seeded_generators(seeds, self.device) if temperature else []
         for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, top_p, generators)  # (rows,)
             for row, tok in zip(self._rows, nxt.tolist()):
@@ -198,63 +198,18 @@ class Engine:
             logits = self._forward(tokens)
 
     # --- public API ----------------------------------------------------------------------------------
-    def generate_ids(
-        self,
-        ids: Sequence[int],
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        window: int | None = None,
-        seed: int | None = None,
-        stop_ids: Iterable[int] | None = None,
-        truncate: bool = False,
-    ) -> list[int]:
+    def generate_ids(self, ids: Sequence[int], max_new_tokens: int, params: SamplingParams = GREEDY) -> list[int]:
         """The new token ids (the stop id that ended generation is not included).
 
-        temperature 0 is greedy; top_k above the vocabulary is clamped (no filter); `stop_ids` defaults to
-        the tokenizer's end-of-text id (pass [] to never stop early).
+        `params.stop_ids` defaults to the tokenizer's end-of-text id (pass () to never stop early).
         """
-        return list(self._iter_ids(ids, max_new_tokens, temperature, top_k, top_p, window, seed, stop_ids, truncate)())
+        return list(self.stream_ids(ids, max_new_tokens, params))
 
-    def stream_ids(
-        self,
-        ids: Sequence[int],
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        window: int | None = None,
-        seed: int | None = None,
-        stop_ids: Iterable[int] | None = None,
-        truncate: bool = False,
-    ) -> Iterator[int]:
+    def stream_ids(self, ids: Sequence[int], max_new_tokens: int, params: SamplingParams = GREEDY) -> Iterator[int]:
         """`generate_ids` one id at a time, as each is decided (validated now, before the first id)."""
-        return self._iter_ids(ids, max_new_tokens, temperature, top_k, top_p, window, seed, stop_ids, truncate)()
-
-    @property
-    def conversation_ids(self) -> list[int]:
-        """The tokens of the last single-row call (prompt + generated, the stop id included): a next prompt
-        that starts with exactly these reuses the cache."""
-        return list(self._rows[0]) if self._valid and len(self._rows) == 1 else []
-
-    def _iter_ids(
-        self,
-        ids: Sequence[int],
-        max_new_tokens: int,
-        temperature: float,
-        top_k: int | None,
-        top_p: float | None,
-        window: int | None,
-        seed: int | None,
-        stop_ids: Iterable[int] | None,
-        truncate: bool,
-    ) -> Callable[[], Iterator[int]]:
-        """Validate now; return a generator function that prefills and yields new ids one at a time."""
-        top_k = validate_sampling(temperature, top_k, top_p, self.vocab_size)
         self._check_count("max_new_tokens", max_new_tokens, 0)
-        ids, W = self._check_ids(ids, window, truncate)
-        stops = set(stop_ids) if stop_ids is not None else {self.tokenizer.eot_id}
+        ids, W = self._check_ids(ids, params)
+        stops = self._stop_ids(params)
 
         def run() -> Iterator[int]:
             stats = GenerationStats(prompt_tokens=len(ids), stop_reason="length")
@@ -262,9 +217,8 @@ class Engine:
             if max_new_tokens == 0:
                 return
             logits = self._prefill(ids, 1, W, stats)
-            row_seed = seed if seed is not None else _fresh_seed()
-            gens = seeded_generators([row_seed], self.device) if temperature else []
-            steps = self._decode(logits, max_new_tokens, temperature, top_k, top_p, gens, stats)
+            seed = params.seed if params.seed is not None else _fresh_seed()
+            steps = self._decode(logits, max_new_tokens, params, [seed], stats)
             try:
                 for nxt in steps:
                     tok = int(nxt[0])
@@ -275,112 +229,82 @@ class Engine:
             finally:
                 steps.close()
 
-        return run
+        return run()
 
-    def stream(
-        self,
-        prompt: str,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        window: int | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-        stop_ids: Iterable[int] | None = None,
-        truncate: bool = False,
-    ) -> Iterator[str]:
-        """Yield text pieces as they are decided: whole UTF-8 characters only, never past a stop string.
+    def _stop_ids(self, params: SamplingParams) -> set[int]:
+        return set(params.stop_ids) if params.stop_ids is not None else {self.tokenizer.eot_id}
 
-        Arguments are validated when `stream` is called (before the first piece), not lazily.
-        """
-        ids = self._encode(prompt)
-        run = self._iter_ids(ids, max_new_tokens, temperature, top_k, top_p, window, seed, stop_ids, truncate)
-        return self._stream_text(run(), stop)
+    @property
+    def conversation_ids(self) -> list[int]:
+        """The tokens of the last single-row call (prompt + generated, the stop id included): a next prompt
+        that starts with exactly these reuses the cache."""
+        return list(self._rows[0]) if self._valid and len(self._rows) == 1 else []
 
-    def _stream_text(self, tokens: Iterator[int], stop: Sequence[str]) -> Iterator[str]:
-        utf8, stops = Utf8Stream(), StopStringFilter(stop)
-        try:
-            for tok in tokens:
-                piece = stops.feed(utf8.feed(self.tokenizer.decode_bytes([tok])))
-                if piece:
-                    yield piece
-                if stops.stopped:
-                    self.last_stats.stop_reason = "stop"
-                    return
-            tail = stops.feed(utf8.flush()) + stops.flush()
-            if tail:
-                yield tail
-        finally:
-            tokens.close()  # type: ignore[attr-defined]
+    def stream(self, prompt: str | Sequence[int], max_new_tokens: int = 256,
+               params: SamplingParams = GREEDY) -> Iterator[str]:
+        """Yield text pieces as they are decided: whole UTF-8 characters only, never past a stop string
+        (`params.stop`). Validated when `stream` is called (before the first piece), not lazily."""
+        text = TextStream(self.stream_ids(self._encode(prompt), max_new_tokens, params),
+                          self.tokenizer.decode_bytes, params.stop)
 
-    def generate(self, prompt: str, **kwargs: Any) -> str:
+        def pieces() -> Iterator[str]:
+            yield from text
+            if text.stopped:
+                self.last_stats.stop_reason = "stop"
+
+        return pieces()
+
+    def generate(self, prompt: str | Sequence[int], max_new_tokens: int = 256,
+                 params: SamplingParams = GREEDY) -> str:
         """The whole response of `stream` as one string."""
-        return "".join(self.stream(prompt, **kwargs))
+        return "".join(self.stream(prompt, max_new_tokens, params))
 
-    def answer(
-        self,
-        question: str,
-        mode: str = "cot",
-        extractor: Extractor | None = None,
-        max_new_tokens: int = 256,
-        **kwargs: Any,
-    ) -> ReasonedAnswer:
+    def answer(self, question: str, mode: str = "cot", max_new_tokens: int = 256,
+               params: SamplingParams | None = None, extractor: Extractor | None = None) -> ReasonedAnswer:
         """Chain of thought ("cot") or a direct answer ("direct") to a default-experiment question:
-        the response split into its reasoning and the extracted final answer (greedy unless told)."""
+        the response split into its reasoning and the extracted final answer (greedy, ending at the
+        response stops, unless `params` says otherwise)."""
         if mode not in ("cot", "direct"):
             raise GenerationError(f"mode: must be 'cot' or 'direct', got {mode!r}")
         if not isinstance(question, str) or not question.strip():
             raise GenerationError("question is empty")
-        kwargs.setdefault("stop", RESPONSE_STOPS)
-        text = self.generate(experiment_prompt(question, mode), max_new_tokens=max_new_tokens, **kwargs)
+        params = params if params is not None else SamplingParams(stop=RESPONSE_STOPS)
+        text = self.generate(experiment_prompt(question, mode), max_new_tokens, params)
         return split_answer(text, extractor, tokens=self.last_stats.new_tokens)
 
-    def sample_batch(
-        self,
-        ids: Sequence[int],
-        n: int,
-        max_new_tokens: int = 256,
-        temperature: float = 0.8,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        window: int | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-        stop_ids: Iterable[int] | None = None,
-        truncate: bool = False,
-    ) -> Iterator[list[tuple[int, str, int]]]:
+    def sample_batch(self, ids: Sequence[int], n: int, max_new_tokens: int = 256,
+                     params: SamplingParams = SamplingParams(temperature=0.8),
+                     ) -> Iterator[list[tuple[int, str, int]]]:
         """N samples of one prompt: ONE prefill, expanded to N cache rows, decoded as a batch of N.
 
-        Sample i draws from a generator seeded with `derive_seed(seed, i)`, so it equals
-        `generate_ids(ids, ..., seed=derive_seed(seed, i))`. Yields, after each decoding step, the samples
-        that finished in it as (index, text, tokens sampled); closing the iterator stops decoding.
+        Sample i draws from a generator seeded with `derive_seed(params.seed, i)`, so it equals
+        `generate_ids(ids, ..., params.replace(seed=derive_seed(params.seed, i)))`. Yields, after each
+        decoding step, the samples that finished in it as (index, text, tokens sampled); closing the
+        iterator stops decoding.
         """
-        top_k = validate_sampling(temperature, top_k, top_p, self.vocab_size)
         self._check_count("n", n, 1)
         self._check_count("max_new_tokens", max_new_tokens, 1)
-        ids, W = self._check_ids(ids, window, truncate)
-        stops = set(stop_ids) if stop_ids is not None else {self.tokenizer.eot_id}
-        base = seed if seed is not None else _fresh_seed()
-        return self._batch(ids, n, W, max_new_tokens, temperature, top_k, top_p, base, stop, stops)
+        ids, W = self._check_ids(ids, params)
+        base = params.seed if params.seed is not None else _fresh_seed()
+        return self._batch(ids, n, W, max_new_tokens, params, base)
 
-    def _batch(self, ids, n, W, max_new_tokens, temperature, top_k, top_p, base, stop, stops):
+    def _batch(self, ids: list[int], n: int, W: int, max_new_tokens: int, params: SamplingParams,
+               base: int) -> Iterator[list[tuple[int, str, int]]]:
         stats = GenerationStats(prompt_tokens=len(ids), stop_reason="length")
         self.last_stats = stats
+        stops = self._stop_ids(params)
         logits = self._prefill(ids, n, W, stats)
-        gens = seeded_generators([derive_seed(base, i) for i in range(n)], self.device) if temperature else []
-        utf8 = [Utf8Stream() for _ in range(n)]
-        filters = [StopStringFilter(stop) for _ in range(n)]
-        texts = [[] for _ in range(n)]
+        decoders = [TextDecoder(self.tokenizer.decode_bytes, params.stop) for _ in range(n)]
+        texts: list[list[str]] = [[] for _ in range(n)]
         counts = [0] * n
         active = set(range(n))
 
         def finish(i: int) -> tuple[int, str, int]:
-            texts[i].append(filters[i].feed(utf8[i].flush()) + filters[i].flush())
+            texts[i].append(decoders[i].finish())
             active.discard(i)
             return (i, "".join(texts[i]), counts[i])
 
-        steps = self._decode(logits, max_new_tokens, temperature, top_k, top_p, gens, stats)
+        steps = self._decode(logits, max_new_tokens, params, [derive_seed(base, i) for i in range(n)], stats)
         try:
             for step, nxt in enumerate(steps):
                 done = []
@@ -391,8 +315,8 @@ class Engine:
                     if tok in stops:
                         done.append(finish(i))
                         continue
-                    texts[i].append(filters[i].feed(utf8[i].feed(self.tokenizer.decode_bytes([tok]))))
-                    if filters[i].stopped or step + 1 == max_new_tokens:
+                    texts[i].append(decoders[i].feed(tok))
+                    if decoders[i].stopped or step + 1 == max_new_tokens:
                         done.append(finish(i))
                 if done:
                     yield done
@@ -403,29 +327,20 @@ class Engine:
             # Finished rows keep decoding in lock step; count only the tokens of live samples as cost.
             stats.new_tokens = sum(counts)
 
-    def majority_vote(
-        self,
-        prompt: str,
-        n: int,
-        temperature: float = 0.8,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        max_new_tokens: int = 256,
-        seed: int | None = None,
-        extractor: Extractor | None = None,
-        early_stop: bool = True,
-        stop: Sequence[str] = RESPONSE_STOPS,
-        stop_ids: Iterable[int] | None = None,
-        window: int | None = None,
-        truncate: bool = False,
-    ) -> VoteResult:
+    def majority_vote(self, prompt: str | Sequence[int], n: int, max_new_tokens: int = 256,
+                      params: SamplingParams | None = None, extractor: Extractor | None = None,
+                      early_stop: bool = True) -> VoteResult:
         """Self-consistency: N samples in one batch, answers extracted, the winner, tally, tie and savings.
 
+        `prompt` is text or token ids; `params` defaults to temperature 0.8 ending at the response stops.
         A tie is reported (`tie=True`, `tied` = all tied answers, `answer=None`), never settled silently.
         With `early_stop` decoding ends once the leader cannot be overtaken; `saved` counts the samples cut.
         """
-        ids = self._encode(prompt)
-        batches = self.sample_batch(
-            ids, n, max_new_tokens, temperature, top_k, top_p, window, seed, stop, stop_ids, truncate
-        )
+        params = params if params is not None else VOTE_DEFAULTS
+        batches = self.sample_batch(self._encode(prompt), n, max_new_tokens, params)
         return run_vote(batches, n, extractor, early_stop)
+
+
+# The vote's defaults: diverse samples (temperature 0.8, as in the README's evaluation table), each ending
+# where an Alpaca response ends.
+VOTE_DEFAULTS = SamplingParams(temperature=0.8, stop=RESPONSE_STOPS)

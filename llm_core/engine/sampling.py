@@ -8,27 +8,11 @@ Top-k is applied first, then top-p on the renormalised distribution, as in most 
 
 Every row of a batch draws from its own `torch.Generator`, so sample i of a batch is exactly the sample a
 single-row call seeded with the same seed would draw (N batched samples = N independent seeded samples).
+The arguments are validated once, by `SamplingParams` (`params.py`).
 """
 from __future__ import annotations
 
-import math
-
 import torch
-
-from ..errors import GenerationError
-
-
-def validate_sampling(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> int | None:
-    """Check the sampling arguments; return top_k clamped to the vocabulary size (documented behaviour)."""
-    if not isinstance(temperature, (int, float)) or math.isnan(temperature) or temperature < 0:
-        raise GenerationError(f"temperature: must be >= 0 (0 = greedy), got {temperature!r}")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
-        raise GenerationError(f"top_p: must be in (0, 1], got {top_p!r}")
-    if top_k is not None:
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise GenerationError(f"top_k: must be a positive integer, got {top_k!r}")
-        top_k = min(top_k, vocab_size)  # more than the vocabulary means "no top-k filter"
-    return top_k
 
 
 def derive_seed(seed: int, index: int) -> int:

@@ -4,11 +4,14 @@ A byte-level BPE token is a byte string, not a character: "é" or an emoji can b
 tokens. Decoding each token on its own would print replacement characters mid-stream; instead the bytes are
 accumulated in an incremental UTF-8 decoder that releases a character only once all its bytes have arrived
 (invalid byte sequences become U+FFFD, exactly as a full `bytes.decode(errors="replace")` would).
+`TextDecoder` chains that with the stop-string filter; `TextStream` iterates it over a stream of ids (the
+Engine's text streams and the chat's both use it).
 """
 from __future__ import annotations
 
 import codecs
-from typing import Sequence
+import threading
+from typing import Callable, Iterator, Sequence
 
 
 class Utf8Stream:
@@ -59,3 +62,67 @@ class StopStringFilter:
     def flush(self) -> str:
         out, self._pending = ("" if self.stopped else self._pending), ""
         return out
+
+
+class TextDecoder:
+    """Token ids in, safe text out: the one place that chains `Utf8Stream` and `StopStringFilter`.
+
+    `feed(token_id)` returns the text now safe to emit (whole characters, nothing at or past a stop string);
+    `stopped` turns True at a stop string; `finish()` releases what was held back at the end.
+    """
+
+    def __init__(self, decode_bytes: Callable[[list[int]], bytes], stops: Sequence[str] = ()) -> None:
+        self._decode_bytes = decode_bytes
+        self._utf8 = Utf8Stream()
+        self._stops = StopStringFilter(stops)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stops.stopped
+
+    def feed(self, token_id: int) -> str:
+        return self._stops.feed(self._utf8.feed(self._decode_bytes([token_id])))
+
+    def finish(self) -> str:
+        return self._stops.feed(self._utf8.flush()) + self._stops.flush()
+
+
+class TextStream:
+    """Iterate the text pieces of a stream of token ids (a `TextDecoder` over it), recording the ids read.
+
+    Iteration ends at a stop string (`stopped`), when the ids run out, or, checked after every id, when
+    `cancel` is set (`cancelled`); the held-back tail is released in the last two cases. The token iterator
+    is closed at the end, which stops the decoder behind it.
+    """
+
+    def __init__(self, tokens: Iterator[int], decode_bytes: Callable[[list[int]], bytes],
+                 stops: Sequence[str] = (), cancel: threading.Event | None = None) -> None:
+        self._tokens = tokens
+        self._decoder = TextDecoder(decode_bytes, stops)
+        self._cancel = cancel
+        self.ids: list[int] = []
+        self.cancelled = False
+
+    @property
+    def stopped(self) -> bool:
+        return self._decoder.stopped
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for tok in self._tokens:
+                self.ids.append(tok)
+                piece = self._decoder.feed(tok)
+                if piece:
+                    yield piece
+                if self._decoder.stopped:
+                    return
+                if self._cancel is not None and self._cancel.is_set():
+                    self.cancelled = True
+                    break
+            tail = self._decoder.finish()
+            if tail:
+                yield tail
+        finally:
+            close = getattr(self._tokens, "close", None)
+            if close is not None:
+                close()

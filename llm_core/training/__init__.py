@@ -1,15 +1,23 @@
-"""Training: config, learning-rate schedule, objectives, the Trainer loop, checkpoints, run folders."""
+"""Training: config, the stage registry, learning-rate schedule, objectives, the Trainer loop, checkpoints,
+run folders and their events."""
 from .checkpoint import latest_checkpoint
 from .config import TrainConfig
 from .loading import LoadedCheckpoint, load_checkpoint
-from .objectives import LanguageModelingObjective
-from .recipes import stage_config, stage_recipe
+from .events import RunHistory
+from .objectives import LanguageModelingObjective, Objective
+from .recipes import dpo_config, stage_config, stage_recipe
 from .runs import RunInfo, list_runs, read_metrics
 from .schedule import lr_at, planned_schedule
+from .stages import STAGES, StageSpec
 from .trainer import Trainer
 
 __all__ = [
     "LanguageModelingObjective",
+    "Objective",
+    "RunHistory",
+    "STAGES",
+    "StageSpec",
+    "dpo_config",
     "LoadedCheckpoint",
     "RunInfo",
     "TrainConfig",

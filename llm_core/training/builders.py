@@ -14,11 +14,12 @@ import torch.nn as nn
 from ..errors import ConfigError, DataError
 from ..model import GPT, GPTConfig
 from ..tokenizer import Tokenizer, load_tokenizer
+from ..data import PreferenceDataset
 from .config import TrainConfig
+from .objectives import Objective
+from .stages import STAGES
 
 DEFAULT_EXPERIMENT = "arith"
-# Which file of the default experiment each stage trains on (see llm_core.experiment.default_paths).
-STAGE_FILES = {"pretrain": "pretrain", "sft": "instructions", "dpo": "preferences"}
 
 
 def is_default_experiment(config: TrainConfig) -> bool:
@@ -41,7 +42,7 @@ def default_experiment_file(kind: str) -> Path:
 def data_paths(config: TrainConfig) -> list[Path]:
     """The training file(s): the default experiment's file for the stage, or the comma-separated paths."""
     if is_default_experiment(config):
-        paths = [default_experiment_file(STAGE_FILES[config.stage])]
+        paths = [default_experiment_file(STAGES[config.stage].experiment_file)]
     else:
         paths = [Path(p.strip()) for p in config.data.split(",") if p.strip()]
     for p in paths:
@@ -137,7 +138,8 @@ def build_datasets(
     if val_paths and not val_paths[0].is_file():
         raise ConfigError(f"TrainConfig.val_data: {config.val_data!r} is not a file")
     pad_id = tokenizer.eot_id
-    if config.stage == "pretrain":
+    kind = STAGES[config.stage].dataset
+    if kind == "text":
         stride = config.stride or context_length
         separator = config.separator
         if separator is None and is_default_experiment(config):
@@ -152,7 +154,7 @@ def build_datasets(
             val, _ = D.TextDataset.from_files(val_paths, tokenizer, context_length=context_length,
                                               stride=context_length, separator=separator, val_fraction=0.0)
         collate = lambda items: D.collate_lm(items, pad_id)  # noqa: E731
-    elif config.stage == "sft":
+    elif kind == "instruction":
         train, val = _records(D.InstructionDataset, paths, val_paths, tokenizer, context_length, config)
         collate = lambda items: D.collate_lm(items, pad_id)  # noqa: E731
     else:
@@ -171,7 +173,7 @@ def _records(cls: Any, paths: list[Path], val_paths: list[Path] | None, tokenize
     if len(paths) != 1:
         raise ConfigError(f"TrainConfig.data: stage {config.stage!r} takes one JSON/JSONL file, got {len(paths)}")
     options: dict[str, Any] = {"max_length": context_length, "vocab_size": tokenizer.n_vocab}
-    if config.stage == "dpo":
+    if cls is PreferenceDataset:
         options["drop_identical"] = config.drop_identical_pairs
     dataset = cls(paths[0], tokenizer, **options)
     if val_paths:
@@ -181,11 +183,6 @@ def _records(cls: Any, paths: list[Path], val_paths: list[Path] | None, tokenize
     return dataset.split(config.val_fraction, config.seed)
 
 
-def build_objective(config: TrainConfig, model: nn.Module) -> Any:
-    if config.stage == "dpo":
-        from ..dpo import make_dpo_objective  # imported lazily: DPO is optional for the other stages
-
-        return make_dpo_objective(config, model)
-    from .objectives import LanguageModelingObjective
-
-    return LanguageModelingObjective()
+def build_objective(config: TrainConfig, model: nn.Module) -> Objective:
+    """The stage's objective, from the registry (`stages.STAGES`)."""
+    return STAGES[config.stage].make_objective(config, model)

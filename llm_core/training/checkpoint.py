@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
 from ..errors import CheckpointError
+from ..io import read_json_object
 
 FORMAT_VERSION = 1
 CHECKPOINTS = "checkpoints"
@@ -119,13 +120,9 @@ def read_manifest(step_dir: str | Path, verify: bool = True) -> dict[str, Any]:
     """
     step_dir = Path(step_dir)
     path = step_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (incomplete checkpoint)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt ({exc})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+    manifest = read_json_object(path, CheckpointError, expected="a checkpoint manifest",
+                                missing="missing (incomplete checkpoint)", invalid="corrupt")
+    if not isinstance(manifest.get("files"), dict):
         raise CheckpointError(f"{path}: not a checkpoint manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(

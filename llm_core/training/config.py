@@ -1,21 +1,23 @@
 """`TrainConfig`: every knob of a training run, validated on construction.
 
-One dataclass serves pretraining, instruction finetuning (SFT) and DPO. Its defaults ARE the recipe of the
-embedded default experiment (`data=arith`): the block marked "Default experiment recipe" is the one place
+One dataclass serves every stage of `stages.STAGES` (pretraining, instruction finetuning, DPO). Its
+defaults ARE the recipe of the embedded default experiment (`data=arith`): the block marked "Default experiment recipe" is the one place
 to change it. A run folder's `config.json` holds `to_dict(TrainConfig)` plus the resolved model shape
 under `model_config`, so `TrainConfig.from_file(runs/<name>/config.json)` reproduces the run.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..config import from_dict, parse_overrides, to_dict
 from ..errors import ConfigError
+from ..io import read_json_object
+from .stages import STAGES, stage_names
 
-Stage = Literal["pretrain", "sft", "dpo"]
+# The registered stage names (pretrain, sft, dpo): a Literal, so `--set stage=x` lists the choices.
+Stage = Literal[tuple(STAGES)]  # type: ignore[valid-type]
 
 # Key written next to the TrainConfig fields in a run's config.json (the resolved GPTConfig).
 MODEL_CONFIG_KEY = "model_config"
@@ -91,7 +93,7 @@ class TrainConfig:
     moe_z_weight: float = 0.0
 
     # --- DPO --------------------------------------------------------------------------------------
-    beta: float = 0.1
+    beta: float = 0.1  # the one default of DPO's beta (the DPO recipe keeps it)
     dpo_reference: Literal["auto", "copy", "adapters"] = "auto"
     dpo_loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
     dpo_label_smoothing: float = 0.0  # conservative DPO (Mitchell, 2023): assumed share of flipped labels
@@ -108,8 +110,8 @@ class TrainConfig:
         def fail(name: str, why: str) -> None:
             raise ConfigError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}", field=name)
 
-        if self.stage not in ("pretrain", "sft", "dpo"):
-            fail("stage", "must be pretrain, sft or dpo")
+        if self.stage not in STAGES:
+            fail("stage", f"must be {stage_names()}")
         if not self.data:
             fail("data", "must be a path or 'arith'")
         if self.separator == "":
@@ -194,16 +196,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         """A JSON config file (a run's config.json works too: its `model_config` is ignored)."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(read_json_object(path, ConfigError), where=str(path))
 
     def with_overrides(self, pairs: list[str] | None = None, **values: Any) -> "TrainConfig":
         """A validated copy with `key=value` strings (CLI --set) and/or keyword values applied."""

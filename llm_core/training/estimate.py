@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..data import BatchIterator
+from .accumulate import accumulate_gradients, to_device
 from .optim import build_optimizer
 
 if TYPE_CHECKING:
@@ -48,8 +50,6 @@ def memory_estimate(model: torch.nn.Module, batch_size: int, seq_len: int, bf16:
 
 def measure_step_time(trainer: "Trainer", steps: int = 2) -> dict[str, float]:
     """Seconds per optimizer step measured on a deep copy (one warm-up step first)."""
-    from ..data import BatchIterator
-
     cfg = trainer.config
     rng = torch.get_rng_state()  # dropout in the copy must not shift the real run's random stream
     model = copy.deepcopy(trainer.model)
@@ -62,13 +62,10 @@ def measure_step_time(trainer: "Trainer", steps: int = 2) -> dict[str, float]:
         for i in range(steps + 1):
             start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            for _ in range(cfg.grad_accum):
-                batch = {k: v.to(trainer.device) for k, v in next(batches).items()}
-                with trainer._autocast():
-                    loss, _ = trainer.objective.loss(model, batch)
-                (loss / cfg.grad_accum).backward()
-                if i:
-                    tokens += sum(int(v.numel()) for k, v in batch.items() if k.endswith("input_ids"))
+            step = accumulate_gradients(trainer.objective, model, lambda: to_device(next(batches), trainer.device),
+                                        cfg.grad_accum, trainer.autocast)
+            if i:
+                tokens += step.tokens
             optimizer.step()
             if i:  # the first step pays for allocations and kernel selection
                 times.append(time.perf_counter() - start)
@@ -85,7 +82,7 @@ def estimate_run(trainer: "Trainer", measure_steps: int = 2) -> dict[str, Any]:
     sample = trainer.train_data[0]
     seq_len = max(int(v.numel()) for k, v in sample.items() if k.endswith("input_ids"))
     # DPO runs chosen and rejected through the policy (2x batch); its frozen reference adds no activations.
-    multiplier = 2 if cfg.stage == "dpo" else 1
+    multiplier = trainer.objective.sequences_per_example
     memory = memory_estimate(trainer.model, cfg.batch_size, seq_len, cfg.bf16 and trainer.device.type != "mps",
                              multiplier)
     out: dict[str, Any] = {"memory_bytes": memory}

@@ -2,6 +2,7 @@
 
 `read_metrics` tolerates a partially written last line, so the UI can follow a live run; `list_runs`
 reports a broken folder (missing/invalid config, unreadable metrics) with a reason instead of raising.
+A run's events are folded by `events.RunHistory`, the same fold the plots use.
 """
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..tokenizer import Tokenizer, save_tokenizer_ref
+from .checkpoint import clean_temporary, list_checkpoints
 from .config import TrainConfig
+from .events import Event, RunHistory, parse_event
+from .loading import TOKENIZER_DIR
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -37,7 +43,7 @@ class MetricsWriter:
         self.path = Path(path)
         self._file = open(self.path, "a", encoding="utf-8")
 
-    def write(self, event: dict[str, Any]) -> None:
+    def write(self, event: Event) -> None:
         self._file.write(json.dumps(_json_safe(event), allow_nan=False) + "\n")
         self._file.flush()
 
@@ -45,7 +51,7 @@ class MetricsWriter:
         self._file.close()
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+def read_metrics(path: str | Path) -> list[Event]:
     """Events of a metrics.jsonl (or of a run folder). A last line without its newline (being written) is
     ignored; a malformed complete line is skipped."""
     path = Path(path)
@@ -57,17 +63,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return []
     lines = text.split("\n")
     complete = lines[:-1]  # the part after the last newline is an unfinished line (or empty)
-    events = []
-    for line in complete:
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
+    events = [parse_event(line) for line in complete if line.strip()]
+    return [e for e in events if e is not None]
 
 
 def truncate_metrics(path: str | Path, step: int) -> None:
@@ -94,8 +91,6 @@ def make_run_dir(config: TrainConfig, create: bool = True) -> Path:
     if config.name:
         path = root / config.name
         if (path / "checkpoints").is_dir() or (path / METRICS_FILE).is_file():
-            from ..errors import ConfigError
-
             raise ConfigError(f"TrainConfig.name: run folder {str(path)!r} already exists (use --resume to continue it)")
     else:
         base = f"{config.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -105,6 +100,16 @@ def make_run_dir(config: TrainConfig, create: bool = True) -> Path:
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def prepare_run_dir(run_dir: Path, full_config: dict[str, Any], tokenizer: Tokenizer | None) -> None:
+    """Create the folder, drop temporary checkpoint folders of an interrupted save, write config.json and
+    (once) the tokenizer, so the run can be reproduced and its checkpoints are self-contained."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean_temporary(run_dir)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(full_config, indent=2, sort_keys=True) + "\n")
+    if tokenizer is not None and not (run_dir / TOKENIZER_DIR).is_dir():
+        save_tokenizer_ref(tokenizer, run_dir / TOKENIZER_DIR)
 
 
 @dataclass
@@ -140,25 +145,10 @@ def read_run(path: str | Path) -> RunInfo:
             return info
         info.config = config
         info.max_steps = config.get("max_steps") if isinstance(config.get("max_steps"), int) else None
-        from .checkpoint import list_checkpoints
-
         info.checkpoints = [p.name for p in list_checkpoints(path)]
-        events = read_metrics(path / METRICS_FILE)
-        status = "new"
-        for event in events:
-            kind = event.get("type")
-            if kind == "step":
-                info.steps = max(info.steps, int(event.get("step", -1)) + 1)
-                if isinstance(event.get("loss"), (int, float)):
-                    info.last_loss = float(event["loss"])
-            elif kind == "eval" and isinstance(event.get("val_loss"), (int, float)):
-                v = float(event["val_loss"])
-                info.best_val_loss = v if info.best_val_loss is None else min(info.best_val_loss, v)
-            elif kind == "start":
-                status = "running"
-            elif kind == "end":
-                status = {"finished": "finished", "stopped": "stopped"}.get(event.get("reason"), "error")
-        info.status = status
+        history = RunHistory.from_events(read_metrics(path / METRICS_FILE), path.name)
+        info.steps, info.last_loss, info.best_val_loss = history.steps_done, history.last_loss, history.best_val_loss
+        info.status = history.status
     except OSError as exc:
         info.status, info.broken = "broken", f"{type(exc).__name__}: {exc}"
     return info

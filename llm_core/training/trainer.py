@@ -5,8 +5,11 @@ One optimizer step = `grad_accum` micro-batches of `batch_size` (per process), t
 the learning rate `lr_at(step) * lr_scale`. A non-finite loss or gradient never reaches the optimizer.
 
 The loop is driven from one thread (`run()` blocks) and controlled from others: `pause()`,
-`resume_training()`, `stop()`, `set_lr_scale()`, `set_beta()` take effect at the next step boundary.
-Every step emits an event to subscribers and to `metrics.jsonl` (schema in docs/ARCHITECTURE.md).
+`resume_training()`, `stop()`, `set_lr_scale()`, `set_tunable()` (the objective's live hyperparameters,
+e.g. DPO's beta) take effect at the next step boundary. Every step emits an event to subscribers and to
+`metrics.jsonl` (schema: `events.py`); the objective's `on_step` hook sees each step and eval
+event and may add alarms through the same public `emit`. The loop knows no stage: everything
+stage-specific is the objective's (`objectives.Objective`) or the registry's (`stages.STAGES`).
 
 Exact resume: a checkpoint holds the weights, AdamW state, the torch RNG state and the data position
 (epoch, index), and nothing else in the loop is random, so a resumed run replays the uninterrupted one.
@@ -14,9 +17,7 @@ Exact resume: a checkpoint holds the weights, AdamW state, the torch RNG state a
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,23 +25,35 @@ from typing import Any, Callable
 import torch
 
 from ..config import to_dict
-from ..data import BatchIterator, collate_lm, evaluation_batches
+from ..data import BatchIterator
 from ..device import autocast, pick_device
 from ..errors import CheckpointError, ConfigError, WorkbenchError
 from ..model import GPT
-from ..tokenizer import Tokenizer, load_tokenizer, save_tokenizer_ref
+from ..tokenizer import Tokenizer
 from . import checkpoint as ckpt
-from .builders import build_datasets, build_model, build_objective, build_tokenizer, model_from_configs
+from .accumulate import accumulate_gradients, to_device
+from .builders import build_objective
 from .config import MODEL_CONFIG_KEY, TrainConfig
+from .control import STATES, LoopControl
 from .distributed import all_reduce_mean, broadcast_from_main, setup_distributed, wrap_model
-from .loading import TOKENIZER_DIR, load_checkpoint
-from .objectives import IGNORE_INDEX
+from .estimate import estimate_run
+from .evaluation import eval_loss, greedy_sample, mean_metric, sample_prompt_ids
+from .events import Event
+from .objectives import Objective
 from .optim import build_optimizer, clip_gradients, layer_grad_norms
-from .runs import CONFIG_FILE, METRICS_FILE, MetricsWriter, make_run_dir, truncate_metrics
+from .runs import METRICS_FILE, MetricsWriter, make_run_dir, prepare_run_dir, truncate_metrics
 from .schedule import lr_at
+from .setup import build_run_parts, load_for_resume
 
-Event = dict[str, Any]
-STATES = ("idle", "running", "paused", "stopping", "finished", "failed")
+__all__ = ["COUNTERS", "STATES", "NonFiniteError", "Trainer"]
+
+
+
+# The loop's counters, all saved in checkpoints: (attribute, type); the val losses may be None.
+COUNTERS: tuple[tuple[str, type], ...] = (
+    ("step", int), ("tokens", int), ("clipped_steps", int), ("nonfinite_in_a_row", int), ("best_val_loss", float),
+    ("last_val_loss", float), ("elapsed", float), ("lr_scale", float),
+)
 
 
 class NonFiniteError(WorkbenchError):
@@ -55,35 +68,18 @@ class Trainer:
         tokenizer: Tokenizer | None = None,
         train_data: Any = None,
         val_data: Any = None,
-        objective: Any = None,
+        objective: Objective | None = None,
         run_dir: str | Path | None = None,
         collate_fn: Callable | None = None,
     ) -> None:
         self.config = config
         self.ctx, self.device = setup_distributed(pick_device(config.device))
-        # --- model and tokenizer -----------------------------------------------------------------
-        init = None
-        if model is None and config.init_from:
-            init = load_checkpoint(config.init_from)
-        if tokenizer is None and (model is None or train_data is None):  # needed to build either
-            tokenizer = build_tokenizer(config, init.tokenizer if init else None)
-        self.tokenizer = tokenizer  # None only for a given model + data: then no samples, no tokenizer/ folder
-        if model is None:
-            model = build_model(config, self.tokenizer, init.model if init else None)
-        self.model: GPT = model.to(self.device)
-        # --- data --------------------------------------------------------------------------------
-        if train_data is None:
-            train_data, built_val, built_collate = build_datasets(
-                config, self.tokenizer, self.model.config.context_length
-            )
-            val_data = val_data if val_data is not None else built_val
-            collate_fn = collate_fn or built_collate
-        if collate_fn is None:
-            pad_id = self.tokenizer.eot_id if self.tokenizer is not None else 0
-            collate_fn = lambda items: collate_lm(items, pad_id)  # noqa: E731
-        self.train_data, self.val_data, self.collate_fn = train_data, val_data, collate_fn
+        # --- model, tokenizer (None only for a given model + data: no samples then), data ----------
+        parts = build_run_parts(config, model, tokenizer, train_data, val_data, collate_fn)
+        self.tokenizer, self.model = parts.tokenizer, parts.model.to(self.device)
+        self.train_data, self.val_data, self.collate_fn = parts.train_data, parts.val_data, parts.collate_fn
         self.batches = BatchIterator(
-            train_data, batch_size=config.batch_size, collate_fn=collate_fn, seed=config.seed,
+            self.train_data, batch_size=config.batch_size, collate_fn=self.collate_fn, seed=config.seed,
             shuffle=True, drop_last=True, rank=self.ctx.rank, world_size=self.ctx.world_size,
         )
         # --- optimisation ------------------------------------------------------------------------
@@ -100,13 +96,8 @@ class Trainer:
         self.last_val_loss: float | None = None
         self.elapsed = 0.0
         self.lr_scale = 1.0
-        # --- control -----------------------------------------------------------------------------
-        self._cond = threading.Condition()
-        self._pause_requested = False
-        self._stop_requested = False
-        self._pending_lr_scale: float | None = None
-        self._pending_beta: float | None = None
-        self._state = "idle"
+        # --- control and events ------------------------------------------------------------------
+        self._control = LoopControl()
         self._subscribers: list[Callable[[Event], None]] = []
         self.history: list[Event] = []
         self.estimates: dict[str, Any] | None = None
@@ -118,35 +109,19 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self._metrics: MetricsWriter | None = None
         if self.ctx.is_main:
-            self._prepare_run_dir()
-        if hasattr(self.objective, "on_step"):  # DPO: its collapse alarms become "alarm" events
-            from ..dpo import attach_collapse_alarms
-
-            attach_collapse_alarms(self)
+            prepare_run_dir(self.run_dir, self._full_config(), self.tokenizer)
 
     # --- Construction from a run folder -----------------------------------------------------------
     @classmethod
-    def resume(cls, run_dir: str | Path, *, train_data: Any = None, val_data: Any = None, objective: Any = None,
+    def resume(cls, run_dir: str | Path, *, train_data: Any = None, val_data: Any = None,
+               objective: Objective | None = None,
                collate_fn: Callable | None = None, **overrides: Any) -> "Trainer":
         """Continue a run from its latest valid checkpoint (e.g. `Trainer.resume(d, max_steps=2000)`).
 
         Model, tokenizer and (unless given) data are rebuilt from the run folder's config.json.
         """
         run_dir = Path(run_dir)
-        config_file = run_dir / CONFIG_FILE
-        config = TrainConfig.from_file(config_file)
-        if overrides:
-            config = config.with_overrides(**overrides)
-
-        model_config = json.loads(config_file.read_text()).get(MODEL_CONFIG_KEY)
-        if not isinstance(model_config, dict):
-            raise ConfigError(f"{config_file}: no {MODEL_CONFIG_KEY}")
-        step_dir = ckpt.latest_checkpoint(run_dir)
-        if step_dir is None:
-            raise CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
-        tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
-        model = model_from_configs(model_config, config)
-        ckpt.load_weights(model, step_dir)
+        config, model, tokenizer, step_dir = load_for_resume(run_dir, **overrides)
         trainer = cls(config, model=model, tokenizer=tokenizer, train_data=train_data, val_data=val_data,
                       objective=objective, run_dir=run_dir, collate_fn=collate_fn)
         trainer.load_state(ckpt.load_trainer_state(step_dir), str(step_dir / ckpt.STATE_FILE))
@@ -154,73 +129,57 @@ class Trainer:
             truncate_metrics(run_dir / METRICS_FILE, trainer.step)
         return trainer
 
-    def _prepare_run_dir(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.clean_temporary(self.run_dir)
+    def _full_config(self) -> dict[str, Any]:
+        """config.json: the TrainConfig plus the resolved model shape."""
+        return {**self.config.to_dict(), MODEL_CONFIG_KEY: to_dict(self.model.config)}
 
-        full = {**self.config.to_dict(), MODEL_CONFIG_KEY: to_dict(self.model.config)}
-        (self.run_dir / CONFIG_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-        if self.tokenizer is not None and not (self.run_dir / TOKENIZER_DIR).is_dir():
-            save_tokenizer_ref(self.tokenizer, self.run_dir / TOKENIZER_DIR)
-
-    # --- Public control (thread-safe) -------------------------------------------------------------
+    # --- Public control (thread-safe; applied at the next step boundary, see control.py) -----------
     @property
     def state(self) -> str:
-        return self._state
-
-    def _set_state(self, state: str) -> None:
-        with self._cond:
-            self._state = state
-            self._cond.notify_all()
+        return self._control.state
 
     def wait_for_state(self, *states: str, timeout: float | None = None) -> bool:
         """Block until the trainer is in one of `states` (True) or `timeout` passes (False)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._state in states, timeout=timeout)
+        return self._control.wait_for_state(*states, timeout=timeout)
 
     def subscribe(self, fn: Callable[[Event], None]) -> None:
         """Call `fn(event)` for every event, in the training thread (keep it quick; buffer in the UI)."""
         self._subscribers.append(fn)
 
     def pause(self) -> None:
-        with self._cond:
-            self._pause_requested = True
-            self._cond.notify_all()
+        self._control.request(pause=True)
 
     def resume_training(self) -> None:
-        with self._cond:
-            self._pause_requested = False
-            self._cond.notify_all()
+        self._control.request(pause=False)
 
     def stop(self) -> None:
         """Finish after the current step, writing a checkpoint."""
-        with self._cond:
-            self._stop_requested = True
-            self._cond.notify_all()
+        self._control.request(stop=True)
 
     def set_lr_scale(self, scale: float) -> None:
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise ConfigError(f"lr_scale: must be a positive number, got {scale!r}")
-        with self._cond:
-            self._pending_lr_scale = float(scale)
+        self._control.request(lr_scale=float(scale))
+
+    def set_tunable(self, name: str, value: float) -> None:
+        """Change one of the objective's live hyperparameters (`objective.tunables()`) at the next step."""
+        if name not in self.objective.tunables():
+            raise ConfigError(f"{name}: the {self.config.stage} objective has no {name}")
+        self._control.request(tunable=(name, self.objective.check_tunable(name, value)))
 
     def set_beta(self, beta: float) -> None:
-        if not hasattr(self.objective, "beta"):
-            raise ConfigError(f"beta: the {self.config.stage} objective has no beta")
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-            raise ConfigError(f"beta: must be a positive number, got {beta!r}")
-        with self._cond:
-            self._pending_beta = float(beta)
+        """DPO's beta: `set_tunable("beta", beta)`."""
+        self.set_tunable("beta", beta)
 
     def estimate(self, measure_steps: int = 2) -> dict[str, Any]:
         """Memory and time estimates (see `estimate.py`); included in the start event."""
-        from .estimate import estimate_run
-
         self.estimates = estimate_run(self, measure_steps)
         return self.estimates
 
     # --- Events -----------------------------------------------------------------------------------
-    def _emit(self, event_type: str, **fields: Any) -> Event:
+    def emit(self, event_type: str, **fields: Any) -> Event:
+        """Record an event: history, metrics.jsonl and subscribers (rank 0). Step and eval events then go
+        to the objective's `on_step` hook, which may emit alarms through this same method."""
         event = {"type": event_type, **fields}
         self.history.append(event)
         if not self.ctx.is_main:
@@ -230,6 +189,8 @@ class Trainer:
         self._metrics.write(event)
         for fn in list(self._subscribers):
             fn(event)
+        if event_type in ("step", "eval"):
+            self.objective.on_step(self, event)
         return event
 
     # --- Checkpoint state -------------------------------------------------------------------------
@@ -240,15 +201,8 @@ class Trainer:
             "data": dict(self.batches.state_dict()),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "step": self.step,
-            "tokens": self.tokens,
-            "clipped_steps": self.clipped_steps,
-            "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "best_val_loss": self.best_val_loss,
-            "last_val_loss": self.last_val_loss,
-            "elapsed": self.elapsed,
-            "lr_scale": self.lr_scale,
-            "beta": float(self.objective.beta) if hasattr(self.objective, "beta") else None,
+            **{name: getattr(self, name) for name, _ in COUNTERS},
+            "objective": self.objective.state_dict(),
         }
 
     def load_state(self, state: dict[str, Any], where: str = "trainer state") -> None:
@@ -258,16 +212,13 @@ class Trainer:
             torch.set_rng_state(state["rng"]["torch"])
             if state["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-            self.step = int(state["step"])
-            self.tokens = int(state["tokens"])
-            self.clipped_steps = int(state["clipped_steps"])
-            self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
-            self.best_val_loss = state["best_val_loss"]
-            self.last_val_loss = state.get("last_val_loss")
-            self.elapsed = float(state["elapsed"])
-            self.lr_scale = float(state["lr_scale"])
-            if state.get("beta") is not None and hasattr(self.objective, "beta"):
-                self.objective.beta = state["beta"]
+            for name, cast in COUNTERS:
+                value = state.get(name) if name == "last_val_loss" else state[name]  # last_val_loss came later
+                setattr(self, name, value if value is None else cast(value))
+            if "objective" in state:
+                self.objective.load_state_dict(state["objective"])
+            elif state.get("beta") is not None and "beta" in self.objective.tunables():
+                self.objective.set_tunable("beta", state["beta"])  # a checkpoint from before the hooks
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{where}: does not match this run ({type(exc).__name__}: {exc})") from None
 
@@ -275,25 +226,24 @@ class Trainer:
         """Write a checkpoint of the current step (rank 0) and prune old ones; emits a checkpoint event."""
         if not self.ctx.is_main:
             return None
-        config = {**self.config.to_dict(), MODEL_CONFIG_KEY: to_dict(self.model.config)}
-        path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), config,
+        path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), self._full_config(),
                                     val_loss=self.last_val_loss)
         ckpt.prune_checkpoints(self.run_dir, self.config.keep_last)
-        self._emit("checkpoint", step=self.step, path=str(path))
+        self.emit("checkpoint", step=self.step, path=str(path))
         return path
 
     # --- Data -------------------------------------------------------------------------------------
     def _next_batch(self) -> dict[str, torch.Tensor]:
         # BatchIterator is endless: it rolls over to the next epoch (a new seeded permutation) by itself.
-        batch = next(self.batches)
-        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return to_device(next(self.batches), self.device)
 
     @property
     def epoch(self) -> int:
         return self.batches.epoch
 
     # --- One optimizer step -----------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's mixed-precision context (bf16 where the device computes it and the config asks)."""
         return autocast(self.device, self.config.bf16)
 
     def _eval_due(self, step: int) -> bool:
@@ -307,22 +257,11 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        losses, extra, n_tokens = [], {}, 0
         started = time.perf_counter()
-        for micro in range(cfg.grad_accum):
-            batch = self._next_batch()
-            # DDP averages gradients across processes on every backward; skip that until the last micro-batch.
-            last = micro == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not self.ctx.enabled else self.ddp_model.no_sync()
-            with sync:
-                with self._autocast():
-                    loss, metrics = self.objective.loss(self.ddp_model, batch)
-                (loss / cfg.grad_accum).backward()
-            losses.append(loss.detach().float())
-            for k, v in metrics.items():
-                extra.setdefault(k, []).append(v)
-            n_tokens += sum(int(v.numel()) for k, v in batch.items() if k.endswith("input_ids"))
-        loss_value = float(all_reduce_mean(torch.stack(losses).mean(), self.ctx))
+        acc = accumulate_gradients(self.objective, self.ddp_model, self._next_batch, cfg.grad_accum, self.autocast,
+                                   self.ddp_model.no_sync if self.ctx.enabled else None)
+        extra, n_tokens = acc.metrics, acc.tokens
+        loss_value = float(all_reduce_mean(torch.stack(acc.losses).mean(), self.ctx))
         layer_norms = layer_grad_norms(self.model) if self._eval_due(step) else None
         clip_now = cfg.clip_during_warmup or step >= cfg.warmup
         grad_norm, clipped = clip_gradients(self._trainable, cfg.max_norm if clip_now else None)
@@ -346,10 +285,9 @@ class Trainer:
         }
         if self.lr_scale != 1.0:
             event["lr_scale"] = self.lr_scale
-        if hasattr(self.objective, "beta"):
-            event["beta"] = float(self.objective.beta)
+        event.update(self.objective.tunables())
         for k, values in extra.items():
-            event.setdefault(k, _mean_metric(values))
+            event.setdefault(k, mean_metric(values))
         if not finite:
             event["skipped"] = True
             what = "loss" if not math.isfinite(loss_value) else "gradient norm"
@@ -357,22 +295,10 @@ class Trainer:
             event["nonfinite"] = f"step {step}: non-finite {what} ({value})"
         return event
 
-    # --- Evaluation -------------------------------------------------------------------------------
-    def _eval_loss(self, dataset: Any) -> tuple[float | None, dict[str, float]]:
-        if dataset is None or len(dataset) == 0:
-            return None, {}
-        batches = evaluation_batches(dataset, self.config.batch_size, self.collate_fn, self.config.eval_batches)
-        losses, extra = [], {}
-        for batch in batches:
-            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with self._autocast():
-                loss, metrics = self.objective.loss(self.model, batch)
-            losses.append(float(loss))
-            for k, v in metrics.items():
-                extra.setdefault(k, []).append(v)
-        if not losses:
-            return None, {}
-        return sum(losses) / len(losses), {k: _mean_metric(v) for k, v in extra.items()}
+    # --- Evaluation (evaluation.py) ---------------------------------------------------------------
+    def _eval_loss(self, dataset: Any) -> tuple[float | None, dict[str, Any]]:
+        return eval_loss(self.objective, self.model, dataset, self.config, self.collate_fn, self.device,
+                         self.autocast)
 
     @torch.no_grad()
     def evaluate(self) -> Event:
@@ -396,45 +322,12 @@ class Trainer:
                 self.best_val_loss = val_loss
         return event
 
-    def sample_prompt_ids(self) -> list[int]:
-        """`sample_prompt` if set; else the start of a validation (or training) example: its prompt part for
-        SFT (tokens before the first labelled position), 16 tokens for pretraining."""
-        if self.config.sample_prompt:
-            return self.tokenizer.encode(self.config.sample_prompt)
-        data = self.val_data if self.val_data is not None and len(self.val_data) else self.train_data
-        item = data[0]
-        prefix = "chosen_" if "chosen_input_ids" in item else ""  # DPO: the prompt of a preference pair
-        ids, labels = item[prefix + "input_ids"], item[prefix + "labels"]
-        if self.config.stage != "pretrain":
-            labelled = (labels != IGNORE_INDEX).nonzero()
-            cut = int(labelled[0]) + 1 if len(labelled) else min(len(ids), 16)
-            return ids[:cut].tolist()
-        return ids[:16].tolist()
-
-    @torch.no_grad()
     def sample(self) -> str:
-        """A short greedy continuation of the sample prompt (no KV cache: a few tokens on a small model)."""
+        """A short greedy continuation of the sample prompt (`evaluation.sample_prompt_ids`), by the Engine."""
         if self.tokenizer is None or self.config.sample_tokens == 0:
             return ""
-        ids = self.sample_prompt_ids()
-        if not ids:
-            return ""
-        was_training = self.model.training
-        self.model.eval()
-        window = self.model.config.context_length
-        idx = torch.tensor([ids], device=self.device)  # (1, T)
-        out: list[int] = []
-        for _ in range(self.config.sample_tokens):
-            with self._autocast():
-                logits = self.model(idx[:, -window:])  # (1, T, V)
-            nxt = int(logits[0, -1].float().argmax())
-            if nxt == self.tokenizer.eot_id:
-                break
-            out.append(nxt)
-            idx = torch.cat([idx, torch.tensor([[nxt]], device=self.device)], dim=1)
-        self.model.train(was_training)
-        valid = [i for i in out if i < self.tokenizer.n_vocab]
-        return self.tokenizer.decode(ids) + self.tokenizer.decode(valid)
+        ids = sample_prompt_ids(self.config, self.tokenizer, self.val_data, self.train_data)
+        return greedy_sample(self.model, self.tokenizer, ids, self.config.sample_tokens)
 
     # --- The loop ---------------------------------------------------------------------------------
     def _start_event(self) -> Event:
@@ -449,21 +342,8 @@ class Trainer:
         }
 
     def _boundary(self) -> bool:
-        """Handle control requests between steps; return True when the run must stop."""
-        with self._cond:
-            while self._pause_requested and not self._stop_requested:
-                if self._state != "paused":
-                    self._state = "paused"
-                    self._cond.notify_all()
-                self._cond.wait()
-            if self._state == "paused":
-                self._state = "running"
-                self._cond.notify_all()
-            if self._pending_lr_scale is not None:
-                self.lr_scale, self._pending_lr_scale = self._pending_lr_scale, None
-            if self._pending_beta is not None:
-                self.objective.beta, self._pending_beta = self._pending_beta, None
-            return self._stop_requested
+        """Apply control requests between steps; True when the run must stop."""
+        return self._control.boundary(lambda scale: setattr(self, "lr_scale", scale), self.objective.set_tunable)
 
     def run(self) -> Event:
         """Train until `max_steps` or a stop request; return the end event. Blocks: call it in a worker thread.
@@ -472,11 +352,11 @@ class Trainer:
         carrying the message (also in `self.error`); unexpected exceptions are re-raised after that.
         """
         cfg = self.config
-        self._set_state("running")
+        self._control.set_state("running")
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         try:
-            self._emit("start", **self._start_event())
+            self.emit("start", **self._start_event())
             stopped = False
             while self.step < cfg.max_steps:
                 if self._boundary():
@@ -484,35 +364,35 @@ class Trainer:
                     break
                 event = self.train_step()
                 if event.get("skipped"):
-                    self._emit("alarm", kind="nonfinite", step=event["step"], message=event["nonfinite"])
+                    self.emit("alarm", kind="nonfinite", step=event["step"], message=event["nonfinite"])
                     if cfg.nonfinite == "stop" or self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
-                        self._emit("step", **event)
+                        self.emit("step", **event)
                         latest = ckpt.latest_checkpoint(self.run_dir)
                         suffix = f"; latest good checkpoint: {latest.name}" if latest else "; no checkpoint yet"
                         runs_of = f" ({self.nonfinite_in_a_row} in a row)" if cfg.nonfinite == "skip" else ""
                         raise NonFiniteError(f"{event['nonfinite']}{runs_of}: stopped before the update{suffix}")
                 if (event["step"] % cfg.log_every == 0) or event.get("skipped") or self._eval_due(event["step"]):
-                    self._emit("step", **event)
+                    self.emit("step", **event)
                 if self._eval_due(event["step"]):
-                    self._emit("eval", **self.evaluate())
+                    self.emit("eval", **self.evaluate())
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
                     self._checkpoint_or_alarm()
-            self._set_state("stopping")
+            self._control.set_state("stopping")
             self._checkpoint_or_alarm()
             reason = "stopped" if stopped else "finished"
-            end = self._emit("end", reason=reason, step=self.step,
+            end = self.emit("end", reason=reason, step=self.step,
                              message=f"{reason} at step {self.step} of {cfg.max_steps}")
-            self._set_state("finished")
+            self._control.set_state("finished")
             return end
         except WorkbenchError as exc:
             self.error = str(exc)
-            end = self._emit("end", reason="error", step=self.step, message=self.error)
-            self._set_state("failed")
+            end = self.emit("end", reason="error", step=self.step, message=self.error)
+            self._control.set_state("failed")
             return end
         except BaseException as exc:
             self.error = f"{type(exc).__name__}: {exc}"
-            self._emit("end", reason="error", step=self.step, message=self.error)
-            self._set_state("failed")
+            self.emit("end", reason="error", step=self.step, message=self.error)
+            self._control.set_state("failed")
             raise
         finally:
             if self._metrics is not None:
@@ -521,7 +401,7 @@ class Trainer:
 
     def _checkpoint_or_alarm(self) -> None:
         if not ckpt.weights_are_finite(self.model):
-            self._emit("alarm", kind="nonfinite_weights", step=self.step,
+            self.emit("alarm", kind="nonfinite_weights", step=self.step,
                        message=f"step {self.step}: model weights are non-finite; checkpoint not written")
             return
         if (self.run_dir / ckpt.CHECKPOINTS / ckpt.step_dir_name(self.step)).is_dir():
@@ -531,12 +411,3 @@ class Trainer:
 
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-def _mean_metric(values: list[Any]) -> Any:
-    """Average per-micro-batch metrics (numbers, or equal-length lists such as expert loads)."""
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return sum(values) / len(values)
-    if all(isinstance(v, (list, tuple)) for v in values) and len({len(v) for v in values}) == 1:
-        return [sum(col) / len(col) for col in zip(*values)]
-    return values[-1]

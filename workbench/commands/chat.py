@@ -1,36 +1,23 @@
-"""`workbench chat` (line-based chat through stdin/stdout) and `workbench eval` (accuracy vs inference cost).
+"""`workbench chat`: line-based chat through stdin/stdout, a loop over `llm_core.Conversation.reply`.
 
-chat: one prompt per input line; blank lines are skipped. Modes: greedy, sample, cot (chain of thought:
-reasoning and extracted answer shown separately), vote (majority vote over N chain-of-thought samples).
-A prompt longer than the model's context is left-truncated (chat opts in) and a note says so.
-
-eval: on the default experiment's held-out problems, accuracy and tokens generated per question for
-direct answers, chain of thought, and majority vote with chain of thought at N = 1, 4, 8, 16.
+One prompt per input line; blank lines are skipped; each line is a new single-turn conversation. Modes
+(defined in `llm_core.engine.conversation`): greedy, sample, cot (chain of thought: reasoning and extracted
+answer shown separately), vote (majority vote over N chain-of-thought samples). A prompt longer than the
+model's context is left-truncated (chat opts in) and a note says so.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from llm_core.engine import RESPONSE_STOPS, Engine
-from llm_core.engine.reasoning import VoteResult, experiment_prompt
-from llm_core.engine.sampling import validate_sampling
+from llm_core.engine import MODES, ChatOptions, Conversation, Engine, Turn
+from llm_core.engine.reasoning import VoteResult
 from llm_core.errors import DataError, GenerationError
+from llm_core.training import load_checkpoint
 
-MODES = ("greedy", "sample", "cot", "vote")
-EVAL_RESULTS = "evaluation.json"  # written into the evaluated checkpoint's step folder
-
-
-def _load(checkpoint: Path) -> Any:
-    try:
-        from llm_core import load_checkpoint  # type: ignore[attr-defined]
-    except ImportError:
-        from llm_core.training.loading import load_checkpoint
-    return load_checkpoint(checkpoint)
+_load = load_checkpoint  # the tests replace it with a tiny in-memory checkpoint
 
 
 def _format_tally(result: VoteResult) -> str:
@@ -43,39 +30,25 @@ def _format_tally(result: VoteResult) -> str:
     )
 
 
-def _chat_line(engine: Engine, line: str, mode: str, opts: dict[str, Any]) -> None:
-    ctx = engine.context_length
-    if mode in ("cot", "vote"):
-        prompt = experiment_prompt(line, "cot")
-    else:
-        from llm_core.formatting import format_prompt
-
-        prompt = format_prompt(line)
-    n_tokens = len(engine.tokenizer.encode(prompt))
+def _chat_line(chat: Conversation, line: str, options: ChatOptions) -> None:
+    ctx = chat.engine.context_length
+    n_tokens = len(chat.engine.tokenizer.encode(chat.prompt_text(line, options.mode)))
     if n_tokens > ctx:
         typer.echo(f"note: prompt is {n_tokens} tokens, longer than the context {ctx}; keeping the last {ctx}")
-    sampling = dict(top_k=opts["top_k"], top_p=opts["top_p"], seed=opts["seed"], truncate=True)
-    if mode == "vote":
-        result = engine.majority_vote(
-            prompt, opts["n"], temperature=opts["temperature"], max_new_tokens=opts["max_new_tokens"], **sampling
-        )
-        typer.echo(_format_tally(result))
-        return
-    temperature = opts["temperature"] if mode == "sample" else 0.0
-    pieces = engine.stream(
-        prompt, max_new_tokens=opts["max_new_tokens"], temperature=temperature, stop=RESPONSE_STOPS, **sampling
-    )
-    if mode == "cot":
-        from llm_core.engine.reasoning import split_answer
+    streaming = options.mode in ("greedy", "sample")
 
-        answer = split_answer("".join(pieces))
-        typer.echo(f"reasoning:\n{answer.reasoning or '(none)'}")
-        typer.echo(f"answer: {answer.answer if answer.answer is not None else '(no answer found)'}")
-        return
-    for piece in pieces:
+    def write(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
-    sys.stdout.write("\n")
+
+    turn: Turn = chat.reply(line, options, on_text=write if streaming else None)
+    if options.mode == "vote":
+        typer.echo(_format_tally(turn.vote))
+    elif options.mode == "cot":
+        typer.echo(f"reasoning:\n{turn.reasoning or '(none)'}")
+        typer.echo(f"answer: {turn.final if turn.final is not None else '(no answer found)'}")
+    else:
+        sys.stdout.write("\n")
 
 
 def chat(
@@ -95,10 +68,12 @@ def chat(
         raise GenerationError(f"--n: must be >= 1, got {n}")
     if max_new_tokens < 1:
         raise GenerationError(f"--max-new-tokens: must be >= 1, got {max_new_tokens}")
+    options = ChatOptions(mode=mode, temperature=temperature, top_k=top_k, top_p=top_p, n=n,
+                          max_new_tokens=max_new_tokens, seed=seed)  # validated before the checkpoint loads
     loaded = _load(checkpoint)
-    validate_sampling(temperature, top_k, top_p, loaded.model.config.vocab_size)
     engine = Engine(loaded.model, loaded.tokenizer)
-    opts = dict(n=n, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    # The engine's own left truncation (the last context-length tokens), no per-token view: a plain pipe.
+    chat = Conversation(engine, leave_room=False, token_view=False)
     interactive = sys.stdin.isatty()
     if interactive:
         typer.echo(f"{loaded.path} (step {loaded.step}), mode {mode}; Ctrl-D to quit")
@@ -113,96 +88,11 @@ def chat(
         if not line:
             continue
         try:
-            _chat_line(engine, line, mode, opts)
+            _chat_line(chat, line, options)
         except (GenerationError, DataError) as exc:  # one bad line does not end a scripted session
             typer.secho(f"error: {exc}", fg="red", err=True)
-        engine.reset()  # each line is a new single-turn conversation
-
-
-def _load_eval(path: Path, limit: int | None) -> list[dict[str, Any]]:
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (build the default experiment first)") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(entries, list) or not entries:
-        raise DataError(f"{path}: expected a non-empty list of problems")
-    for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not isinstance(e.get("question"), str) or not isinstance(e.get("answer"), int):
-            raise DataError(f"{path}: entry {i} needs 'question' (string) and 'answer' (integer)")
-    return entries[:limit] if limit else entries
-
-
-def vote_credit(result: VoteResult, truth: int) -> float:
-    """1 for a correct winner; a tie containing the truth earns 1/len(tied) (a random tie-break's expectation)."""
-    winners = result.winners
-    return (1.0 / len(winners)) if truth in winners else 0.0
-
-
-def evaluate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
-    limit: int = typer.Option(None, "--limit", help="Only the first N problems."),
-    data: Path = typer.Option(None, "--data", help="eval.json (default: data/arith/eval.json)."),
-    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature for the votes."),
-    ns: str = typer.Option("1,4,8,16", "--n", help="Vote sizes, comma separated."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token budget per sample."),
-    seed: int = typer.Option(0, "--seed", help="Base seed (question q uses seed + q)."),
-) -> None:
-    """Accuracy of direct answers, chain of thought and majority vote (N = 1, 4, 8, 16) with their token cost."""
-    from llm_core.experiment import default_paths
-
-    try:
-        vote_sizes = [int(x) for x in ns.split(",") if x.strip()]
-    except ValueError:
-        raise GenerationError(f"--n: expected comma-separated integers, got {ns!r}") from None
-    if not vote_sizes or min(vote_sizes) < 1:
-        raise GenerationError(f"--n: vote sizes must be >= 1, got {ns!r}")
-    if limit is not None and limit < 1:
-        raise GenerationError(f"--limit: must be >= 1, got {limit}")
-    validate_sampling(temperature, None, None, 1)
-    entries = _load_eval(data or default_paths()["eval"], limit)
-    loaded = _load(checkpoint)
-    engine = Engine(loaded.model, loaded.tokenizer)
-    rows = {"direct": [0.0, 0, 0], "cot": [0.0, 0, 0], **{f"vote{n}": [0.0, 0, 0] for n in vote_sizes}}
-    for q, entry in enumerate(entries):
-        question, truth = entry["question"], entry["answer"]
-        for mode in ("direct", "cot"):
-            r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, truncate=True)
-            rows[mode][0] += float(r.answer == truth)
-            rows[mode][1] += r.tokens
-        for n in vote_sizes:
-            v = engine.majority_vote(
-                experiment_prompt(question, "cot"), n, temperature=temperature,
-                max_new_tokens=max_new_tokens, seed=seed + q, truncate=True,
-            )
-            rows[f"vote{n}"][0] += vote_credit(v, truth)
-            rows[f"vote{n}"][1] += engine.last_stats.new_tokens
-            rows[f"vote{n}"][2] += v.saved
-        if (q + 1) % 10 == 0 or q + 1 == len(entries):
-            typer.echo(f"  {q + 1}/{len(entries)} problems", err=True)
-    total = len(entries)
-    typer.echo(f"{loaded.path} (step {loaded.step}), {total} problems, vote temperature {temperature}")
-    typer.echo(f"{'method':<28}{'N':>4}{'accuracy':>10}{'tokens/question':>17}{'saved/question':>16}")
-    labels = {"direct": ("direct answer (greedy)", 1), "cot": ("chain of thought (greedy)", 1)}
-    labels.update({f"vote{n}": ("majority vote (CoT)", n) for n in vote_sizes})
-    table = []
-    for key, (acc, tokens, saved) in rows.items():
-        name, n = labels[key]
-        saved_text = f"{saved / total:.1f}" if key.startswith("vote") else "-"
-        typer.echo(f"{name:<28}{n:>4}{acc / total:>10.1%}{tokens / total:>17.1f}{saved_text:>16}")
-        table.append({"method": name, "n": n, "accuracy": acc / total, "tokens_per_question": tokens / total,
-                      "saved_per_question": saved / total if key.startswith("vote") else None})
-    # Next to the checkpoint, so `workbench report` and the TUI's runs list can show the table.
-    result = {"checkpoint": str(loaded.path), "step": loaded.step, "problems": total, "temperature": temperature,
-              "max_new_tokens": max_new_tokens, "seed": seed, "rows": table}
-    target = loaded.path / EVAL_RESULTS
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(target)
-    typer.echo(f"written: {target}")
+        chat.reset()  # each line is a new single-turn conversation
 
 
 def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
-    app.command("eval")(evaluate)

@@ -10,7 +10,6 @@ log-probs) and the collapse alarms.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +19,7 @@ from rich.console import Console
 from llm_core.config import parse_overrides
 from llm_core.dpo import dpo_config
 from llm_core.errors import ConfigError, WorkbenchError
+from llm_core.io import read_json_object
 from llm_core.training import TrainConfig, Trainer
 
 from .train import _print_estimates, run_to_end
@@ -27,14 +27,7 @@ from .train import _print_estimates, run_to_end
 
 def _read_json_object(path: Path) -> dict[str, Any]:
     """The keys a JSON config file sets (only those: the rest keep the DPO recipe's values)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object of TrainConfig keys")
+    data = read_json_object(path, ConfigError, expected="a JSON object of TrainConfig keys")
     data.pop("model_config", None)  # a run's config.json also records the model shape
     return data
 

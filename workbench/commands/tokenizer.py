@@ -7,22 +7,14 @@ import typer
 
 from llm_core.bpe import DEFAULT_PATTERN, EOT_TOKEN, save_bpe, train_bpe
 from llm_core.errors import DataError
+from llm_core.io import read_text_file
 from llm_core.tokenizer import load_tokenizer
 
 tokenizer_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
 
 
 def _read_texts(files: list[Path]) -> list[str]:
-    texts = []
-    for path in files:
-        try:
-            texts.append(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{path}: file not found") from None
-        except IsADirectoryError:
-            raise DataError(f"{path}: is a folder, expected a text file") from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    texts = [read_text_file(path, DataError) for path in files]
     if not any(t.strip() for t in texts):
         raise DataError(f"{', '.join(map(str, files))}: no text to train on (empty input)")
     return texts

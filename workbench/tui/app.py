@@ -346,7 +346,7 @@ class WorkbenchApp(App):
 
     @work(thread=True, group="export")
     def _export(self, checkpoint: Path, hf: Path | None, adapters: Path | None) -> None:
-        from workbench.commands.export import export_checkpoint
+        from llm_core.export import export_checkpoint
 
         try:
             message, severity = export_checkpoint(checkpoint, hf, adapters), "information"

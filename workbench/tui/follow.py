@@ -7,11 +7,12 @@ follow a run training in another process (`workbench train` in tmux over ssh) th
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+from llm_core.training.events import parse_event
 
 
 class EventBuffer:
@@ -62,13 +63,9 @@ class MetricsFollower:
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                event = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            event = parse_event(line)
+            if event is None:
                 self.corrupt += 1
-                continue
-            if isinstance(event, dict):
-                events.append(event)
             else:
-                self.corrupt += 1
+                events.append(event)
         return events

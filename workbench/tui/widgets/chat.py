@@ -20,11 +20,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Collapsible, Input, Label, Select, Static
 
-from llm_core.engine import Engine
+from llm_core.engine import MODES, ChatOptions, Conversation, Engine, Turn
 from llm_core.errors import WorkbenchError
 from llm_core.training import load_checkpoint
 
-from ..conversation import MODES, ChatOptions, Conversation, Turn
 from .token_view import TokenPanel
 
 CHAT_COMMANDS = [

@@ -2,7 +2,7 @@
 (probable), with the probability and log-probability of the token under the mouse or the keyboard cursor.
 
 p is the probability the model gave the token it produced, after the turn's sampling settings
-(temperature / top-k / top-p), at that position of the answer (workbench.tui.conversation). The layout
+(temperature / top-k / top-p), at that position of the answer (llm_core.engine.conversation). The layout
 is our own word-wrap on token boundaries, so the cell under the mouse maps back to exactly one token.
 """
 from __future__ import annotations

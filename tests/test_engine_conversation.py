@@ -1,4 +1,5 @@
-"""The chat pane's headless conversation: multi-turn cache reuse, regenerate, cancel, vote, token view."""
+"""The headless conversation (chat pane and `workbench chat`): multi-turn cache reuse, regenerate, cancel,
+vote, token view."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,7 @@ import torch
 
 from engine_fakes import ByteTokenizer, tiny_model
 from llm_core import Engine, WorkbenchError
-from workbench.tui.conversation import ChatOptions, Conversation
+from llm_core.engine import ChatOptions, Conversation
 
 
 def conversation(eot_after: int | None = None) -> Conversation:
@@ -86,3 +87,23 @@ def test_empty_message_and_regenerate_without_history_are_refused() -> None:
         chat.reply("   ", ChatOptions())
     with pytest.raises(WorkbenchError, match="nothing to regenerate"):
         chat.regenerate(ChatOptions())
+
+
+def test_vote_at_temperature_zero_is_greedy_not_replaced_by_a_default() -> None:
+    """temperature 0 is a value, not "unset": every vote sample is the greedy answer."""
+    chat = conversation()
+    turn = chat.reply("2 + 3?", ChatOptions(mode="vote", n=3, temperature=0.0, max_new_tokens=6, seed=3,))
+    greedy = conversation().reply("2 + 3?", ChatOptions(mode="cot", max_new_tokens=6))
+    assert {s.text for s in turn.vote.samples} == {greedy.answer}
+    assert ChatOptions(mode="sample", temperature=0.0).decoding_temperature == 0.0
+    assert ChatOptions(mode="cot", temperature=0.9).decoding_temperature == 0.0
+
+
+def test_chat_cli_and_tui_share_one_conversation_and_modes() -> None:
+    import llm_core
+    from llm_core.engine import MODES
+    from workbench.commands import chat as chat_cmd
+    from workbench.tui.widgets import chat as chat_widget
+
+    assert chat_cmd.Conversation is chat_widget.Conversation is llm_core.Conversation
+    assert chat_cmd.MODES is chat_widget.MODES is MODES

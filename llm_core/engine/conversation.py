@@ -1,4 +1,5 @@
-"""`Conversation`: multi-turn chat over one checkpoint, headless (the chat pane and tests drive it).
+"""`Conversation`: multi-turn chat over one checkpoint, headless (the TUI's chat pane, `workbench chat` and
+the tests drive it). The chat modes and what each means (prompt cue, temperature) are defined only here.
 
 Turns are Alpaca prompts chained by token ids: the next prompt is the previous conversation's exact tokens
 (prompt, answer, end-of-text) followed by the new prompt, so the engine reuses its KV cache instead of
@@ -17,16 +18,23 @@ from typing import Any, Callable
 
 import torch
 
-from llm_core.engine import RESPONSE_STOPS, Engine, StopStringFilter, Utf8Stream, VoteResult, split_answer
-from llm_core.errors import GenerationError
-from llm_core.experiment import make_instruction
-from llm_core.formatting import format_prompt
+from ..errors import GenerationError
+from ..experiment import make_instruction
+from ..formatting import format_prompt
+from .engine import RESPONSE_STOPS, Engine
+from .params import SamplingParams
+from .reasoning import VoteResult, split_answer
+from .streaming import TextStream
 
+# greedy: temperature 0; sample: the options' temperature / top-k / top-p; cot: greedy after the default
+# experiment's chain-of-thought cue; vote: N sampled chains of thought, majority answer.
 MODES = ("greedy", "sample", "cot", "vote")
 
 
 @dataclass
 class ChatOptions:
+    """How to answer one message (validated on construction)."""
+
     mode: str = "greedy"
     temperature: float = 0.8
     top_k: int | None = None
@@ -38,12 +46,22 @@ class ChatOptions:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise GenerationError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not self.temperature >= 0:
-            raise GenerationError(f"temperature: must be >= 0, got {self.temperature!r}")
+        SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed)
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise GenerationError(f"n: must be an integer >= 1, got {self.n!r}")
         if self.max_new_tokens < 1:
             raise GenerationError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens!r}")
+
+    @property
+    def decoding_temperature(self) -> float:
+        """The temperature the mode decodes at: sample and vote use the options', greedy and cot 0."""
+        return self.temperature if self.mode in ("sample", "vote") else 0.0
+
+    def sampling(self, turn: int = 0) -> SamplingParams:
+        """The engine's settings for the `turn`-th answer of a conversation (each turn its own seed); prompts
+        that outgrow the context keep their last tokens."""
+        return SamplingParams(temperature=self.decoding_temperature, top_k=self.top_k, top_p=self.top_p,
+                              seed=self.seed + turn, truncate=True)
 
 
 @dataclass
@@ -67,15 +85,22 @@ class Turn:
 
 
 class Conversation:
-    def __init__(self, engine: Engine, name: str = "") -> None:
+    """Multi-turn chat over one Engine. `leave_room=False` keeps the engine's own left truncation (the last
+    context-length prompt tokens) instead of cutting the prompt so that the answer fits; `token_view=False`
+    skips the per-token probabilities (one extra forward pass per answer)."""
+
+    def __init__(self, engine: Engine, name: str = "", leave_room: bool = True, token_view: bool = True) -> None:
         self.engine = engine
         self.name = name
+        self.leave_room = leave_room
+        self.token_view = token_view
         self.turns: list[Turn] = []
         self._history: list[int] = []  # token ids of the finished turns (what the next prompt extends)
         self._histories: list[list[int]] = []  # history before each turn (for regenerate)
 
     # --- prompts --------------------------------------------------------------------------------------
     def prompt_text(self, user: str, mode: str) -> str:
+        """The Alpaca prompt of one message: with the chain-of-thought cue in the cot and vote modes."""
         instruction = make_instruction(user, "cot") if mode in ("cot", "vote") else user
         return format_prompt(instruction)
 
@@ -84,6 +109,8 @@ class Conversation:
 
     def _fit(self, ids: list[int], options: ChatOptions) -> list[int]:
         """Keep the conversation within the context, leaving room to answer (older turns drop first)."""
+        if not self.leave_room:
+            return ids
         room = max(self.engine.context_length - min(options.max_new_tokens, self.engine.context_length // 2), 1)
         return ids[-room:] if len(ids) > room else ids
 
@@ -108,48 +135,29 @@ class Conversation:
             split = split_answer(turn.answer)
             turn.reasoning, turn.final = split.reasoning, split.answer
         self.turns.append(turn)
-        turn.token_probs = self.token_probabilities(ids, turn.answer_ids)
+        if self.token_view:
+            turn.token_probs = self.token_probabilities(ids, turn.answer_ids)
         return turn
 
     def _stream(self, turn: Turn, ids: list[int], o: ChatOptions, cancel: threading.Event,
                 on_text: Callable[[str], None]) -> None:
-        temperature = o.temperature if o.mode == "sample" else 0.0
-        seed = o.seed + len(self.turns)
-        tokens = self.engine.stream_ids(ids, o.max_new_tokens, temperature=temperature, top_k=o.top_k,
-                                        top_p=o.top_p, seed=seed, truncate=True)
-        utf8, stops = Utf8Stream(), StopStringFilter(RESPONSE_STOPS)
+        tokens = self.engine.stream_ids(ids, o.max_new_tokens, o.sampling(len(self.turns)))
+        text = TextStream(tokens, self.engine.tokenizer.decode_bytes, RESPONSE_STOPS, cancel)
         pieces: list[str] = []
-        try:
-            for tok in tokens:
-                turn.answer_ids.append(tok)
-                piece = stops.feed(utf8.feed(self.engine.tokenizer.decode_bytes([tok])))
-                if piece:
-                    pieces.append(piece)
-                    on_text(piece)
-                if stops.stopped:
-                    break
-                if cancel.is_set():
-                    turn.cancelled = True
-                    break
-            tail = stops.feed(utf8.flush()) + stops.flush()
-            if tail:
-                pieces.append(tail)
-                on_text(tail)
-        finally:
-            tokens.close()
+        for piece in text:
+            pieces.append(piece)
+            on_text(piece)
         stats = self.engine.last_stats
-        turn.answer = "".join(pieces)
+        turn.answer, turn.answer_ids, turn.cancelled = "".join(pieces), text.ids, text.cancelled
         turn.new_tokens, turn.reused_tokens = len(turn.answer_ids), stats.reused_tokens
-        if stats.stop_reason == "eot" and not stops.stopped and not turn.cancelled:
+        if stats.stop_reason == "eot" and not text.stopped and not turn.cancelled:
             self._history = self.engine.conversation_ids  # exact tokens: the next turn reuses the cache
         else:
             self._history = ids + self.engine.tokenizer.encode(turn.answer) + [self.engine.tokenizer.eot_id]
 
     def _vote(self, turn: Turn, ids: list[int], o: ChatOptions, on_text: Callable[[str], None]) -> None:
-        prompt = self.engine.tokenizer.decode(ids)
-        result = self.engine.majority_vote(prompt, o.n, temperature=o.temperature or 0.8, top_k=o.top_k,
-                                           top_p=o.top_p, max_new_tokens=o.max_new_tokens,
-                                           seed=o.seed + len(self.turns), truncate=True)
+        params = o.sampling(len(self.turns)).replace(stop=RESPONSE_STOPS)
+        result = self.engine.majority_vote(ids, o.n, o.max_new_tokens, params)
         turn.vote, turn.final = result, result.answer
         winner = next((s for s in result.samples if result.answer is not None and s.answer == result.answer),
                       result.samples[0] if result.samples else None)

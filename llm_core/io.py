@@ -1,0 +1,44 @@
+"""Reading the project's small files with one-line errors: UTF-8 text and JSON objects.
+
+Every user-facing file read (configs, manifests, tokenizer and adapter metadata, datasets, tokenizer
+training text) goes through these two functions, so a missing, undecodable or malformed file is reported
+the same way everywhere: one line naming the file and the problem, as the caller's error class.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, DataError, WorkbenchError
+
+
+def read_text_file(path: str | Path, error: type[WorkbenchError] = DataError, expected: str = "a text file",
+                   missing: str = "file not found") -> str:
+    """The UTF-8 text of `path`; `error(...)` with one line when it is missing, a folder or not UTF-8."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, expected {expected}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def read_json_object(path: str | Path, error: type[WorkbenchError] = ConfigError, expected: str = "a JSON object",
+                     missing: str = "file not found", invalid: str = "not valid JSON") -> dict[str, Any]:
+    """The JSON object in `path`; `error(...)` with one line when the file is missing or unreadable, is not
+    JSON (`invalid`, with the parser's position), or holds something other than an object (`expected`)."""
+    path = Path(path)
+    text = read_text_file(path, error, "a JSON file", missing)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: {invalid} ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {expected}")
+    return data

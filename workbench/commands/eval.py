@@ -1,0 +1,108 @@
+"""`workbench eval`: accuracy against inference cost on the default experiment's held-out problems.
+
+Direct answers and chain of thought (greedy), and majority vote with chain of thought at N = 1, 4, 8, 16
+(self-consistency, Wang et al., 2022), each with the tokens generated per question. The table is printed
+and saved as `evaluation.json` in the evaluated checkpoint (read by `workbench report` and the runs list).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from llm_core.engine import RESPONSE_STOPS, Engine, SamplingParams
+from llm_core.engine.reasoning import VoteResult, experiment_prompt
+from llm_core.errors import DataError, GenerationError
+from llm_core.training import load_checkpoint
+
+EVAL_RESULTS = "evaluation.json"  # written into the evaluated checkpoint's step folder
+_load = load_checkpoint  # the tests replace it with a tiny in-memory checkpoint
+
+
+def _load_eval(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (build the default experiment first)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{path}: expected a non-empty list of problems")
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("question"), str) or not isinstance(e.get("answer"), int):
+            raise DataError(f"{path}: entry {i} needs 'question' (string) and 'answer' (integer)")
+    return entries[:limit] if limit else entries
+
+
+def vote_credit(result: VoteResult, truth: int) -> float:
+    """1 for a correct winner; a tie containing the truth earns 1/len(tied) (a random tie-break's expectation)."""
+    winners = result.winners
+    return (1.0 / len(winners)) if truth in winners else 0.0
+
+
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N problems."),
+    data: Path = typer.Option(None, "--data", help="eval.json (default: data/arith/eval.json)."),
+    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature for the votes."),
+    ns: str = typer.Option("1,4,8,16", "--n", help="Vote sizes, comma separated."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token budget per sample."),
+    seed: int = typer.Option(0, "--seed", help="Base seed (question q uses seed + q)."),
+) -> None:
+    """Accuracy of direct answers, chain of thought and majority vote (N = 1, 4, 8, 16) with their token cost."""
+    from llm_core.experiment import default_paths
+
+    try:
+        vote_sizes = [int(x) for x in ns.split(",") if x.strip()]
+    except ValueError:
+        raise GenerationError(f"--n: expected comma-separated integers, got {ns!r}") from None
+    if not vote_sizes or min(vote_sizes) < 1:
+        raise GenerationError(f"--n: vote sizes must be >= 1, got {ns!r}")
+    if limit is not None and limit < 1:
+        raise GenerationError(f"--limit: must be >= 1, got {limit}")
+    greedy = SamplingParams(stop=RESPONSE_STOPS, truncate=True)
+    votes = SamplingParams(temperature=temperature, stop=RESPONSE_STOPS, truncate=True)  # seeded per question
+    entries = _load_eval(data or default_paths()["eval"], limit)
+    loaded = _load(checkpoint)
+    engine = Engine(loaded.model, loaded.tokenizer)
+    rows = {"direct": [0.0, 0, 0], "cot": [0.0, 0, 0], **{f"vote{n}": [0.0, 0, 0] for n in vote_sizes}}
+    for q, entry in enumerate(entries):
+        question, truth = entry["question"], entry["answer"]
+        for mode in ("direct", "cot"):
+            r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, params=greedy)
+            rows[mode][0] += float(r.answer == truth)
+            rows[mode][1] += r.tokens
+        for n in vote_sizes:
+            v = engine.majority_vote(experiment_prompt(question, "cot"), n, max_new_tokens,
+                                     votes.replace(seed=seed + q))
+            rows[f"vote{n}"][0] += vote_credit(v, truth)
+            rows[f"vote{n}"][1] += engine.last_stats.new_tokens
+            rows[f"vote{n}"][2] += v.saved
+        if (q + 1) % 10 == 0 or q + 1 == len(entries):
+            typer.echo(f"  {q + 1}/{len(entries)} problems", err=True)
+    total = len(entries)
+    typer.echo(f"{loaded.path} (step {loaded.step}), {total} problems, vote temperature {temperature}")
+    typer.echo(f"{'method':<28}{'N':>4}{'accuracy':>10}{'tokens/question':>17}{'saved/question':>16}")
+    labels = {"direct": ("direct answer (greedy)", 1), "cot": ("chain of thought (greedy)", 1)}
+    labels.update({f"vote{n}": ("majority vote (CoT)", n) for n in vote_sizes})
+    table = []
+    for key, (acc, tokens, saved) in rows.items():
+        name, n = labels[key]
+        saved_text = f"{saved / total:.1f}" if key.startswith("vote") else "-"
+        typer.echo(f"{name:<28}{n:>4}{acc / total:>10.1%}{tokens / total:>17.1f}{saved_text:>16}")
+        table.append({"method": name, "n": n, "accuracy": acc / total, "tokens_per_question": tokens / total,
+                      "saved_per_question": saved / total if key.startswith("vote") else None})
+    # Next to the checkpoint, so `workbench report` and the TUI's runs list can show the table.
+    result = {"checkpoint": str(loaded.path), "step": loaded.step, "problems": total, "temperature": temperature,
+              "max_new_tokens": max_new_tokens, "seed": seed, "rows": table}
+    target = loaded.path / EVAL_RESULTS
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(target)
+    typer.echo(f"written: {target}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate)
