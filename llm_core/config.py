@@ -73,8 +73,22 @@ def _parse_scalar(text: str, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: cannot parse {text!r} as {tp}")
 
 
+def _field_of(where: str) -> str | None:
+    """'TrainConfig.peak_lr' -> 'peak_lr' (the field a type error is about), or None."""
+    return where.rsplit(".", 1)[1] if "." in where else None
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     """Accept JSON values of the right type (ints for floats are fine); raise ConfigError otherwise."""
+    try:
+        return _check_type_inner(value, tp, where)
+    except ConfigError as exc:
+        if exc.field is None:
+            exc.field = _field_of(where)
+        raise
+
+
+def _check_type_inner(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):

@@ -11,7 +11,12 @@ class WorkbenchError(ValueError):
 
 
 class ConfigError(WorkbenchError):
-    """An invalid or unknown configuration key or value."""
+    """An invalid or unknown configuration key or value. `field` names the offending field when there is
+    one, so a form can show the message next to it without parsing the text."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class DataError(WorkbenchError):

@@ -104,3 +104,11 @@ def test_plot_bad_input_is_one_line_error(tmp_path, args, needle) -> None:
     out = CliRunner().invoke(app, ["plot", *args])
     assert out.exit_code != 0 and isinstance(out.exception, WorkbenchError)
     assert needle in str(out.exception) and "\n" not in str(out.exception)
+
+
+def test_eta_is_the_start_estimate_until_steps_give_a_pace() -> None:
+    run = RunSeries.from_events([{"type": "start", "total_steps": 100, "estimates": {"remaining_seconds": 360.0}}])
+    assert run.eta_seconds() == 360.0  # shown in the status line before the first step
+    run.add({"type": "step", "step": 9, "loss": 1.0, "elapsed": 20.0})
+    run.start_step = 0
+    assert run.eta_seconds() == pytest.approx(20.0 / 10 * 90)  # then the measured pace: 2 s a step, 90 left

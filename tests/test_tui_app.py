@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from textual.widgets import Collapsible, DataTable, Input, OptionList, Select
+from textual.widgets import Collapsible, DataTable, Input, OptionList, Select, Switch
 
 from training_helpers import tiny_config
 from tui_helpers import trained_run, until
@@ -12,6 +12,7 @@ from workbench.tui.app import make_app
 from workbench.tui.commands import WorkbenchCommands
 from workbench.tui.widgets.chat import ChatColumn, ChatPane
 from workbench.tui.widgets.checkpoint_picker import CheckpointPicker
+from workbench.tui.widgets.confirm import Confirm
 from workbench.tui.widgets.plot import MetricPlot
 
 SIZE = (110, 34)
@@ -24,7 +25,7 @@ def long_run(tmp_path):
 async def test_start_plots_pause_resume_stop_writes_checkpoint(tmp_path) -> None:
     app = make_app(tmp_path / "runs", long_run(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("s")
+        await pilot.press("1", "ctrl+s")
         assert app.panel == "dashboard"
         await until(pilot, lambda: app.live is not None and len(app.live.steps) >= 5, "steps in the plots")
         plots = list(app.query(MetricPlot))
@@ -36,6 +37,8 @@ async def test_start_plots_pause_resume_stop_writes_checkpoint(tmp_path) -> None
         await pilot.press("p")
         assert await asyncio.to_thread(app.session.trainer.wait_for_state, "running", timeout=30)
         await pilot.press("x")
+        assert isinstance(app.screen, Confirm) and app.session.active  # stopping asks first
+        await pilot.press("enter")
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert app.train_worker.state.name == "CANCELLED"
@@ -49,7 +52,7 @@ async def test_start_plots_pause_resume_stop_writes_checkpoint(tmp_path) -> None
 async def test_keys_are_answered_while_training_and_hidden_plots_are_not_drawn(tmp_path) -> None:
     app = make_app(tmp_path / "runs", long_run(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("s")
+        await pilot.press("1", "ctrl+s")
         await until(pilot, lambda: app.live is not None and len(app.live.steps) >= 3, "training")
         await pilot.press("1")
         assert app.panel == "run"  # handled while the trainer runs on its thread
@@ -59,7 +62,7 @@ async def test_keys_are_answered_while_training_and_hidden_plots_are_not_drawn(t
         assert app.query_one("#plot-loss", MetricPlot).draws == draws  # hidden: not redrawn
         await pilot.press("2")
         await until(pilot, lambda: app.query_one("#plot-loss", MetricPlot).draws > draws, "redrawn when shown")
-        await pilot.press("x")
+        await pilot.press("x", "enter")
         await app.workers.wait_for_complete()
 
 
@@ -73,8 +76,8 @@ async def test_invalid_field_is_refused_inline_and_start_is_refused(tmp_path) ->
         app.query_one("#f-max_steps", Input).value = "ten"
         await pilot.pause()
         assert "not an integer" in str(app.query_one("#e-max_steps").render())
-        app.set_focus(None)
-        await pilot.press("s")
+        app.query_one("#f-max_steps", Input).focus()
+        await pilot.press("ctrl+s")  # start works from inside a field (a modifier key), but not on errors
         assert app.session is None and form.config is None
         app.query_one("#f-peak_lr", Input).value = "0.003"
         app.query_one("#f-max_steps", Input).value = "10"
@@ -99,9 +102,13 @@ async def test_number_keys_help_and_namespaced_palette(tmp_path) -> None:
     app = make_app(tmp_path / "runs", tiny_config(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         app.set_focus(None)
-        for key, panel in (("2", "dashboard"), ("3", "runs"), ("4", "chat"), ("1", "run")):
+        for key, panel in (("2", "dashboard"), ("3", "runs"), ("4", "chat")):
             await pilot.press(key)
             assert app.panel == panel
+        await pilot.press("1")  # in chat the message input has the focus: a digit is text
+        assert app.panel == "chat" and app.query_one("#chat-input", Input).value == "1"
+        await pilot.press("escape", "1")  # Esc leaves the input; then the digit switches
+        assert app.panel == "run"
         await pilot.press("3")
         await pilot.press("question_mark")
         assert type(app.screen).__name__ == "HelpScreen"
@@ -110,7 +117,9 @@ async def test_number_keys_help_and_namespaced_palette(tmp_path) -> None:
         titles = [title for title, _, _ in WorkbenchCommands(app.screen)._all()]
         for prefix in ("train:", "chat:", "runs:", "export:"):
             assert any(t.startswith(prefix) for t in titles), prefix
-        assert app.check_action("pause", ()) is False  # no run: pause/stop are not offered in the footer
+        dash = app.query_one("#dash")
+        assert dash.check_action("pause", ()) is False  # no run: pause/stop are not offered in the footer
+        assert dash.check_action("stop", ()) is False
 
 
 async def test_broken_run_is_listed_with_its_reason(tmp_path) -> None:
@@ -163,7 +172,7 @@ async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
     app = make_app(tmp_path / "runs", tiny_config(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3", "c")
-        assert app.panel == "chat"
+        assert app.panel == "chat" and app.focused is app.query_one("#chat-input", Input)
         column = app.query_one("#chat-a", ChatColumn)
         await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
         pane = app.query_one("#chat", ChatPane)
@@ -192,9 +201,11 @@ async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
 async def test_quitting_while_training_stops_and_saves(tmp_path) -> None:
     app = make_app(tmp_path / "runs", long_run(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("s")
+        await pilot.press("1", "ctrl+s")
         await until(pilot, lambda: app.live is not None and len(app.live.steps) >= 3, "training")
-        await pilot.press("q")
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, Confirm) and app.session.active  # quitting while training asks first
+        await pilot.press("enter")
         await app.workers.wait_for_complete()
         await until(pilot, lambda: app.return_code is not None or not app.is_running, "app exit")
     trainer = app.session.trainer
@@ -229,10 +240,71 @@ async def test_chat_picks_one_of_several_checkpoints(tmp_path) -> None:
         assert labels[0] == "step 6  (latest)" and labels[1].startswith("step 3  broken:")
         assert options.get_option_at_index(1).disabled
         await pilot.press("enter")
-        assert app.panel == "chat"
+        await pilot.pause()
+        assert app.panel == "chat" and app.focused is app.query_one("#chat-input", Input)
         column = app.query_one("#chat-a", ChatColumn)
         await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
         assert "(step 6)" in column.conversation.name
-        await pilot.press("3", "c", "escape")  # Esc: no change
+        await pilot.press("escape", "3", "c", "escape")  # Esc: no change
         assert app.panel == "runs" and not isinstance(app.screen, CheckpointPicker)
 
+
+
+async def test_dora_switch_keeps_the_adapter_learning_rate_when_the_stage_changes(tmp_path) -> None:
+    from llm_core.training import stage_recipe
+
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#f-dora", Switch).value = True
+        await pilot.pause()
+        app.query_one("#f-stage", Select).value = "sft"
+        await pilot.pause()
+        await pilot.pause()
+        config = app.query_one("#form").config
+        assert config.adapter == "dora"
+        # the adapter recipe's learning rate, not full finetuning's (the bug read only the LoRA switch)
+        assert config.peak_lr == stage_recipe("sft", "dora")["peak_lr"] != stage_recipe("sft", "none")["peak_lr"]
+
+
+async def test_first_run_welcome_trains_then_offers_chat(tmp_path) -> None:
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path, name="first"))
+    async with app.run_test(size=SIZE) as pilot:
+        # no runs yet: the app opens on the dashboard's welcome, the Train button focused
+        assert app.panel == "dashboard" and app.focused is app.query_one("#welcome-train")
+        assert "first: tiny on" in str(app.query_one("#welcome-text").render())
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await until(pilot, lambda: app.local is not None and app.local.end is not None, "the run's end")
+        await pilot.pause()
+        dash = app.query_one("#dash")
+        assert app.panel == "dashboard" and app.focused is dash
+        assert dash.check_action("chat", ()) is True  # it finished with a checkpoint: c chats with it
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.panel == "chat" and app.focused is app.query_one("#chat-input", Input)
+        column = app.query_one("#chat-a", ChatColumn)
+        await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
+        assert column.conversation.name.startswith("first (step 6)")
+
+
+async def test_status_line_names_the_run_training_here_while_another_is_attached(tmp_path) -> None:
+    trained_run(tmp_path, "other")
+    app = make_app(tmp_path / "runs", long_run(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("1", "ctrl+s")
+        await until(pilot, lambda: app.local is not None and len(app.local.steps) >= 2, "training")
+        status = app.query_one("#status")
+        assert "live" in str(status.render()) and "training here" in str(status.render())
+        await pilot.press("3", "r")
+        table = app.query_one("#runs-table", DataTable)
+        table.move_cursor(row=[i for i in range(table.row_count) if table.get_row_at(i)[0] == "other"][0])
+        await pilot.press("a")
+        await until(pilot, lambda: app.followed is not None and app.followed.steps, "followed steps")
+        steps_here = len(app.local.steps)
+        await until(pilot, lambda: len(app.local.steps) > steps_here, "training goes on")
+        text = str(status.render())
+        assert text.startswith("other") and "attached" in text and "training here: live step" in text
+        assert app.followed.total_steps == 6 and len(app.followed.steps) == 6  # events of the two never mix
+        app.query_one("#dash").focus()
+        await pilot.press("x", "enter")
+        await app.workers.wait_for_complete()

@@ -184,6 +184,7 @@ class RunSeries:
         self.checkpoints: list[str] = []
         self.evals: list[dict[str, Any]] = []
         self.samples: list[str] = []
+        self.estimated_seconds: float | None = None  # measured before the first step (start event)
 
     @classmethod
     def from_events(cls, events: Iterable[dict[str, Any]], name: str = "") -> "RunSeries":
@@ -228,6 +229,8 @@ class RunSeries:
             self.device = str(e.get("device", ""))
             self.parameters = e.get("parameters")
             self.trainable_parameters = e.get("trainable_parameters")
+            remaining = (e.get("estimates") or {}).get("remaining_seconds")
+            self.estimated_seconds = float(remaining) if isinstance(remaining, (int, float)) else None
             self.end = None
         elif kind == "end":
             self.end = e
@@ -249,8 +252,11 @@ class RunSeries:
         return bool(self.expert_load) or int(self.config.get("moe_experts") or 0) > 0
 
     def eta_seconds(self) -> float | None:
-        """Remaining time at the average pace of this session's steps."""
-        if not self.steps or not self.total_steps or self.elapsed <= 0:
+        """Remaining time at the average pace of this session's steps (before the first step: the
+        estimate measured at the start)."""
+        if not self.steps:
+            return self.estimated_seconds
+        if not self.total_steps or self.elapsed <= 0:
             return None
         done = self.steps[-1] + 1 - self.start_step
         left = self.total_steps - (self.steps[-1] + 1)

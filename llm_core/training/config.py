@@ -108,7 +108,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> None:
-            raise ConfigError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}")
+            raise ConfigError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}", field=name)
 
         if self.stage not in STAGES:
             fail("stage", f"must be {stage_names()}")

@@ -4,16 +4,22 @@
 loading checkpoints, generation, export) runs in thread workers; the UI pulls training events from a
 buffer on timers: the status line about 4 times a second, each visible plot once a second (one plot per
 tick, in turn), hidden plots not at all.
+
+Keys: each panel owns its bindings (they apply only while the focus is inside it), and showing a panel
+puts the focus where its keys work: the chat's message input, the runs table, the dashboard, the run
+form. The app itself binds only 1-4 (panels), ? (help) and ctrl+q (quit); an input consumes 1-4 and ?
+while the user types, and Esc leaves an input. Actions that end work ask first: stopping a run, quitting while one trains.
+Panels ask the app to act through messages (`@on` handlers below); the app never reaches into their state.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
-from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane
+from textual.widgets import Footer, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from llm_core.errors import WorkbenchError
@@ -28,6 +34,7 @@ from .help import HelpScreen
 from .session import TrainingSession
 from .widgets.chat import ChatPane
 from .widgets.checkpoint_picker import CheckpointPicker
+from .widgets.confirm import Confirm
 from .widgets.dashboard import PLOTS, Dashboard
 from .widgets.run_form import RunForm
 from .widgets.runs_list import RunsList
@@ -35,8 +42,6 @@ from .widgets.runs_list import RunsList
 PANELS = ("run", "dashboard", "runs", "chat")
 STATUS_HZ = 4.0
 PLOT_HZ = STATUS_HZ / len(PLOTS)  # one plot per status tick, in turn: each plot once a second
-RUNS_KEYS = {"open_run", "mark_compare", "attach", "chat_run", "chat_compare", "refresh_runs", "export_hf",
-             "export_adapters"}
 
 
 class WorkbenchApp(App):
@@ -48,20 +53,8 @@ class WorkbenchApp(App):
         Binding("2", "panel('dashboard')", "Dashboard"),
         Binding("3", "panel('runs')", "Runs"),
         Binding("4", "panel('chat')", "Chat"),
-        Binding("s", "start", "Start"),
-        Binding("p", "pause", "Pause/Resume"),
-        Binding("x", "stop", "Stop"),
-        Binding("m", "smoothing", "Smooth"),
-        Binding("l", "log_scale", "Log"),
-        Binding("t", "x_axis", "Step/tokens"),
-        Binding("enter", "open_run", "Open", show=True),
-        Binding("k", "mark_compare", "Compare"),
-        Binding("a", "attach", "Attach"),
-        Binding("c", "chat_run", "Chat"),
-        Binding("v", "chat_compare", "Chat side by side"),
-        Binding("r", "refresh_runs", "Refresh"),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(self, runs_dir: Path, config: TrainConfig) -> None:
@@ -71,11 +64,18 @@ class WorkbenchApp(App):
         self.buffer = EventBuffer()
         self.session: TrainingSession | None = None
         self.train_worker: Worker | None = None
-        self.live: RunSeries | None = None  # the run being trained or followed
+        self.local: RunSeries | None = None  # the run training in this process (fed by `buffer`)
+        self.local_dir: Path | None = None
         self.follower: MetricsFollower | None = None
+        self.followed: RunSeries | None = None  # the run attached to (fed by `follower`)
         self.events_seen = 0
         self._plot_turn = 0
         self._quitting = False
+
+    @property
+    def live(self) -> RunSeries | None:
+        """The run being trained here, else the one attached to."""
+        return self.local if self.local is not None else self.followed
 
     # --- layout ---------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -93,6 +93,10 @@ class WorkbenchApp(App):
     def on_mount(self) -> None:
         # One timer for both, so the status line and the plot due this tick share one repaint.
         self.set_interval(1 / STATUS_HZ, self.tick)
+        form = self.query_one("#form", RunForm)
+        self.query_one("#dash", Dashboard).set_plan(form.describe())
+        # A newcomer with no runs lands on the dashboard's welcome: Enter trains the default experiment.
+        self.action_panel("dashboard" if not self.query_one("#runs-list", RunsList).runs else "run")
 
     def tick(self) -> None:
         try:
@@ -107,34 +111,40 @@ class WorkbenchApp(App):
         return "chat" if active == "chat-pane" else active
 
     def action_panel(self, name: str) -> None:
-        self.query_one("#panels", TabbedContent).active = "chat-pane" if name == "chat" else name
+        tabs = self.query_one("#panels", TabbedContent)
+        target = "chat-pane" if name == "chat" else name
+        if tabs.active != target:
+            tabs.active = target  # the focus follows in on_tabbed_content_tab_activated
+        else:
+            self._focus_panel()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._focus_panel()
+
+    def _focus_panel(self) -> None:
+        """Put the focus where the shown panel's keys work (so typed text never lands on app keys)."""
+        widget = {"run": "#form", "dashboard": "#dash", "runs": "#runs-list", "chat": "#chat"}[self.panel]
+        self.query_one(widget).focus_here()
         self.refresh_bindings()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.action_open_run()  # Enter on a run (the table has the focus, so its own Enter binding fires)
-
-    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self.refresh_bindings()
-        if self.panel == "runs":
-            self.query_one("#runs-list", RunsList).query_one(DataTable).focus()
-
-    # --- which keys apply now (the footer shows only these) --------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        active = self.session is not None and self.session.active
-        if action == "start":
-            return not active and self.panel in ("run", "dashboard")
-        if action in ("pause", "stop"):
-            return active
-        if action in ("smoothing", "log_scale", "x_axis"):
-            return self.panel == "dashboard"
-        if action in RUNS_KEYS:
-            return self.panel == "runs"
+        """Belt and braces: while an input has the focus, no printable app key applies (an Input consumes
+        printable keys anyway; this keeps the footer honest too)."""
+        if action in ("panel", "help") and isinstance(self.focused, Input):
+            return False
         return True
 
     # --- training -------------------------------------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        return self.session is not None and self.session.active
+
+    @on(RunForm.StartRequested)
+    @on(Dashboard.StartRequested)
     def action_start(self) -> None:
-        if self.session is not None and self.session.active:
-            self.notify("a run is already training", severity="warning")
+        if self.training:
+            self.notify("a run is already training here", severity="warning")
             return
         form = self.query_one("#form", RunForm)
         config = form.validate_form()
@@ -142,10 +152,10 @@ class WorkbenchApp(App):
             self.notify(f"cannot start: {form.error}", severity="error")
             return
         self.buffer = EventBuffer()
-        self.follower = None
         self.session = TrainingSession(config, self.buffer)
-        self.live = RunSeries(config.name or config.stage)
-        self.query_one("#dash", Dashboard).show_run(self.live, "starting")
+        self.local = RunSeries(config.name or config.stage)
+        self.local_dir = None
+        self._show(self.local, "starting")
         self.train_worker = self._train()
         self.action_panel("dashboard")
 
@@ -157,8 +167,9 @@ class WorkbenchApp(App):
             return None
         return session.run(should_stop=lambda: worker.is_cancelled)
 
+    @on(Dashboard.PauseRequested)
     def action_pause(self) -> None:
-        if self.session is None or not self.session.active:
+        if not self.training:
             return
         if self.session.pause_requested:
             self.session.resume()
@@ -167,9 +178,18 @@ class WorkbenchApp(App):
             self.session.pause()
             self.notify("pausing after this step")
 
+    @on(Dashboard.StopRequested)
+    def _stop_asked(self) -> None:
+        if not self.training:
+            return
+        name = self.local.name if self.local is not None else "the run"
+        self.push_screen(Confirm(f"Stop {name}? It saves a checkpoint after the current step.",
+                                 yes="stop", no="keep training"),
+                         lambda yes: self.action_stop() if yes else None)
+
     def action_stop(self) -> None:
         """Stop between steps; the trainer writes a checkpoint; the worker ends CANCELLED."""
-        if self.session is None or not self.session.active:
+        if not self.training:
             return
         self.session.stop()
         if self.train_worker is not None:
@@ -182,38 +202,68 @@ class WorkbenchApp(App):
             self.refresh_bindings()
             self.query_one("#runs-list", RunsList).reload()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id not in ("live-beta", "live-lr-scale"):
-            return
+    @on(Dashboard.TuneRequested)
+    def _tune(self, event: Dashboard.TuneRequested) -> None:
         try:
-            value = float(event.value)
-            if self.session is None or not self.session.active:
-                raise WorkbenchError("no run is training")
-            if event.input.id == "live-beta":
-                self.session.set_beta(value)
+            if not self.training:
+                raise WorkbenchError("no run is training here")
+            if event.name == "beta":
+                self.session.set_beta(event.value)
             else:
-                self.session.set_lr_scale(value)
+                self.session.set_lr_scale(event.value)
         except (ValueError, WorkbenchError) as exc:
-            self.notify(f"{event.input.id[5:]}: {exc}", severity="error")
+            self.notify(f"{event.name}: {exc}", severity="error")
             return
-        self.notify(f"{event.input.id[5:]} = {value:g} from the next step")
+        self.notify(f"{event.name} = {event.value:g} from the next step")
+
+    @on(RunForm.Changed)
+    def _form_changed(self, event: RunForm.Changed) -> None:
+        self.query_one("#dash", Dashboard).set_plan(self.query_one("#form", RunForm).describe())
 
     # --- timers ---------------------------------------------------------------------------------------
     def pull_events(self) -> None:
-        events = self.buffer.drain()
-        if self.follower is not None:
-            events += self.follower.poll()
-        if self.live is not None and events:
-            for e in events:
-                self.live.add(e)
-                if e.get("type") == "alarm":
-                    self.notify(str(e.get("message")), title="alarm", severity="warning", timeout=10)
-                elif e.get("type") == "end" and e.get("reason") == "error":
-                    self.notify(str(e.get("message")), title="run failed", severity="error", timeout=10)
-            self.events_seen += len(events)
+        if self.local is not None:
+            self._feed(self.local, self.buffer.drain(), here=True)
+        if self.follower is not None and self.followed is not None:
+            self._feed(self.followed, self.follower.poll(), here=False)
+        self._update_status()
+
+    def _feed(self, series: RunSeries, events: list[dict], here: bool) -> None:
+        for e in events:
+            series.add(e)
+            kind = e.get("type")
+            if kind == "alarm":
+                self.notify(str(e.get("message")), title="alarm", severity="warning", timeout=10)
+            elif kind == "start" and here and e.get("run_dir"):
+                self.local_dir = Path(str(e["run_dir"]))
+                dash = self.query_one("#dash", Dashboard)
+                if dash.run is series:
+                    dash.run_dir = self.local_dir
+            elif kind == "end" and e.get("reason") == "error":
+                self.notify(str(e.get("message")), title="run failed", severity="error", timeout=10)
+            elif kind == "end" and here and e.get("reason") == "finished":
+                self.notify(f"{series.name} finished: press c on the dashboard (2) to chat with it",
+                            title="run finished", timeout=15)
+            if kind in ("checkpoint", "end", "start"):
+                self.query_one("#dash", Dashboard).refresh_bindings()
+        self.events_seen += len(events)
+
+    def _update_status(self) -> None:
+        """The status line names the run shown and what it is to us: training here, attached, or past;
+        a run training here while another is shown is named too, so the line never passes one for the
+        other."""
         dash = self.query_one("#dash", Dashboard)
-        dash.state = self.session.state if self.session is not None and self.follower is None else (
-            "attached" if self.follower else "")
+        shown = dash.run
+        dash.training_here = self.training
+        if shown is not None and shown is self.local:
+            dash.state = f"training here ({self.session.state})" if self.training else (
+                self.session.state if self.session is not None else "")
+        elif shown is not None and shown is self.followed:
+            dash.state = "attached"
+        dash.also = ""
+        if self.training and shown is not self.local and self.local is not None:
+            step = (self.local.last_step + 1) if self.local.last_step is not None else 0
+            dash.also = f"training here: {self.local.name} step {step}/{self.local.total_steps or '?'}"
         dash.refresh_status()
 
     def refresh_plots(self) -> None:
@@ -223,103 +273,75 @@ class WorkbenchApp(App):
         if self.panel == "dashboard":
             self.query_one("#dash", Dashboard).refresh_plots(only=PLOTS[self._plot_turn])
 
-    # --- dashboard toggles ----------------------------------------------------------------------------
-    def action_smoothing(self) -> None:
-        self.query_one("#dash", Dashboard).toggle_smoothing()
-
-    def action_log_scale(self) -> None:
-        self.query_one("#dash", Dashboard).toggle_log()
-
-    def action_x_axis(self) -> None:
-        self.query_one("#dash", Dashboard).toggle_x_axis()
+    def _show(self, run: RunSeries, state: str, run_dir: Path | None = None) -> None:
+        dash = self.query_one("#dash", Dashboard)
+        dash.show_run(run, state, run_dir if run is not self.local else self.local_dir)
+        self._update_status()
+        dash.refresh_bindings()
 
     # --- runs -----------------------------------------------------------------------------------------
-    def _selected_run(self):
-        run = self.query_one("#runs-list", RunsList).selected
-        if run is None:
-            self.notify("no run selected", severity="warning")
-        elif run.broken:
-            self.notify(f"{run.name} is broken: {run.broken}", severity="error")
-            return None
-        return run
+    @on(RunsList.Open)
+    def _open_run(self, event: RunsList.Open) -> None:
+        run = event.run
+        if self.local is not None and self.local_dir is not None and run.path.resolve() == self.local_dir.resolve():
+            self._show(self.local, "")  # the run training here: its live series, not a snapshot
+        else:
+            self._show(RunSeries.from_run(run.path), run.status, run.path)
+        self.action_panel("dashboard")
 
-    def action_refresh_runs(self) -> None:
-        self.query_one("#runs-list", RunsList).reload()
-
-    def action_open_run(self) -> None:
-        run = self._selected_run()
-        if run is None:
-            return
+    @on(RunsList.Compare)
+    def _compare(self, event: RunsList.Compare) -> None:
         dash = self.query_one("#dash", Dashboard)
-        dash.compare = None
-        dash.show_run(RunSeries.from_run(run.path), run.status)
+        dash.show_compare(RunSeries.from_run(event.first.path), RunSeries.from_run(event.second.path),
+                          event.first.path)
+        self._update_status()
         self.action_panel("dashboard")
 
-    def action_mark_compare(self) -> None:
-        runs = self.query_one("#runs-list", RunsList)
-        run = self._selected_run()
-        if run is None:
-            return
-        if runs.marked is None or runs.marked.name == run.name:
-            runs.marked = run
-            self.notify(f"{run.name} marked: highlight another run and press k to compare")
-            return
-        dash = self.query_one("#dash", Dashboard)
-        first = RunSeries.from_run(runs.marked.path)
-        dash.compare = RunSeries.from_run(run.path)
-        dash.show_run(first, f"compared with {run.name}")
-        runs.marked = None
+    @on(RunsList.Attach)
+    def _attach(self, event: RunsList.Attach) -> None:
+        run = event.run
+        if self.local_dir is not None and run.path.resolve() == self.local_dir.resolve():
+            self.notify(f"{run.name} is training here: its dashboard is live already")
+            self._show(self.local, "")
+        else:
+            self.follower = MetricsFollower(run.path)
+            self.followed = RunSeries(run.name)
+            self._show(self.followed, "attached", run.path)
         self.action_panel("dashboard")
 
-    def action_attach(self) -> None:
-        run = self._selected_run()
-        if run is None:
-            return
-        self.follower = MetricsFollower(run.path)
-        self.live = RunSeries(run.name)
-        self.query_one("#dash", Dashboard).show_run(self.live, "attached")
-        self.action_panel("dashboard")
+    @on(RunsList.Chat)
+    def _chat_asked(self, event: RunsList.Chat) -> None:
+        """Chat with the run's checkpoint; when it kept several, ask which one."""
+        self._open_in_chat(event.run.name, event.run.path, event.compare)
 
-    def _checkpoint_of(self, run) -> Path | None:
-        try:
-            return resolve_step_dir(run.path)
-        except WorkbenchError as exc:
-            self.notify(str(exc), severity="error")
-            return None
+    @on(Dashboard.ChatRequested)
+    def _chat_from_dashboard(self, event: Dashboard.ChatRequested) -> None:
+        self._open_in_chat(event.run_dir.name, event.run_dir, compare=False)
 
-    def action_chat_run(self) -> None:
-        self._open_in_chat(compare=False)
-
-    def action_chat_compare(self) -> None:
-        self._open_in_chat(compare=True)
-
-    def _open_in_chat(self, compare: bool) -> None:
-        """Chat with the highlighted run's checkpoint; when it kept several, ask which one."""
-        run = self._selected_run()
-        if run is None:
-            return
-        checkpoints = list_checkpoints(run.path)
+    def _open_in_chat(self, name: str, run_dir: Path, compare: bool) -> None:
+        checkpoints = list_checkpoints(run_dir)
         if len(checkpoints) > 1:
-            self.push_screen(CheckpointPicker(run.name, checkpoints),
+            self.push_screen(CheckpointPicker(name, checkpoints),
                              lambda path: self._chat_with(path, compare) if path is not None else None)
             return
-        path = self._checkpoint_of(run)
-        if path is not None:
-            self._chat_with(path, compare)
+        try:
+            path = resolve_step_dir(run_dir)
+        except WorkbenchError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self._chat_with(path, compare)
 
     def _chat_with(self, path: Path, compare: bool) -> None:
         chat = self.query_one("#chat", ChatPane)
         chat.open_compare(path) if compare else chat.open_checkpoint(path)
         self.action_panel("chat")
 
-    def action_export_hf(self) -> None:
-        run = self._selected_run()
-        if run is not None:
+    @on(RunsList.Export)
+    def _export_asked(self, event: RunsList.Export) -> None:
+        run = event.run
+        if event.kind == "hf":
             self._export(run.path, run.path / "export-hf", None)
-
-    def action_export_adapters(self) -> None:
-        run = self._selected_run()
-        if run is not None:
+        else:
             self._export(run.path, None, run.path / "export-adapters")
 
     @work(thread=True, group="export")
@@ -334,25 +356,34 @@ class WorkbenchApp(App):
 
     # --- help and quit --------------------------------------------------------------------------------
     def action_help(self) -> None:
-        panel = self.panel
-        keys = [(b.key_display or b.key, b.description) for b in self.BINDINGS
-                if isinstance(b, Binding) and self.check_action(b.action.split("(")[0], ()) and b.description]
-        if panel == "chat":
-            keys += [(b.key, b.description) for b in ChatPane.BINDINGS]
+        """The keys that apply now: the focused panel's (as the footer shows them), then the app's."""
+        keys = []
+        for binding in self.active_bindings.values():
+            b = binding.binding
+            if b.description and binding.enabled:
+                keys.append((b.key_display or b.key, b.description))
+        if self.panel == "chat":
             keys.append(("←/→ ↑/↓ home/end", "token view (ctrl+t): move the cursor; p and log p of its token"))
-        self.push_screen(HelpScreen(panel, keys))
+        self.push_screen(HelpScreen(self.panel, keys))
 
     async def action_quit(self) -> None:
-        """Quit; a training run is stopped between steps and writes its checkpoint first."""
-        if self.session is not None and self.session.active:
-            if self._quitting:
-                return
-            self._quitting = True
-            self.notify("stopping the run and saving a checkpoint before quitting ...")
-            self.action_stop()
-            self._quit_when_saved()
+        """Quit; while a run trains, ask first, then stop it between steps and write its checkpoint."""
+        if not self.training:
+            self.exit()
             return
-        self.exit()
+        if self._quitting:
+            return
+        name = self.local.name if self.local is not None else "a run"
+        self.push_screen(Confirm(f"{name} is training. Stop it (a checkpoint is saved) and quit?",
+                                 yes="stop and quit", no="keep working"), self._quit_answered)
+
+    def _quit_answered(self, yes: bool | None) -> None:
+        if not yes or self._quitting:
+            return
+        self._quitting = True
+        self.notify("stopping the run and saving a checkpoint before quitting ...")
+        self.action_stop()
+        self._quit_when_saved()
 
     @work(thread=True, group="quit")
     def _quit_when_saved(self) -> None:

@@ -7,21 +7,25 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from .widgets.chat import CHAT_COMMANDS
 
+# (title, help, who acts: "app" or a panel's widget id, action)
 APP_COMMANDS = [
-    ("train: start a run", "Start training with the run panel's settings", "start"),
-    ("train: pause / resume", "Pause between steps, or carry on", "pause"),
-    ("train: stop (writes a checkpoint)", "Stop between steps and save", "stop"),
-    ("train: toggle loss smoothing", "Debiased EMA over the faded raw curve", "smoothing"),
-    ("train: toggle log scale", "Log scale of the loss plots", "log_scale"),
-    ("runs: refresh the list", "Re-read runs/", "refresh_runs"),
-    ("runs: open the highlighted run's plots", "Plots of a past or running run", "open_run"),
-    ("runs: mark / compare loss curves", "Mark a run, then another, to compare", "mark_compare"),
-    ("runs: attach to the highlighted run", "Follow a run training in another process", "attach"),
-    ("chat: chat with the highlighted run", "Open its latest checkpoint in the chat panel", "chat_run"),
-    ("chat: compare with the highlighted run", "Same prompt to two checkpoints side by side", "chat_compare"),
-    ("export: Hugging Face format", "The highlighted run's checkpoint to runs/<name>/export-hf", "export_hf"),
+    ("train: start a run", "Start training with the run panel's settings", "app", "start"),
+    ("train: pause / resume", "Pause between steps, or carry on", "app", "pause"),
+    ("train: stop (writes a checkpoint)", "Stop between steps and save", "app", "stop"),
+    ("train: toggle loss smoothing", "Debiased EMA over the faded raw curve", "#dash", "smoothing"),
+    ("train: toggle log scale", "Log scale of the loss plots", "#dash", "log_scale"),
+    ("runs: refresh the list", "Re-read runs/", "#runs-list", "refresh_runs"),
+    ("runs: open the highlighted run's plots", "Plots of a past or running run", "#runs-list", "open_run"),
+    ("runs: mark / compare loss curves", "Mark a run, then another, to compare", "#runs-list", "mark_compare"),
+    ("runs: attach to the highlighted run", "Follow a run training in another process", "#runs-list", "attach"),
+    ("chat: chat with the highlighted run", "Open its latest checkpoint in the chat panel", "#runs-list",
+     "chat_run"),
+    ("chat: compare with the highlighted run", "Same prompt to two checkpoints side by side", "#runs-list",
+     "chat_compare"),
+    ("export: Hugging Face format", "The highlighted run's checkpoint to runs/<name>/export-hf", "#runs-list",
+     "export_hf"),
     ("export: adapters only", "The highlighted run's LoRA/DoRA adapters to runs/<name>/export-adapters",
-     "export_adapters"),
+     "#runs-list", "export_adapters"),
 ]
 
 
@@ -29,7 +33,8 @@ class WorkbenchCommands(Provider):
     def _all(self) -> list[tuple[str, str, object]]:
         app = self.app
         chat = app.query_one("#chat")
-        items = [(title, help, partial(app.run_action, action)) for title, help, action in APP_COMMANDS]
+        items = [(title, help, partial((app if who == "app" else app.query_one(who)).run_action, action))
+                 for title, help, who, action in APP_COMMANDS]
         items += [(title, help, partial(chat.run_action, action)) for title, help, action in CHAT_COMMANDS]
         return items
 

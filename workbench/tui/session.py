@@ -44,6 +44,10 @@ class TrainingSession:
                 trainer.stop()
 
         trainer.subscribe(on_event)
+        try:  # a couple of measured steps on a copy: the start event carries the ETA before step 1
+            trainer.estimate(measure_steps=2)
+        except Exception:  # no estimate is no reason not to train; the ETA then comes from the steps
+            pass
         self._ready.set()
         if self._stop_early or should_stop():
             trainer.stop()

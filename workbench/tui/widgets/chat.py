@@ -37,6 +37,9 @@ CHAT_COMMANDS = [
 ]
 
 
+NO_CHECKPOINT = "no checkpoint: Esc 3, then c on a run; no run yet: Esc 2, then Enter trains one"
+
+
 @dataclass
 class Pending:
     """Text streamed by a worker and not yet shown (guarded by a lock)."""
@@ -68,7 +71,7 @@ class ChatColumn(Vertical):
         self.cancel = threading.Event()
 
     def compose(self) -> ComposeResult:
-        yield Label("no checkpoint: pick one in Runs (key c)", classes="chat-title")
+        yield Label(NO_CHECKPOINT, classes="chat-title")
         yield VerticalScroll(classes="transcript")
 
     @property
@@ -127,6 +130,10 @@ class ChatPane(Vertical):
             yield ChatColumn(id="chat-b")
         yield TokenPanel(id="chat-tokens")
         yield Input(placeholder="Message (Enter to send, Esc to cancel)", id="chat-input")
+
+    def focus_here(self) -> None:
+        """Showing the chat always puts the focus in the message input, so typing is typing."""
+        self.query_one("#chat-input", Input).focus()
 
     def on_mount(self) -> None:
         self.query_one("#chat-b").display = False
@@ -191,7 +198,7 @@ class ChatPane(Vertical):
             return
         columns = self._ready_columns()
         if not columns:
-            self.notify("open a checkpoint first (Runs panel, key c)", severity="warning")
+            self.notify("open a checkpoint first (Runs panel: 3, then c)", severity="warning")
             return
         try:
             options = self.options()
@@ -261,9 +268,27 @@ class ChatPane(Vertical):
 
     # --- actions --------------------------------------------------------------------------------------
     def action_cancel(self) -> None:
-        for column in self.query(ChatColumn):
-            if column.busy:
-                column.cancel.set()
+        """Esc: stop the answer being generated; with nothing generating, leave the input (so the panel
+        keys 1-4 apply; typing a letter in the chat panel goes back to it)."""
+        busy = [c for c in self.query(ChatColumn) if c.busy]
+        for column in busy:
+            column.cancel.set()
+        if not busy:
+            self.query_one("#chat-a", ChatColumn).transcript.focus()
+
+    def on_key(self, event) -> None:
+        """A letter typed while the focus is elsewhere in the chat panel goes into the message input
+        (digits stay panel keys there)."""
+        focused = self.app.focused
+        if isinstance(focused, Input) or not event.is_printable or not event.character:
+            return
+        if event.character.isdigit() or event.character == "?":
+            return
+        field = self.query_one("#chat-input", Input)
+        field.focus()
+        field.insert_text_at_cursor(event.character)
+        event.stop()
+        event.prevent_default()
 
     def action_regenerate(self) -> None:
         columns = [c for c in self._ready_columns() if c.conversation and c.conversation.turns]

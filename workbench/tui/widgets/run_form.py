@@ -2,13 +2,16 @@
 (LoRA / DoRA / MoE, DPO beta) and the optimisation knobs, each validated inline through `TrainConfig`
 (its `__post_init__` is the one source of truth: the form shows its message next to the field), with the
 planned learning-rate schedule redrawn as the fields change.
+
+It owns its keys: ctrl+s asks the app to start the run (a modifier, so it never fires while typing a
+value), Esc leaves a field so the panel keys (1-4) apply again.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, Switch
@@ -36,7 +39,6 @@ TECHNIQUE_FIELDS: list[tuple[str, str, str]] = [
     ("moe_top_k", "top-k", "int"),
     ("beta", "DPO beta", "float"),
 ]
-_FIELD_IN_ERROR = re.compile(r"TrainConfig\.(\w+):")
 
 
 def _parse(kind: str, text: str) -> Any:
@@ -55,13 +57,22 @@ def _show(value: Any) -> str:
 
 
 class RunForm(Vertical):
-    """Emits `RunForm.Changed` with the valid config (or None) whenever a field changes."""
+    """Emits `RunForm.Changed` with the valid config (or None) whenever a field changes, and
+    `RunForm.StartRequested` on ctrl+s."""
+
+    BINDINGS = [
+        Binding("ctrl+s", "start", "Start run"),
+        Binding("escape", "leave_field", show=False),
+    ]
 
     class Changed(Message):
         def __init__(self, config: TrainConfig | None, error: str | None) -> None:
             super().__init__()
             self.config = config
             self.error = error
+
+    class StartRequested(Message):
+        """ctrl+s: train this configuration (the app refuses an invalid one with the form's reason)."""
 
     def __init__(self, base: TrainConfig, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -151,8 +162,7 @@ class RunForm(Vertical):
                 config = self.base.with_overrides(**values)
             except WorkbenchError as exc:
                 message = str(exc)
-                match = _FIELD_IN_ERROR.search(message)
-                field = match.group(1) if match else None
+                field = getattr(exc, "field", None)
                 if field and self.query(f"#e-{field}"):
                     errors[field] = message.split(": ", 1)[1]
         for widget in self.query(".field-error"):
@@ -170,6 +180,25 @@ class RunForm(Vertical):
             )
         self.post_message(self.Changed(config, message))
         return config
+
+    # --- keys ---------------------------------------------------------------------------------------
+    def action_start(self) -> None:
+        self.post_message(self.StartRequested())
+
+    def action_leave_field(self) -> None:
+        self.focus_here()
+
+    def focus_here(self) -> None:
+        """The form itself (not a field) takes the focus, so typing a digit switches panels."""
+        self.query_one("#form-scroll", VerticalScroll).focus()
+
+    def describe(self) -> str:
+        """The configuration in a few words, e.g. 'pretrain: tiny on arith, 1500 steps'."""
+        c = self.config
+        if c is None:
+            return f"nothing: the run panel has an error ({self.error})"
+        start = f" from {c.init_from}" if c.init_from else ""
+        return f"{c.name or c.stage}: {c.model} on {c.data}{start}, {c.max_steps} steps"
 
     # --- events ---------------------------------------------------------------------------------------
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -193,7 +222,8 @@ class RunForm(Vertical):
 
     def apply_recipe(self, stage: str) -> None:
         """Fill the optimisation fields with the stage's recipe (finetuning starts gentler)."""
-        adapter = "lora" if self.query_one("#f-lora", Switch).value else "none"
+        lora, dora = self.query_one("#f-lora", Switch).value, self.query_one("#f-dora", Switch).value
+        adapter = "dora" if dora else "lora" if lora else "none"
         recipe = {**self.base.to_dict(), **stage_recipe(stage, adapter)}
         try:
             resolved = TrainConfig.from_dict(recipe)

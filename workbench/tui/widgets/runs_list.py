@@ -1,13 +1,20 @@
 """`RunsList`: the run folders under `runs/`, with their stage, status, steps, last/best loss and checkpoints.
-A folder that cannot be read is listed as broken with the reason (never an exception); the app acts on
-the highlighted run (open its plots, compare, attach, chat with its checkpoint, export).
+A folder that cannot be read is listed as broken with the reason (never an exception).
+
+The list owns its keys (Enter open, k compare, a attach, c chat, v chat side by side, r refresh); each
+posts a message naming the highlighted run, which the app acts on (plots, attach, chat, export). The run
+marked for a comparison is this widget's state.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
 from llm_core.training import list_runs
@@ -22,11 +29,56 @@ def _num(value: float | None) -> str:
 
 
 class RunsList(Vertical):
+    BINDINGS = [
+        Binding("enter", "open_run", "Open"),
+        Binding("k", "mark_compare", "Compare"),
+        Binding("a", "attach", "Attach"),
+        Binding("c", "chat_run", "Chat"),
+        Binding("v", "chat_compare", "Chat side by side"),
+        Binding("r", "refresh_runs", "Refresh"),
+    ]
+
+    marked: reactive[RunInfo | None] = reactive(None)  # the first run of a comparison
+
+    class Open(Message):
+        """Enter: the run's plots."""
+
+        def __init__(self, run: RunInfo) -> None:
+            super().__init__()
+            self.run = run
+
+    class Compare(Message):
+        """k on a second run: the two runs' losses in one plot."""
+
+        def __init__(self, first: RunInfo, second: RunInfo) -> None:
+            super().__init__()
+            self.first, self.second = first, second
+
+    class Attach(Message):
+        """a: follow the run's metrics.jsonl (a run training in another process)."""
+
+        def __init__(self, run: RunInfo) -> None:
+            super().__init__()
+            self.run = run
+
+    class Chat(Message):
+        """c / v: chat with the run's checkpoint, alone or beside the current chat."""
+
+        def __init__(self, run: RunInfo, compare: bool) -> None:
+            super().__init__()
+            self.run, self.compare = run, compare
+
+    class Export(Message):
+        """From the palette: export the run's checkpoint (kind 'hf' or 'adapters')."""
+
+        def __init__(self, run: RunInfo, kind: str) -> None:
+            super().__init__()
+            self.run, self.kind = run, kind
+
     def __init__(self, root: Path, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.root = Path(root)
         self.runs: list[RunInfo] = []
-        self.marked: RunInfo | None = None  # first run of a comparison
 
     def compose(self) -> ComposeResult:
         yield Static(f"runs in {self.root}", id="runs-title")
@@ -51,11 +103,13 @@ class RunsList(Vertical):
             table.add_row(r.name, str(r.config.get("stage", "")), r.status, steps, _num(r.last_loss),
                           _num(r.best_val_loss), ckpts, key=r.name)
         if not self.runs:
-            self.query_one("#runs-detail", Static).update(f"no runs yet in {self.root}: start one (key s)")
+            self.query_one("#runs-detail", Static).update(
+                f"no runs yet in {self.root}: 2 then Enter trains the default experiment, 1 sets up another run")
         elif keep:
             for i, r in enumerate(self.runs):
                 if r.name == keep:
                     table.move_cursor(row=i)
+        self.refresh_bindings()
 
     @property
     def selected(self) -> RunInfo | None:
@@ -64,7 +118,77 @@ class RunsList(Vertical):
             return None
         return self.runs[table.cursor_row]
 
+    def focus_here(self) -> None:
+        self.query_one(DataTable).focus()
+
+    # --- keys -----------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("refresh_runs",):
+            return True
+        return self.selected is not None  # the others act on the highlighted run
+
+    def _chosen(self) -> RunInfo | None:
+        """The highlighted run, if it can be acted on (a notice says why not)."""
+        run = self.selected
+        if run is None:
+            self.notify("no run selected", severity="warning")
+        elif run.broken:
+            self.notify(f"{run.name} is broken: {run.broken}", severity="error")
+            return None
+        return run
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()  # Enter on a row: the table has the focus, so its own Enter binding fires
+        self.action_open_run()
+
+    def action_open_run(self) -> None:
+        if (run := self._chosen()) is not None:
+            self.post_message(self.Open(run))
+
+    def action_mark_compare(self) -> None:
+        run = self._chosen()
+        if run is None:
+            return
+        if self.marked is None or self.marked.name == run.name:
+            self.marked = run
+            self.notify(f"{run.name} marked: highlight another run and press k to compare")
+            return
+        first, self.marked = self.marked, None
+        self.post_message(self.Compare(first, run))
+
+    def action_attach(self) -> None:
+        if (run := self._chosen()) is not None:
+            self.post_message(self.Attach(run))
+
+    def action_chat_run(self) -> None:
+        if (run := self._chosen()) is not None:
+            self.post_message(self.Chat(run, compare=False))
+
+    def action_chat_compare(self) -> None:
+        if (run := self._chosen()) is not None:
+            self.post_message(self.Chat(run, compare=True))
+
+    def action_refresh_runs(self) -> None:
+        self.reload()
+
+    def action_export_hf(self) -> None:
+        if (run := self._chosen()) is not None:
+            self.post_message(self.Export(run, "hf"))
+
+    def action_export_adapters(self) -> None:
+        if (run := self._chosen()) is not None:
+            self.post_message(self.Export(run, "adapters"))
+
+    def watch_marked(self) -> None:
+        self._show_detail()
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        if not self.is_mounted:
+            return
         run = self.selected
         if run is None:
             return
