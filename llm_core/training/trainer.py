@@ -92,6 +92,7 @@ class Trainer:
         )
         # --- optimisation ------------------------------------------------------------------------
         self.objective = objective if objective is not None else build_objective(config, self.model)
+        self.objective.attach(self)
         self.ddp_model = wrap_model(self.model, self.ctx, self.device)
         self.optimizer = build_optimizer(self.model, config)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -221,7 +222,11 @@ class Trainer:
         """Memory and time estimates (see `estimate.py`); included in the start event."""
         from .estimate import estimate_run
 
-        self.estimates = estimate_run(self, measure_steps)
+        saved = self.objective.state_dict()  # the measured steps must not count as the objective's (RL seeds)
+        try:
+            self.estimates = estimate_run(self, measure_steps)
+        finally:
+            self.objective.load_state_dict(saved)
         return self.estimates
 
     # --- Events -----------------------------------------------------------------------------------
@@ -333,7 +338,7 @@ class Trainer:
             losses.append(loss.detach().float())
             for k, v in metrics.items():
                 extra.setdefault(k, []).append(v)
-            n_tokens += sum(int(v.numel()) for k, v in batch.items() if k.endswith("input_ids"))
+            n_tokens += self.objective.batch_tokens(batch, metrics)
         loss_value = float(all_reduce_mean(torch.stack(losses).mean(), self.ctx))
         layer_norms = layer_grad_norms(self.model) if self._eval_due(step) else None
         clip_now = cfg.clip_during_warmup or step >= cfg.warmup
@@ -389,8 +394,12 @@ class Trainer:
     def evaluate(self) -> Event:
         """Train/val loss over `eval_batches` fixed batches, a greedy sample, layer grad norms, clip fraction."""
         self.model.eval()
-        train_loss, _ = self._eval_loss(self.train_data)
-        val_loss, val_metrics = self._eval_loss(self.val_data)
+        custom = self.objective.evaluate(self)
+        if custom is None:
+            train_loss, _ = self._eval_loss(self.train_data)
+            val_loss, val_metrics = self._eval_loss(self.val_data)
+        else:  # the objective's own evaluation (RL: greedy accuracy), no loss over fixed batches
+            train_loss, val_loss, val_metrics = None, None, {}
         self.model.train()
         event: Event = {
             "step": self.step - 1, "train_loss": train_loss, "val_loss": val_loss,
@@ -401,6 +410,7 @@ class Trainer:
         for key in ("reward_accuracy", "reward_margin"):
             if key in val_metrics:
                 event[f"val_{key}"] = val_metrics[key]
+        event.update(custom or {})
         if val_loss is not None:
             self.last_val_loss = val_loss
             if self.best_val_loss is None or val_loss < self.best_val_loss:
@@ -414,6 +424,8 @@ class Trainer:
             return self.tokenizer.encode(self.config.sample_prompt)
         data = self.val_data if self.val_data is not None and len(self.val_data) else self.train_data
         item = data[0]
+        if "prompt_ids" in item:  # RL: a prompt the policy answers itself
+            return item["prompt_ids"].tolist()
         prefix = "chosen_" if "chosen_input_ids" in item else ""  # DPO: the prompt of a preference pair
         ids, labels = item[prefix + "input_ids"], item[prefix + "labels"]
         if STAGES[self.config.stage].dataset != "text":
