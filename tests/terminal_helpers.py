@@ -11,6 +11,8 @@ from pathlib import Path
 import pexpect
 import pyte
 
+ROOT = Path(__file__).resolve().parents[1]  # this checkout's code, whatever the installed package points at
+
 CTRL_Q = "\x11"
 ESC = "\x1b"
 ENTER = "\r"
@@ -24,7 +26,8 @@ class Terminal:
         self.screen = pyte.Screen(columns, lines)
         self.stream = pyte.ByteStream(self.screen)
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(lines),
-               "TEXTUAL_ANIMATIONS": "none", "NO_COLOR": ""}
+               "TEXTUAL_ANIMATIONS": "none", "NO_COLOR": "",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         env.pop("TEXTUAL", None)  # no devtools
         self.child = pexpect.spawn(sys.executable, ["-m", "workbench.cli", *args], cwd=str(cwd), env=env,
                                    dimensions=(lines, columns), encoding=None, timeout=1)

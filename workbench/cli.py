@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "train",
     "export",
     "dpo",
+    "rl",
     "plot",
     "report",
 ]

@@ -9,10 +9,12 @@ from .batching import BatchIterator, evaluation_batches
 from .collate import collate_lm, collate_preference
 from .instruction import InstructionDataset
 from .preference import PreferenceDataset
+from .prompts import PromptDataset, collate_prompts
 from .records import load_records, validate_records
 from .text import TextDataset
 
 __all__ = [
+    "PromptDataset", "collate_prompts",
     "IGNORE_INDEX",
     "ExampleDataset",
     "train_val_split",

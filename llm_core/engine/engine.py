@@ -288,6 +288,36 @@ class Engine:
         base = params.seed if params.seed is not None else _fresh_seed()
         return self._batch(ids, n, W, max_new_tokens, params, base)
 
+    def sample_ids(self, ids: Sequence[int], n: int, max_new_tokens: int,
+                   params: SamplingParams = SamplingParams(temperature=1.0)) -> list[tuple[list[int], bool]]:
+        """N continuations of one prompt as token ids, from ONE prefill decoded as a batch of N (RL rollouts):
+        (ids, stopped) per sample. A sample that ended on a stop id keeps it as its last id, so a policy
+        gradient reaches the decision to stop too. Sample i equals `generate_ids` seeded with
+        `derive_seed(params.seed, i)` (plus that stop id)."""
+        self._check_count("n", n, 1)
+        self._check_count("max_new_tokens", max_new_tokens, 1)
+        ids, W = self._check_ids(ids, params)
+        stats = GenerationStats(prompt_tokens=len(ids), stop_reason="length")
+        self.last_stats = stats
+        stops = self._stop_ids(params)
+        base = params.seed if params.seed is not None else _fresh_seed()
+        out: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        steps = self._decode(self._prefill(ids, n, W, stats), max_new_tokens, params,
+                             [derive_seed(base, i) for i in range(n)], stats)
+        try:
+            for nxt in steps:
+                for i, tok in enumerate(nxt.tolist()):
+                    if not done[i]:
+                        out[i].append(tok)
+                        done[i] = tok in stops
+                if all(done):
+                    break
+        finally:
+            steps.close()
+            stats.new_tokens = sum(map(len, out))
+        return list(zip(out, done))
+
     def _batch(self, ids: list[int], n: int, W: int, max_new_tokens: int, params: SamplingParams,
                base: int) -> Iterator[list[tuple[int, str, int]]]:
         stats = GenerationStats(prompt_tokens=len(ids), stop_reason="length")

@@ -111,7 +111,8 @@ def parse_reward(spec: str, model_loader: Callable[[str], Reward] | None = None)
             if head and _is_number(tail):
                 path, weight = head, float(tail)
             if model_loader is None:
-                raise ConfigError(f"reward: {raw!r} needs a reward model loader")
+                raise ConfigError(f"reward: {raw!r}: learned reward models are not part of this version "
+                                  f"(use {', '.join(BUILTIN)}, or a Python callable through the API)")
             terms.append((model_loader(path), weight))
             continue
         name, _, weight_text = raw.partition(":")
@@ -121,6 +122,11 @@ def parse_reward(spec: str, model_loader: Callable[[str], Reward] | None = None)
             raise ConfigError(f"reward: weight of {name!r} is not a number: {weight_text!r}")
         terms.append((BUILTIN[name](), float(weight_text) if weight_text else 1.0))
     return WeightedSum(terms)
+
+
+def check_reward_spec(spec: str) -> None:
+    """Validate a reward spec without loading any reward model (for config validation)."""
+    parse_reward(spec, model_loader=lambda path: AccuracyReward(name=f"model:{path}"))
 
 
 def _is_number(text: str) -> bool:

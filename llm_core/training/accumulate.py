@@ -25,11 +25,6 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def count_tokens(batch: Batch) -> int:
-    """Input tokens of a batch (every `*input_ids` tensor: a preference pair counts chosen and rejected)."""
-    return sum(int(v.numel()) for k, v in batch.items() if k.endswith("input_ids"))
-
-
 @dataclass
 class Accumulated:
     losses: list[torch.Tensor] = field(default_factory=list)  # each micro-batch's unscaled loss (detached)
@@ -53,5 +48,5 @@ def accumulate_gradients(objective: Objective, model: nn.Module, next_batch: Cal
         out.losses.append(loss.detach().float())
         for k, v in metrics.items():
             out.metrics.setdefault(k, []).append(v)
-        out.tokens += count_tokens(batch)
+        out.tokens += objective.batch_tokens(batch, metrics)  # (RL counts the sequences it sampled)
     return out

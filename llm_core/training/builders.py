@@ -157,6 +157,9 @@ def build_datasets(
     elif kind == "instruction":
         train, val = _records(D.InstructionDataset, paths, val_paths, tokenizer, context_length, config)
         collate = lambda items: D.collate_lm(items, pad_id)  # noqa: E731
+    elif kind == "prompts":
+        train, val = _records(D.PromptDataset, paths, val_paths, tokenizer, context_length, config)
+        collate = D.collate_prompts
     else:
         train, val = _records(D.PreferenceDataset, paths, val_paths, tokenizer, context_length, config)
         collate = lambda items: D.collate_preference(items, pad_id)  # noqa: E731
@@ -175,6 +178,8 @@ def _records(cls: Any, paths: list[Path], val_paths: list[Path] | None, tokenize
     options: dict[str, Any] = {"max_length": context_length, "vocab_size": tokenizer.n_vocab}
     if cls is PreferenceDataset:
         options["drop_identical"] = config.drop_identical_pairs
+    if cls.__name__ == "PromptDataset":
+        options["prompt_mode"] = config.rl_prompt
     dataset = cls(paths[0], tokenizer, **options)
     if val_paths:
         return dataset, cls(val_paths[0], tokenizer, **options)

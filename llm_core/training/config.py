@@ -102,6 +102,20 @@ class TrainConfig:
     dpo_sft_weight: float = 0.0  # add this times the chosen responses' NLL (keeps chosen likelihood up)
     drop_identical_pairs: bool = False  # skip preference pairs whose chosen == rejected instead of refusing
 
+    # --- RL (GRPO; llm_core.rl) ---------------------------------------------------------------------
+    group_size: int = 8  # G completions sampled per prompt (the batch is batch_size prompts)
+    reward: str = "accuracy,format"  # terms name[:weight], comma-separated: accuracy, format, model:PATH
+    kl_beta: float = 0.0  # weight of the k3 KL to the starting model; 0 = no reference forward at all
+    clip_eps: float = 0.2  # PPO clip range of the ratio pi / pi_old
+    mu: int = 1  # optimizer steps per sampled batch (1: REINFORCE with the group baseline)
+    advantage: Literal["std", "none", "rloo"] = "std"  # GRPO / Dr. GRPO / RLOO
+    rl_aggregation: Literal["sequence", "token"] = "token"  # per-sequence mean (GRPO) or per token (DAPO)
+    rl_prompt: Literal["as_is", "neutral", "cot"] = "neutral"  # the prompt: the bare problem, or + CoT cue
+    rl_temperature: float = 1.0
+    rl_top_p: float = 1.0
+    rl_max_new_tokens: int = 192  # the default experiment's worked solutions are up to ~170 tokens
+    rl_eval_problems: int = 32  # held-out prompts each eval answers greedily (neutral and CoT)
+
     # --- Run folder -------------------------------------------------------------------------------
     name: str = ""  # "" = <stage>-<timestamp>
     out: str = "runs"
@@ -174,6 +188,27 @@ class TrainConfig:
             fail("dpo_sft_weight", "must be >= 0")
         if self.dpo_reference == "adapters" and self.adapter == "none":
             fail("dpo_reference", "'adapters' needs adapter=lora or dora")
+        if self.group_size < 2:
+            fail("group_size", "GRPO needs at least 2 completions per prompt")
+        for name in ("mu", "rl_max_new_tokens", "rl_eval_problems"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "must be a positive integer")
+        if not self.kl_beta >= 0:
+            fail("kl_beta", "must be >= 0 (0 = no KL term)")
+        if not 0 < self.clip_eps < 1:
+            fail("clip_eps", "must be in (0, 1)")
+        if not self.rl_temperature > 0:
+            fail("rl_temperature", "must be > 0 (RL needs varied samples)")
+        if not 0 < self.rl_top_p <= 1:
+            fail("rl_top_p", "must be in (0, 1]")
+        if self.stage == "rl":
+            from ..rl.rewards import check_reward_spec
+
+            try:
+                check_reward_spec(self.reward)
+            except ConfigError as exc:
+                fail("reward", str(exc).removeprefix("reward: "))
         if self.name and (Path(self.name).name != self.name or self.name.startswith(".")):
             fail("name", "must be a plain folder name")
         if not self.out:

@@ -80,7 +80,9 @@ def estimate_run(trainer: "Trainer", measure_steps: int = 2) -> dict[str, Any]:
     """Memory (bytes, by part) and time (seconds per step, remaining seconds incl. evaluations)."""
     cfg = trainer.config
     sample = trainer.train_data[0]
-    seq_len = max(int(v.numel()) for k, v in sample.items() if k.endswith("input_ids"))
+    # RL batches hold prompts only (the objective samples the rest): count a full context for them.
+    seq_len = max((int(v.numel()) for k, v in sample.items() if k.endswith("input_ids")),
+                  default=trainer.model.config.context_length)
     # DPO runs chosen and rejected through the policy (2x batch); its frozen reference adds no activations.
     multiplier = trainer.objective.sequences_per_example
     memory = memory_estimate(trainer.model, cfg.batch_size, seq_len, cfg.bf16 and trainer.device.type != "mps",

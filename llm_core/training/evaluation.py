@@ -50,6 +50,8 @@ def sample_prompt_ids(config: TrainConfig, tokenizer: Tokenizer, val_data: Any, 
         return tokenizer.encode(config.sample_prompt)
     data = val_data if val_data is not None and len(val_data) else train_data
     item = data[0]
+    if "prompt_ids" in item:  # RL: a prompt the policy answers itself
+        return item["prompt_ids"].tolist()
     prefix = "chosen_" if "chosen_input_ids" in item else ""  # DPO: the prompt of a preference pair
     ids, labels = item[prefix + "input_ids"], item[prefix + "labels"]
     if STAGES[config.stage].dataset != "text":

@@ -10,6 +10,12 @@ stage the same three hooks, with no-op defaults, so the Trainer calls them witho
 - `on_step(trainer, event)`: called with each step and eval event; may raise alarms through the trainer's
   public `emit("alarm", kind=..., message=..., step=...)` (DPO: collapse alarms).
 
+And three for stages that make their own sequences (RL samples its completions):
+- `attach(trainer)`: called once the Trainer is built (the tokenizer, the data, the device are known);
+- `batch_tokens(batch, metrics)`: the tokens one micro-batch put through the model (default: the batch's
+  `*input_ids`), for tokens/s;
+- `evaluate(trainer)`: the eval event's metrics in place of the train/val loss (default None: the loss).
+
 Next-token prediction lives here; DPO lives in `llm_core.dpo` and plugs in the same way. Which stage uses
 which objective is one registry, `llm_core.training.stages.STAGES`.
 """
@@ -80,6 +86,18 @@ class Objective:
     # --- Per-step hook -----------------------------------------------------------------------------
     def on_step(self, trainer: EventSink, event: dict[str, Any]) -> None:
         """Called with every step and eval event the trainer emits; may `trainer.emit("alarm", ...)`."""
+
+    # --- Stages that make their own sequences --------------------------------------------------------
+    def attach(self, trainer: Any) -> None:
+        """Called once the Trainer is built; an objective may keep what it needs of it (not the trainer)."""
+
+    def batch_tokens(self, batch: dict[str, Any], metrics: dict[str, Any]) -> int:
+        """Tokens the micro-batch put through the model (for tokens/s)."""
+        return sum(int(v.numel()) for k, v in batch.items() if k.endswith("input_ids") and torch.is_tensor(v))
+
+    def evaluate(self, trainer: Any) -> dict[str, Any] | None:
+        """Metrics for the eval event instead of the train/val loss; None (default): the loss."""
+        return None
 
 
 class LanguageModelingObjective(Objective):

@@ -20,7 +20,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-DatasetKind = Literal["text", "instruction", "preference"]
+DatasetKind = Literal["text", "instruction", "preference", "prompts"]
 
 SFT_RECIPE: dict[str, Any] = {
     "max_steps": 400,
@@ -70,12 +70,28 @@ class StageSpec:
         return factory(config, model)
 
 
+# RL (GRPO) from a pretrained (or SFT) checkpoint: batch_size prompts x group_size completions a step.
+# Measured on the default experiment (README, "Reinforcement learning"): pure RL from the pretrained
+# checkpoint on neutral prompts with accuracy + format rewards.
+RL_RECIPE: dict[str, Any] = {
+    "max_steps": 150,
+    "batch_size": 8,
+    "peak_lr": 1e-4,
+    "min_lr": 1e-5,
+    "warmup_fraction": 0.05,
+    "weight_decay": 0.0,
+    "eval_every": 50,
+    "checkpoint_every": 50,
+}
+RL_ADAPTER_LR: dict[str, Any] = {"peak_lr": 1e-3, "min_lr": 1e-4}
+
 LM = "llm_core.training.objectives:language_modeling"
 STAGES: dict[str, StageSpec] = {
     "pretrain": StageSpec(LM, "text", "pretrain"),
     "sft": StageSpec(LM, "instruction", "instructions", SFT_RECIPE, SFT_ADAPTER_LR),
     "dpo": StageSpec("llm_core.dpo.objective:make_dpo_objective", "preference", "preferences",
                      DPO_RECIPE, DPO_ADAPTER_LR),
+    "rl": StageSpec("llm_core.rl.objective:make_grpo_objective", "prompts", "instructions", RL_RECIPE, RL_ADAPTER_LR),
 }
 
 

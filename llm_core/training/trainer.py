@@ -84,6 +84,7 @@ class Trainer:
         )
         # --- optimisation ------------------------------------------------------------------------
         self.objective = objective if objective is not None else build_objective(config, self.model)
+        self.objective.attach(self)
         self.ddp_model = wrap_model(self.model, self.ctx, self.device)
         self.optimizer = build_optimizer(self.model, config)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -173,7 +174,11 @@ class Trainer:
 
     def estimate(self, measure_steps: int = 2) -> dict[str, Any]:
         """Memory and time estimates (see `estimate.py`); included in the start event."""
-        self.estimates = estimate_run(self, measure_steps)
+        saved = self.objective.state_dict()  # the measured steps must not count as the objective's (RL seeds)
+        try:
+            self.estimates = estimate_run(self, measure_steps)
+        finally:
+            self.objective.load_state_dict(saved)
         return self.estimates
 
     # --- Events -----------------------------------------------------------------------------------
@@ -304,8 +309,12 @@ class Trainer:
     def evaluate(self) -> Event:
         """Train/val loss over `eval_batches` fixed batches, a greedy sample, layer grad norms, clip fraction."""
         self.model.eval()
-        train_loss, _ = self._eval_loss(self.train_data)
-        val_loss, val_metrics = self._eval_loss(self.val_data)
+        custom = self.objective.evaluate(self)
+        if custom is None:
+            train_loss, _ = self._eval_loss(self.train_data)
+            val_loss, val_metrics = self._eval_loss(self.val_data)
+        else:  # the objective's own evaluation (RL: greedy accuracy), no loss over fixed batches
+            train_loss, val_loss, val_metrics = None, None, {}
         self.model.train()
         event: Event = {
             "step": self.step - 1, "train_loss": train_loss, "val_loss": val_loss,
@@ -316,6 +325,7 @@ class Trainer:
         for key in ("reward_accuracy", "reward_margin"):
             if key in val_metrics:
                 event[f"val_{key}"] = val_metrics[key]
+        event.update(custom or {})
         if val_loss is not None:
             self.last_val_loss = val_loss
             if self.best_val_loss is None or val_loss < self.best_val_loss:

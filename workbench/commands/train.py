@@ -114,7 +114,7 @@ def _show(progress: Progress, task: Any, event: dict[str, Any]) -> None:
             lr=f"{event['lr']:.2e}", grad=f"{grad:.2f}" if grad is not None else "nan",
             tps=f"{event['tokens_per_s']:,.0f}",
         )
-    elif kind == "eval":
+    elif kind == "eval" and event.get("train_loss") is not None:  # (RL evaluates by accuracy: its own line)
         val = f"{event['val_loss']:.4f}" if event["val_loss"] is not None else "-"
         progress.console.print(
             f"eval @ step {event['step']}: train {event['train_loss']:.4f} val {val} "

@@ -1,0 +1,87 @@
+"""GRPO through the Trainer on a tiny model: the step and eval lines, exact resume, bad input."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from llm_core import Trainer, WorkbenchError
+from llm_core.training import TrainConfig, read_metrics
+from training_helpers import tiny_config
+
+STEP_KEYS = {"reward_mean", "reward_std", "accuracy", "kl", "zero_std_fraction", "completion_length",
+             "clip_fraction", "entropy", "tokens_sampled", "format", "step_by_step_share"}
+
+
+def prompt_file(tmp_path, n: int = 24):
+    """Alpaca records whose outputs carry the answer line (the answer is read from there)."""
+    rng = random.Random(0)
+    records = []
+    for _ in range(n):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        records.append({"instruction": f"{a}+{b}? Think step by step.", "input": "",
+                        "output": f"The answer is {a + b}."})
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def rl_config(tmp_path, **overrides) -> TrainConfig:
+    values = dict(stage="rl", data=str(prompt_file(tmp_path)), context_length=192, max_steps=4, batch_size=2,
+                  group_size=3, rl_max_new_tokens=6, rl_eval_problems=2, rl_temperature=1.0, eval_every=2,
+                  peak_lr=1e-3, min_lr=1e-4, warmup_steps=1, val_fraction=0.2, sample_tokens=0)
+    values.update(overrides)
+    return tiny_config(tmp_path, **values)
+
+
+def test_rl_steps_report_rewards_and_eval_reports_greedy_accuracy(tmp_path) -> None:
+    trainer = Trainer(rl_config(tmp_path, name="rl", kl_beta=0.1))
+    assert trainer.run()["reason"] == "finished"
+    events = read_metrics(trainer.run_dir)
+    steps = [e for e in events if e["type"] == "step"]
+    assert len(steps) == 4 and all(STEP_KEYS <= set(e) for e in steps)
+    for e in steps:
+        assert 0 <= e["accuracy"] <= 1 and 0 <= e["zero_std_fraction"] <= 1 and e["kl"] >= 0
+        assert 1 <= e["completion_length"] <= 6 and e["tokens_sampled"] > 0 and e["tokens"] > 0
+    evals = [e for e in events if e["type"] == "eval"]
+    assert evals and all({"eval_neutral_accuracy", "eval_cot_accuracy"} <= set(e) for e in evals)
+
+
+def test_mu_passes_reuse_one_batch_of_rollouts(tmp_path) -> None:
+    trainer = Trainer(rl_config(tmp_path, name="mu", mu=2))
+    trainer.run()
+    steps = [e for e in read_metrics(trainer.run_dir) if e["type"] == "step"]
+    # steps 0 and 1 share their rollouts (the same rewards), as do 2 and 3
+    assert steps[0]["reward_mean"] == steps[1]["reward_mean"] and steps[0]["clip_fraction"] == 0
+    assert trainer.objective.rollouts_sampled == 2
+
+
+@pytest.mark.parametrize("mu", [1, 2])
+def test_rl_resumes_exactly(tmp_path, mu) -> None:
+    full = Trainer(rl_config(tmp_path, name="full", mu=mu, checkpoint_every=1))
+    full.run()
+    part = Trainer(rl_config(tmp_path, name="part", mu=mu, checkpoint_every=1))
+    part.subscribe(lambda e: e["type"] == "step" and e["step"] == 2 and part.stop())  # stop mid-way through a mu cycle
+    assert part.run()["reason"] == "stopped"
+    resumed = Trainer.resume(part.run_dir)
+    assert resumed.run()["reason"] == "finished"
+
+    def rewards(run):
+        return [(e["step"], e["reward_mean"], e["loss"]) for e in read_metrics(run) if e["type"] == "step"]
+
+    assert rewards(part.run_dir) == rewards(full.run_dir)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (dict(reward="accuracy,bogus"), "unknown reward 'bogus'"),
+    (dict(group_size=1), "group_size"),
+    (dict(clip_eps=0.0), "clip_eps"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, overrides, needle) -> None:
+    with pytest.raises(WorkbenchError) as info:
+        rl_config(tmp_path, **overrides)
+    assert needle in str(info.value) and "\n" not in str(info.value)

@@ -1,0 +1,84 @@
+"""`workbench rl`: reinforcement learning with GRPO from a checkpoint (verifiable rewards).
+
+    workbench rl --from runs/pretrain [--data arith] [--lora | --dora] [--out DIR] [--set key=value ...]
+
+A Trainer run with stage "rl" (same run folder, checkpoints, metrics.jsonl and resume as `workbench
+train`). Settings start from the RL recipe (`llm_core.training.stages.RL_RECIPE`), then `--set`. The main
+knobs: `group_size` (G), `reward` (accuracy,format), `kl_beta`, `clip_eps`, `mu`, `advantage`
+(std / none / rloo), `rl_prompt` (neutral: the bare problem, R1-Zero style; cot: with the cue).
+Besides the progress line it prints the reward, accuracy, KL and step-by-step share as it goes, and
+each evaluation's held-out greedy accuracies.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from llm_core.config import parse_overrides
+from llm_core.errors import WorkbenchError
+from llm_core.training import TrainConfig, Trainer, stage_config
+
+from .train import _print_estimates, run_to_end
+
+
+def build_rl_config(init_from: str, data: str, adapter: str, out: Optional[str], sets: list[str]) -> TrainConfig:
+    values: dict[str, Any] = parse_overrides(TrainConfig, sets)
+    if values.pop("stage", "rl") != "rl":
+        raise WorkbenchError("stage: workbench rl runs stage 'rl'")
+    values.pop("init_from", None)
+    if out:
+        values["out"] = out
+    return stage_config("rl", adapter=adapter, init_from=init_from, data=data, **values)
+
+
+def rl_line(event: dict[str, Any]) -> str:
+    return (f"step {event['step']}: reward {event['reward_mean']:.3f} (std {event['reward_std']:.3f}) "
+            f"accuracy {event['accuracy']:.1%} step-by-step {event['step_by_step_share']:.0%} "
+            f"kl {event['kl']:.4f} length {event['completion_length']:.0f} "
+            f"no-signal groups {event['zero_std_fraction']:.0%} clip {event['clip_fraction']:.1%}")
+
+
+def print_rl_metrics(console: Console, trainer: Trainer, lines: int = 20) -> None:
+    every = max(1, trainer.config.max_steps // max(lines, 1))
+    last = trainer.config.max_steps - 1
+
+    def listen(event: dict[str, Any]) -> None:
+        if event["type"] == "step" and "reward_mean" in event and (event["step"] % every == 0 or event["step"] == last):
+            console.print(rl_line(event), markup=False, highlight=False)
+        elif event["type"] == "eval" and "eval_neutral_accuracy" in event:
+            console.print(f"eval @ step {event['step']}: greedy accuracy neutral {event['eval_neutral_accuracy']:.1%} "
+                          f"(step by step {event['eval_step_by_step_share']:.0%}), "
+                          f"CoT {event['eval_cot_accuracy']:.1%}", markup=False, highlight=False)
+
+    trainer.subscribe(listen)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("rl")
+    def rl(
+        init_from: str = typer.Option(..., "--from", help="Checkpoint to start from (run folder or step folder)."),
+        data: str = typer.Option("arith", "--data", help="Prompts with answers: an Alpaca JSON/JSONL file (answer "
+                                                          "read from 'answer' or from the output's answer line), "
+                                                          "or 'arith'."),
+        lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (the KL reference is the base)."),
+        dora: bool = typer.Option(False, "--dora", help="Train DoRA adapters (the KL reference is the base)."),
+        out: Optional[str] = typer.Option(None, "--out", help="Folder holding the run folders (default runs)."),
+        sets: list[str] = typer.Option([], "--set", help="Override a config key: --set group_size=8 (repeatable)."),
+        estimate_steps: int = typer.Option(1, "--estimate-steps", help="Steps timed for the time estimate (0 = skip)."),
+    ) -> None:
+        """Reinforcement learning with GRPO: G sampled answers per prompt, rewarded by rules (accuracy, format)."""
+        if lora and dora:
+            raise WorkbenchError("--lora and --dora exclude each other")
+        adapter = "lora" if lora else "dora" if dora else "none"
+        trainer = Trainer(build_rl_config(init_from, data, adapter, out, sets))
+        console = Console(quiet=not trainer.ctx.is_main)
+        c = trainer.config
+        console.print(f"GRPO: {c.batch_size} prompts x G={c.group_size} completions a step, reward {c.reward}, "
+                      f"advantage {c.advantage}, kl_beta {c.kl_beta:g}, clip {c.clip_eps:g}, mu {c.mu}, "
+                      f"prompts {c.rl_prompt}")
+        _print_estimates(console, trainer, trainer.estimate(measure_steps=max(estimate_steps, 0)))
+        print_rl_metrics(console, trainer)
+        run_to_end(console, trainer)
