@@ -68,7 +68,9 @@ class Terminal:
 
     def press(self, key: str) -> None:
         self.child.send(key)
-        self.pump(0.2)
+        # A lone Esc must reach the app before the next key, or the two read as one Alt+key sequence:
+        # give a busy app time to read it on its own.
+        self.pump(1.0 if key == ESC else 0.2)
 
     def close(self) -> None:
         if self.child.isalive():

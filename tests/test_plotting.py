@@ -147,3 +147,19 @@ def test_grad_norm_view_is_robust_to_the_first_steps_spike_and_still_marks_it() 
     assert max(full.series[0].ys) == 40.8 and not any(s.label.startswith("above") for s in full.series)
     calm = RunSeries.from_events([{"type": "step", "step": i, "grad_norm": 1.0 + 0.1 * (i % 5)} for i in range(100)])
     assert not any(s.label.startswith("above") for s in grad_spec(calm).series)  # no spike: nothing clipped
+
+
+def test_rl_runs_plot_reward_accuracy_kl_and_completion_length() -> None:
+    from workbench.plotting import length_spec, reward_spec
+
+    events = [{"type": "start", "config": {"stage": "rl"}, "total_steps": 3}] + [
+        {"type": "step", "step": i, "loss": 0.1, "lr": 1e-4, "grad_norm": 1.0, "tokens": i, "reward_mean": 0.5 + i,
+         "accuracy": 0.2 * i, "kl": 0.01 * i, "zero_std_fraction": 0.5, "completion_length": 80 + i,
+         "step_by_step_share": 0.25 * i} for i in range(3)]
+    run = RunSeries.from_events(events)
+    assert run.is_rl and run.rl_steps == [0, 1, 2]
+    series = {s.label: s.ys for s in reward_spec(run).series}
+    assert series["reward"] == [0.5, 1.5, 2.5] and series["accuracy"] == pytest.approx([0.0, 0.2, 0.4])
+    assert series["kl"] == pytest.approx([0.0, 0.01, 0.02]) and series["no signal"] == [0.5] * 3
+    length = {s.label: s.ys for s in length_spec(run).series}
+    assert length["length"] == [80, 81, 82] and length["step-by-step %"] == [0, 25, 50]

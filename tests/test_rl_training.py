@@ -85,3 +85,30 @@ def test_bad_settings_are_one_line_errors(tmp_path, overrides, needle) -> None:
     with pytest.raises(WorkbenchError) as info:
         rl_config(tmp_path, **overrides)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_workbench_rl_trains_from_a_checkpoint_and_plot_shows_the_reward(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    from training_helpers import corpus
+
+    corpus(tmp_path / "corpus.txt", n_chars=4000)  # windows of a 192-token context
+    base = Trainer(tiny_config(tmp_path, name="base", context_length=192, max_steps=2, batch_size=2,
+                               val_fraction=0.3))
+    base.run()
+    runner = CliRunner()
+    args = ["rl", "--from", str(base.run_dir), "--data", str(prompt_file(tmp_path)), "--out", str(tmp_path / "runs"),
+            "--estimate-steps", "0"]
+    for pair in ("name=cli", "max_steps=2", "batch_size=2", "group_size=2", "rl_max_new_tokens=4",
+                 "rl_eval_problems=1", "eval_every=1", "sample_tokens=0"):
+        args += ["--set", pair]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "GRPO: 2 prompts x G=2" in result.output and "step 0: reward" in result.output
+    assert "greedy accuracy neutral" in result.output
+    plot = runner.invoke(app, ["plot", str(tmp_path / "runs" / "cli"), "--metric", "reward"])
+    assert plot.exit_code == 0 and "RL reward" in plot.output
+    bad = runner.invoke(app, args[:-2] + ["--set", "reward=bogus"])
+    assert bad.exit_code != 0 and "unknown reward 'bogus'" in str(bad.exception)

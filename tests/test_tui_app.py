@@ -308,3 +308,24 @@ async def test_status_line_names_the_run_training_here_while_another_is_attached
         app.query_one("#dash").focus()
         await pilot.press("x", "enter")
         await app.workers.wait_for_complete()
+
+
+async def test_rl_stage_shows_its_fields_validates_them_and_fills_its_recipe(tmp_path) -> None:
+    from llm_core.training.stages import RL_RECIPE
+
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        assert not app.query_one("#rl-fields").display
+        app.query_one("#f-stage", Select).value = "rl"
+        await pilot.pause()
+        await pilot.pause()
+        assert app.query_one("#rl-fields").display
+        assert float(app.query_one("#f-peak_lr", Input).value) == RL_RECIPE["peak_lr"]
+        app.query_one("#f-group_size", Input).value = "1"
+        await pilot.pause()
+        assert "at least 2 completions" in str(app.query_one("#e-group_size").render())
+        app.query_one("#f-group_size", Input).value = "4"
+        app.query_one("#f-reward", Input).value = "accuracy:1,format:0.5"
+        await pilot.pause()
+        config = app.query_one("#form").config
+        assert (config.stage, config.group_size, config.reward) == ("rl", 4, "accuracy:1,format:0.5")

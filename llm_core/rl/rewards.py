@@ -117,7 +117,7 @@ def parse_reward(spec: str, model_loader: Callable[[str], Reward] | None = None)
             continue
         name, _, weight_text = raw.partition(":")
         if name not in BUILTIN:
-            raise ConfigError(f"reward: unknown reward {name!r} (valid: {', '.join(BUILTIN)}, model:PATH)")
+            raise ConfigError(f"reward: unknown reward {name!r} (valid: {', '.join(BUILTIN)})")
         if weight_text and not _is_number(weight_text):
             raise ConfigError(f"reward: weight of {name!r} is not a number: {weight_text!r}")
         terms.append((BUILTIN[name](), float(weight_text) if weight_text else 1.0))

@@ -107,6 +107,10 @@ def number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
+# The RL step metrics the plots follow (llm_core.rl.objective writes them on every step line).
+RL_KEYS = ("reward_mean", "accuracy", "kl", "zero_std_fraction", "completion_length", "step_by_step_share")
+
+
 class RunHistory:
     """The history of one run, folded from its events one at a time (`add`) or all at once."""
 
@@ -123,6 +127,8 @@ class RunHistory:
         self.reward_margin: list[float] = []
         self.reward_accuracy: list[float] = []
         self.expert_load: list[list[float]] = []
+        self.rl_steps: list[int] = []  # steps of an RL run, with each RL_KEYS metric in `rl`
+        self.rl: dict[str, list[float]] = {k: [] for k in RL_KEYS}
         self.config: dict[str, Any] = {}
         self.total_steps: int | None = None
         self.start_step = 0
@@ -163,6 +169,10 @@ class RunHistory:
                 self.reward_accuracy.append(number(e.get("reward_accuracy")))
             if isinstance(e.get("expert_load"), list):
                 self.expert_load.append([number(v) for v in e["expert_load"]])
+            if "reward_mean" in e:
+                self.rl_steps.append(self.steps[-1])
+                for k in RL_KEYS:
+                    self.rl[k].append(number(e.get(k)))
         elif kind == "eval":
             self.evals.append(e)
             if e.get("val_loss") is not None:
@@ -217,6 +227,10 @@ class RunHistory:
     @property
     def is_dpo(self) -> bool:
         return bool(self.reward_margin) or self.config.get("stage") == "dpo"
+
+    @property
+    def is_rl(self) -> bool:
+        return bool(self.rl_steps) or self.config.get("stage") == "rl"
 
     @property
     def is_moe(self) -> bool:

@@ -165,6 +165,24 @@ def dpo_spec(run: RunSeries) -> PlotSpec:
     return spec
 
 
+def reward_spec(run: RunSeries) -> PlotSpec:
+    """RL: mean reward, accuracy of the samples, the share of groups with no signal, and the KL."""
+    spec = PlotSpec("RL reward / accuracy / no-signal groups / KL", nonnegative=True)
+    for key, label, color in (("reward_mean", "reward", MAIN_COLOR), ("accuracy", "accuracy", OTHER_COLOR),
+                              ("zero_std_fraction", "no signal", RAW_COLOR), ("kl", "kl", VAL_COLOR)):
+        spec.series.append(Series(label, list(run.rl_steps), list(run.rl[key]), color))
+    return spec
+
+
+def length_spec(run: RunSeries) -> PlotSpec:
+    """RL: mean completion length, and the share of completions worked step by step (x100)."""
+    spec = PlotSpec("RL completion length (tokens) / step-by-step %", nonnegative=True)
+    spec.series.append(Series("length", list(run.rl_steps), list(run.rl["completion_length"]), MAIN_COLOR))
+    spec.series.append(Series("step-by-step %", list(run.rl_steps),
+                              [100 * v for v in run.rl["step_by_step_share"]], OTHER_COLOR))
+    return spec
+
+
 def moe_spec(run: RunSeries) -> PlotSpec:
     spec = PlotSpec("expert load (fraction of tokens)", nonnegative=True)
     if run.expert_load:
@@ -183,7 +201,7 @@ def compare_spec(a: RunSeries, b: RunSeries, smoothing: float = 0.0, log_y: bool
     return spec
 
 
-METRICS = ("loss", "lr", "grad_norm", "dpo", "moe")
+METRICS = ("loss", "lr", "grad_norm", "dpo", "moe", "reward", "length")
 
 
 def spec_for(metric: str, run: RunSeries, smoothing: float = 0.0, log_y: bool = False) -> PlotSpec:
@@ -198,4 +216,8 @@ def spec_for(metric: str, run: RunSeries, smoothing: float = 0.0, log_y: bool = 
         return dpo_spec(run)
     if metric == "moe":
         return moe_spec(run)
+    if metric == "reward":
+        return reward_spec(run)
+    if metric == "length":
+        return length_spec(run)
     raise ValueError(f"metric: must be one of {', '.join(METRICS)}, got {metric!r}")

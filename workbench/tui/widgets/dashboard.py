@@ -1,7 +1,8 @@
 """`Dashboard`: the live view of one run: status line, and plots of the learning rate (planned schedule
 with the steps done), the pre-clip gradient norm (clipping threshold and clipped steps), train/val loss
 (smoothing, log scale, step or tokens axis), plus reward margin/accuracy for DPO runs and expert load for
-MoE runs, or two runs' losses when comparing.
+MoE runs, or two runs' losses when comparing. RL runs show the completion length / step-by-step share in
+place of the loss, and reward, sample accuracy, no-signal groups and KL in the fourth plot.
 
 It never reads events itself: the app feeds it a `RunSeries` and calls `refresh_status` (about 4 Hz) and
 `refresh_plots` for one plot at a time, in turn, so each plot is redrawn once a second and no frame has to
@@ -24,7 +25,8 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, Static
 
 from workbench.plotting import (
-    PlotSpec, RunSeries, compare_spec, dpo_spec, grad_spec, loss_spec, lr_spec, moe_spec, planned_lr,
+    PlotSpec, RunSeries, compare_spec, dpo_spec, grad_spec, length_spec, loss_spec, lr_spec, moe_spec, planned_lr,
+    reward_spec,
 )
 
 from .plot import MetricPlot
@@ -189,9 +191,13 @@ class Dashboard(Vertical, can_focus=True):
         if plot_id == "plot-grad":
             return grad_spec(run)
         if plot_id == "plot-loss":
-            return loss_spec(run, self.smoothing, self.log_y, self.x_axis)
+            # RL: the policy loss says little; the completion length is the curve to watch (R1-Zero's
+            # "longer thinking" appears there), with the step-by-step share.
+            return length_spec(run) if run.is_rl else loss_spec(run, self.smoothing, self.log_y, self.x_axis)
         if self.compare is not None:
             return compare_spec(run, self.compare, self.smoothing, self.log_y)
+        if run.is_rl:
+            return reward_spec(run)
         if run.is_dpo:
             return dpo_spec(run)
         if run.is_moe:

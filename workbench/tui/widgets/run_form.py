@@ -19,6 +19,7 @@ from textual.widgets import Input, Label, Select, Static, Switch
 from llm_core.errors import WorkbenchError
 from llm_core.model import PRESETS
 from llm_core.training import TrainConfig, planned_schedule, stage_recipe
+from llm_core.training.stages import STAGES
 from workbench.plotting import PlotSpec, Series, MAIN_COLOR
 
 from .plot import MetricPlot
@@ -38,6 +39,15 @@ TECHNIQUE_FIELDS: list[tuple[str, str, str]] = [
     ("moe_experts", "experts", "int"),
     ("moe_top_k", "top-k", "int"),
     ("beta", "DPO beta", "float"),
+]
+# The RL stage's own fields (GRPO, llm_core.rl): shown while the stage is rl.
+RL_FIELDS: list[tuple[str, str, str]] = [
+    ("group_size", "group size G", "int"),
+    ("reward", "reward", "str"),
+    ("kl_beta", "KL beta", "float"),
+    ("clip_eps", "clip eps", "float"),
+    ("mu", "passes mu", "int"),
+    ("rl_prompt", "prompts", "str"),
 ]
 
 
@@ -88,8 +98,7 @@ class RunForm(Vertical):
             yield Static("Run", classes="section")
             with Horizontal(classes="row"):
                 yield Label("stage", classes="label")
-                yield Select([(s, s) for s in ("pretrain", "sft", "dpo")], value=b.stage, allow_blank=False,
-                             id="f-stage")
+                yield Select([(s, s) for s in STAGES], value=b.stage, allow_blank=False, id="f-stage")
             yield from self._text_row("data", "data", b.data, "a file or 'arith'")
             yield from self._text_row("init_from", "start from", b.init_from or "", "checkpoint (empty = fresh)")
             with Horizontal(classes="row"):
@@ -106,6 +115,11 @@ class RunForm(Vertical):
             for name, label, _ in TECHNIQUE_FIELDS:
                 value = b.moe_experts or 4 if name == "moe_experts" else getattr(b, name)
                 yield from self._text_row(name, label, _show(value))
+            with Vertical(id="rl-fields"):
+                yield Static("RL (GRPO)", classes="section")
+                for name, label, _ in RL_FIELDS:
+                    yield from self._text_row(name, label, _show(getattr(b, name)),
+                                              "neutral | cot | as_is" if name == "rl_prompt" else "")
             yield Static("Optimisation", classes="section")
             for name, label, _ in NUMBER_FIELDS:
                 yield from self._text_row(name, label, self._field_text(b, name), self._placeholder(b, name))
@@ -129,6 +143,7 @@ class RunForm(Vertical):
             yield Static("", id=f"e-{name}", classes="field-error")
 
     def on_mount(self) -> None:
+        self.query_one("#rl-fields").display = self.base.stage == "rl"
         self.validate_form()
 
     # --- reading and validating -----------------------------------------------------------------------
@@ -143,7 +158,7 @@ class RunForm(Vertical):
         lora, dora = self.query_one("#f-lora", Switch).value, self.query_one("#f-dora", Switch).value
         values["adapter"] = "dora" if dora else "lora" if lora else "none"
         moe = self.query_one("#f-moe", Switch).value
-        for name, _, kind in TECHNIQUE_FIELDS + NUMBER_FIELDS:
+        for name, _, kind in TECHNIQUE_FIELDS + RL_FIELDS + NUMBER_FIELDS:
             text = self.query_one(f"#f-{name}", Input).value
             try:
                 values[name] = _parse(kind, text)
@@ -217,6 +232,7 @@ class RunForm(Vertical):
         if self._loading:
             return
         if event.select.id == "f-stage" and isinstance(event.value, str):
+            self.query_one("#rl-fields").display = event.value == "rl"
             self.apply_recipe(event.value)
         self.validate_form()
 
