@@ -22,7 +22,7 @@ from llm_core.errors import ConfigError, WorkbenchError
 from llm_core.io import read_json_object
 from llm_core.training import TrainConfig, Trainer
 
-from .train import _print_estimates, run_to_end
+from .train import _print_estimates, print_stage_metrics, run_to_end
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -69,21 +69,9 @@ def _dpo_line(event: dict[str, Any]) -> str:
 
 def print_dpo_metrics(console: Console, trainer: Trainer, lines: int = 20) -> None:
     """Print about `lines` DPO metric lines over the run (and every eval's reward metrics)."""
-    every = max(1, trainer.config.max_steps // max(lines, 1))
-    last = trainer.config.max_steps - 1
-
-    def listen(event: dict[str, Any]) -> None:
-        if event["type"] == "step" and "reward_margin" in event and (
-            event["step"] % every == 0 or event["step"] == last
-        ):
-            console.print(_dpo_line(event), markup=False, highlight=False)
-        elif event["type"] == "eval" and "val_reward_accuracy" in event:
-            console.print(
-                f"eval @ step {event['step']}: val_reward_accuracy {event['val_reward_accuracy']:.1%} "
-                f"val_reward_margin {event['val_reward_margin']:.4f}", markup=False, highlight=False,
-            )
-
-    trainer.subscribe(listen)
+    print_stage_metrics(console, trainer, "reward_margin", _dpo_line, "val_reward_accuracy", lambda e: (
+        f"eval @ step {e['step']}: val_reward_accuracy {e['val_reward_accuracy']:.1%} "
+        f"val_reward_margin {e['val_reward_margin']:.4f}"), lines)
 
 
 def register(app: typer.Typer) -> None:

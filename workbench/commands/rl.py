@@ -21,7 +21,7 @@ from llm_core.config import parse_overrides
 from llm_core.errors import WorkbenchError
 from llm_core.training import TrainConfig, Trainer, stage_config
 
-from .train import _print_estimates, run_to_end
+from .train import _print_estimates, print_stage_metrics, run_to_end
 
 
 def build_rl_config(init_from: str, data: str, adapter: str, out: Optional[str], sets: list[str]) -> TrainConfig:
@@ -42,18 +42,10 @@ def rl_line(event: dict[str, Any]) -> str:
 
 
 def print_rl_metrics(console: Console, trainer: Trainer, lines: int = 20) -> None:
-    every = max(1, trainer.config.max_steps // max(lines, 1))
-    last = trainer.config.max_steps - 1
-
-    def listen(event: dict[str, Any]) -> None:
-        if event["type"] == "step" and "reward_mean" in event and (event["step"] % every == 0 or event["step"] == last):
-            console.print(rl_line(event), markup=False, highlight=False)
-        elif event["type"] == "eval" and "eval_neutral_accuracy" in event:
-            console.print(f"eval @ step {event['step']}: greedy accuracy neutral {event['eval_neutral_accuracy']:.1%} "
-                          f"(step by step {event['eval_step_by_step_share']:.0%}), "
-                          f"CoT {event['eval_cot_accuracy']:.1%}", markup=False, highlight=False)
-
-    trainer.subscribe(listen)
+    """Print about `lines` RL metric lines over the run, and every eval's held-out greedy accuracies."""
+    print_stage_metrics(console, trainer, "reward_mean", rl_line, "eval_neutral_accuracy", lambda e: (
+        f"eval @ step {e['step']}: greedy accuracy neutral {e['eval_neutral_accuracy']:.1%} "
+        f"(step by step {e['eval_step_by_step_share']:.0%}), CoT {e['eval_cot_accuracy']:.1%}"), lines)
 
 
 def register(app: typer.Typer) -> None:

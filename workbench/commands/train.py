@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -124,6 +124,22 @@ def _show(progress: Progress, task: Any, event: dict[str, Any]) -> None:
         progress.console.print(f"alarm ({event['kind']}): {event['message']}", style="red", markup=False)
     elif kind == "checkpoint":
         progress.console.print(f"checkpoint: {event['path']}", markup=False)
+
+
+def print_stage_metrics(console: Console, trainer: Trainer, step_key: str, step_line: Callable[[dict], str],
+                        eval_key: str, eval_line: Callable[[dict], str], lines: int = 20) -> None:
+    """Print a stage's own metrics: about `lines` step lines over the run (those with `step_key`), and every
+    eval event that has `eval_key`."""
+    every = max(1, trainer.config.max_steps // max(lines, 1))
+    last = trainer.config.max_steps - 1
+
+    def listen(event: dict) -> None:
+        if event["type"] == "step" and step_key in event and (event["step"] % every == 0 or event["step"] == last):
+            console.print(step_line(event), markup=False, highlight=False)
+        elif event["type"] == "eval" and eval_key in event:
+            console.print(eval_line(event), markup=False, highlight=False)
+
+    trainer.subscribe(listen)
 
 
 def run_to_end(console: Console, trainer: Trainer) -> None:
