@@ -210,6 +210,12 @@ class GPT(nn.Module):
         `positions` (T,) or (B, T) are the position ids (default 0..T-1); a KV cache passes the absolute
         positions of the new tokens (and keeps them inside the context for learned positions).
         """
+        return self.lm_head(self.features(idx, positions, cache))  # (B, T, vocab_size)
+
+    def features(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                 cache: AttentionCache | None = None) -> torch.Tensor:
+        """The final hidden states (after ln_f) of token ids (B, T): (B, T, d_model). `forward` puts the LM
+        head on them; a reward model puts a scalar head on them (`llm_core.rl.reward_model`)."""
         B, T = idx.shape
         if positions is None:
             if T > self.config.context_length:
@@ -220,7 +226,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, C)
         for block in self.blocks:
             x = block(x, cache)
-        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        return self.ln_f(x)  # (B, T, C)
 
     # --- Mixture-of-Experts auxiliary losses -------------------------------------------------------
     def moe_layers(self) -> list[nn.Module]:

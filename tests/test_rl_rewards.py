@@ -48,7 +48,7 @@ def test_a_plain_function_is_a_reward() -> None:
     ("accuracy,bogus", "unknown reward 'bogus'"),
     ("accuracy:x", "not a number"),
     ("accuracy,,format", "empty term"),
-    ("model:runs/rm", "learned reward models are not part"),
+    ("model:runs/rm", "needs a reward-model loader"),
 ])
 def test_bad_reward_specs_are_one_line_errors(spec, needle) -> None:
     with pytest.raises(ConfigError) as info:

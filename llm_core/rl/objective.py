@@ -200,7 +200,9 @@ def make_grpo_objective(config: Any, model: nn.Module) -> GRPOObjective:
     from ..adapters import adapter_layers
     from ..dpo.objective import frozen_copy
 
-    reward = parse_reward(config.reward)
+    from .reward_model import load_reward_model
+
+    reward = parse_reward(config.reward, model_loader=load_reward_model)
     adapters = bool(adapter_layers(unwrap(model)))
     reference = None
     if config.kl_beta > 0 and not adapters:

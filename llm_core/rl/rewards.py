@@ -111,13 +111,13 @@ def parse_reward(spec: str, model_loader: Callable[[str], Reward] | None = None)
             if head and _is_number(tail):
                 path, weight = head, float(tail)
             if model_loader is None:
-                raise ConfigError(f"reward: {raw!r}: learned reward models are not part of this version "
-                                  f"(use {', '.join(BUILTIN)}, or a Python callable through the API)")
+                raise ConfigError(f"reward: {raw!r} needs a reward-model loader "
+                                  "(llm_core.rl.reward_model.load_reward_model; the rl stage passes it)")
             terms.append((model_loader(path), weight))
             continue
         name, _, weight_text = raw.partition(":")
         if name not in BUILTIN:
-            raise ConfigError(f"reward: unknown reward {name!r} (valid: {', '.join(BUILTIN)})")
+            raise ConfigError(f"reward: unknown reward {name!r} (valid: {', '.join(BUILTIN)}, model:PATH)")
         if weight_text and not _is_number(weight_text):
             raise ConfigError(f"reward: weight of {name!r} is not a number: {weight_text!r}")
         terms.append((BUILTIN[name](), float(weight_text) if weight_text else 1.0))
