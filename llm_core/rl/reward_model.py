@@ -119,7 +119,7 @@ def train_reward_model(backbone: GPT, tokenizer: Tokenizer, data: str | Path | l
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, float(loss.detach()))
     seconds = time.perf_counter() - started
     result = RewardModelResult(Path(out), steps, seconds, pair_accuracy(model, train, pad_id),
                                pair_accuracy(model, val, pad_id))
