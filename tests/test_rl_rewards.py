@@ -54,3 +54,12 @@ def test_bad_reward_specs_are_one_line_errors(spec, needle) -> None:
     with pytest.raises(ConfigError) as info:
         parse_reward(spec)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_mix_combines_names_rewards_and_callables() -> None:
+    from llm_core.rl import mix
+
+    reward = mix(("accuracy", 1.0), (lambda p, c, e: 2.0, 0.25))
+    assert reward("", "The answer is 45.", EXAMPLE) == pytest.approx(1.0 + 0.5)
+    with pytest.raises(ConfigError, match="unknown reward 'nope'"):
+        mix(("nope", 1.0))

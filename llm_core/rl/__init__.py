@@ -6,9 +6,11 @@
 """
 from .advantages import group_advantages, zero_std_fraction
 from .loss import GRPOStats, grpo_loss, k3_kl
-from .rewards import AccuracyReward, FormatReward, FunctionReward, Reward, WeightedSum, as_reward, parse_reward
+from .rewards import (
+    AccuracyReward, FormatReward, FunctionReward, Reward, WeightedSum, as_reward, mix, parse_reward,
+)
 
 __all__ = [
     "group_advantages", "zero_std_fraction", "grpo_loss", "k3_kl", "GRPOStats", "Reward", "AccuracyReward",
-    "FormatReward", "FunctionReward", "WeightedSum", "as_reward", "parse_reward",
+    "FormatReward", "FunctionReward", "WeightedSum", "as_reward", "mix", "parse_reward",
 ]

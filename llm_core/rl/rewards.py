@@ -124,6 +124,19 @@ def parse_reward(spec: str, model_loader: Callable[[str], Reward] | None = None)
     return WeightedSum(terms)
 
 
+def mix(*terms: tuple[str | Reward | Callable[[str, str, Mapping[str, Any]], float], float]) -> WeightedSum:
+    """A weighted sum of built-in rewards (by name), Rewards and plain callables:
+    `mix(("accuracy", 1.0), (my_function, 0.1))`."""
+    rewards: list[tuple[Reward, float]] = []
+    for reward, weight in terms:
+        if isinstance(reward, str):
+            if reward not in BUILTIN:
+                raise ConfigError(f"reward: unknown reward {reward!r} (valid: {', '.join(BUILTIN)})")
+            reward = BUILTIN[reward]()
+        rewards.append((as_reward(reward), float(weight)))
+    return WeightedSum(rewards)
+
+
 def check_reward_spec(spec: str) -> None:
     """Validate a reward spec without loading any reward model (for config validation)."""
     parse_reward(spec, model_loader=lambda path: AccuracyReward(name=f"model:{path}"))
