@@ -145,7 +145,7 @@ def test_comparison_moves_the_story_to_the_second_person():
     for _ in range(2000):
         p = random_problem(rng)
         sentences = p.question.split(". ")
-        m = re.match(r"(\w+) has \d+ (more|fewer) ", sentences[1]) if len(sentences) > 2 else None
+        m = re.match(r"(\w+) (?:has|owns) \d+ (more|fewer) ", sentences[1]) if len(sentences) > 2 else None
         if m:
             seen.add(m[2])
             assert p.ops[0] == ("+" if m[2] == "more" else "-")
@@ -351,6 +351,7 @@ _SLOTS = {
     "name": "|".join(n for n, _, _ in NAMES),
     "other": "|".join(n for n, _, _ in NAMES),
     "pro": "he|she|He|She",
+    "Pro": "He|She",
     "poss": "his|her",
     "n": r"\d+",
     "obj": "|".join(OBJECTS),
@@ -370,7 +371,7 @@ def test_phrasebooks_are_disjoint():
     train, paraphrase = TRAIN_BOOK.templates(), PARAPHRASE_BOOK.templates()
     assert not set(train) & set(paraphrase)
     # no template of one book can write a sentence the other book's templates could write
-    filled = dict(name="Ann", other="Tom", pro="she", poss="her", n=12, obj="apples", verb="buys",
+    filled = dict(name="Ann", other="Tom", pro="she", Pro="She", poss="her", n=12, obj="apples", verb="buys",
                   relative="friend", story="Ann has 12 apples")
     for mine, theirs in ((train, paraphrase), (paraphrase, train)):
         patterns = [_template_regex(t) for t in theirs]

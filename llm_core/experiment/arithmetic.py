@@ -89,6 +89,13 @@ class Phrasebook:
     questions: tuple[str, ...]  # naming the subject
     nameless_questions: tuple[str, ...]  # not usable after a comparison (whose amount would it be?)
     question_first: tuple[str, ...]
+    # Noise that carries no number (none in the paraphrase book): a tail after a verb phrase ("at the park"),
+    # an adjective before an object ("red"), a sentence between the changes ("It is a sunny day."). They keep
+    # the model from locating numbers by their position in a memorised frame.
+    tails: tuple[str, ...] = ()
+    adjectives: tuple[str, ...] = ()
+    asides: tuple[str, ...] = ()
+    openers: tuple[str, ...] = ()  # before the first sentence ("Today, Ann has 40 pens.")
 
     def templates(self) -> list[str]:
         """Every template of the book, for the disjointness check between books."""
@@ -101,22 +108,37 @@ class Phrasebook:
 
 TRAIN_BOOK = Phrasebook(
     starts=("{name} has {n} {obj}.", "{name} starts with {n} {obj}.", "At first, {name} has {n} {obj}.",
-            "{name} owns {n} {obj}.", "{name} has a box of {n} {obj}."),
-    start_clauses=("{name} has {n} {obj}", "{name} starts with {n} {obj}", "{name} owns {n} {obj}"),
+            "{name} owns {n} {obj}.", "{name} has a box of {n} {obj}.", "In {name}'s box there are {n} {obj}.",
+            "{name} has {n} {obj} at home.", "{name} had {n} {obj} on Sunday."),
+    start_clauses=("{name} has {n} {obj}", "{name} starts with {n} {obj}", "{name} owns {n} {obj}",
+                   "{name} has a box of {n} {obj}"),
     adds=("{verb} {n} {obj}", "{verb} {n} more {obj}", "{verb} {n} more", "buys {n} {obj} from a friend",
-          "gets {n} {obj} from {poss} {relative}", "is given {n} more {obj}", "{verb} {n}"),
+          "gets {n} {obj} from {poss} {relative}", "is given {n} more {obj}", "{verb} {n}",
+          "{verb} {n} new {obj}", "{verb} {n} more of them"),
     subs=("{verb} {n} {obj}", "{verb} {n}", "{verb} {n} of them", "gives {n} {obj} to a friend",
-          "gives {n} to {poss} {relative}", "{verb} {n} {obj} at school"),
-    more=("{other} has {n} more {obj} than {name}.", "{other} has {n} more than {name}."),
-    fewer=("{other} has {n} fewer {obj} than {name}.", "{other} has {n} fewer than {name}."),
-    connectives=("Then", "After that,", "Later,", "Next,", "Afterwards,"),
-    joiners=(", then ", " and then ", " and ", ", and then "),
+          "gives {n} to {poss} {relative}", "{verb} {n} {obj} at school", "gives {n} {obj} away",
+          "{verb} {n} {obj} to {poss} {relative}"),
+    more=("{other} has {n} more {obj} than {name}.", "{other} has {n} more than {name}.",
+          "{other} owns {n} more {obj} than {name}."),
+    fewer=("{other} has {n} fewer {obj} than {name}.", "{other} has {n} fewer than {name}.",
+           "{other} owns {n} fewer {obj} than {name}."),
+    connectives=("Then", "After that,", "Later,", "Next,", "Afterwards,", "Then,", "On Monday,", "After school,",
+                 "That afternoon,", "The next day,", "A little later,", "Soon,"),
+    joiners=(", then ", " and then ", " and ", ", and then ", ", and ", " but then ", ", but "),
     link=" and {pro} ",
     questions=("How many {obj} does {name} have now?", "How many {obj} does {name} have at the end?",
-               "How many {obj} are left with {name}?", "How many {obj} does {name} have?"),
-    nameless_questions=("How many are left?", "How many {obj} are left?"),
+               "How many {obj} are left with {name}?", "How many {obj} does {name} have?",
+               "How many {obj} does {name} have left?", "How many does {name} have now?",
+               "Now how many {obj} does {name} have?", "What is the total number of {obj} {name} has now?"),
+    nameless_questions=("How many are left?", "How many {obj} are left?", "How many are there now?"),
     question_first=("How many {obj} are left if {story}?", "How many {obj} does {name} have if {story}?",
-                    "How many are left if {story}?"),
+                    "How many are left if {story}?", "How many {obj} does {name} have now, if {story}?"),
+    tails=("at the park", "at the store", "on Monday", "after lunch", "that day", "on the way home",
+           "at the fair", "in the evening"),
+    adjectives=("red", "small", "big", "shiny", "old", "blue", "green", "tiny"),
+    asides=("{Pro} is very happy.", "It is a sunny day.", "{name} likes {obj} a lot.", "{Pro} counts them.",
+            "{Pro} smiles.", "The {obj} are nice."),
+    openers=("Today,", "On Sunday,", "Last week,", "At school,", "One day,"),
 )
 
 # Held out: no template here occurs in training (a test checks the generated files), only the vocabulary.
@@ -145,6 +167,7 @@ COMPARISON_SHARE = 0.15
 QUESTION_FIRST_SHARE = 0.2
 COMPOUND_SHARE = 0.35
 CONNECTIVE_SHARE = 0.6  # a later sentence opens with a connective ("Then she ...")
+FIRST_CONNECTIVE_SHARE = 0.15  # the first change's sentence does ("On Monday, she ...")
 SMALL_NUMBER_SHARE = 0.2  # numbers drawn from 1-9 instead of 10-99
 N_OPS_WEIGHTS = {1: 1, 2: 2, 3: 2}  # 20% one change, 40% two, 40% three
 
@@ -219,10 +242,21 @@ def random_problem(rng: random.Random, n_ops: int | None = None, book: Phraseboo
     return Problem(tuple(numbers), tuple(ops), question)
 
 
+TAIL_SHARE = 0.2  # a verb phrase gets a tail ("at the park"), when the book has tails
+ADJECTIVE_SHARE = 0.15  # an object in a verb phrase gets an adjective
+ASIDE_SHARE = 0.12  # a number-free sentence follows a change
+OPENER_SHARE = 0.15  # the story opens with a phrase before the subject
+
+
 def _verb_phrase(rng: random.Random, book: Phrasebook, op: str, n: int, obj: str, poss: str) -> str:
     template = rng.choice(book.adds if op == "+" else book.subs)
     verb = rng.choice(ADD_VERBS if op == "+" else SUB_VERBS)
-    return template.format(verb=verb, n=n, obj=obj, poss=poss, relative=rng.choice(RELATIVES))
+    if book.adjectives and rng.random() < ADJECTIVE_SHARE:
+        obj = f"{rng.choice(book.adjectives)} {obj}"
+    text = template.format(verb=verb, n=n, obj=obj, poss=poss, relative=rng.choice(RELATIVES))
+    if book.tails and rng.random() < TAIL_SHARE:
+        text += " " + rng.choice(book.tails)
+    return text
 
 
 def _capitalize(text: str) -> str:
@@ -240,7 +274,10 @@ def _word_problem(rng: random.Random, numbers: tuple[int, ...], ops: tuple[str, 
         story += phrases[0] + "".join(rng.choice(book.joiners) + p for p in phrases[1:])
         return _capitalize(rng.choice(book.question_first).format(story=story, obj=obj, name=name))
 
-    sentences = [rng.choice(book.starts).format(name=name, n=numbers[0], obj=obj)]
+    start = rng.choice(book.starts).format(name=name, n=numbers[0], obj=obj)
+    if book.openers and rng.random() < OPENER_SHARE and not start.startswith(("At ", "In ")):
+        start = f"{rng.choice(book.openers)} {start}"
+    sentences = [start]
     step = 0
     compared = False
     if rng.random() < COMPARISON_SHARE:
@@ -258,10 +295,12 @@ def _word_problem(rng: random.Random, numbers: tuple[int, ...], ops: tuple[str, 
             # "She gets 43 more, then loses 61."
             text += rng.choice(book.joiners) + _verb_phrase(rng, book, ops[step], numbers[step + 1], obj, poss)
             step += 1
-        if not first and rng.random() < CONNECTIVE_SHARE:
+        if rng.random() < (CONNECTIVE_SHARE if not first else FIRST_CONNECTIVE_SHARE):
             sentences.append(f"{rng.choice(book.connectives)} {pro} {text}.")
         else:
             sentences.append(f"{_capitalize(pro)} {text}.")
+        if book.asides and rng.random() < ASIDE_SHARE:
+            sentences.append(rng.choice(book.asides).format(Pro=_capitalize(pro), name=name, obj=obj))
         first = False
     questions = book.questions if compared else book.questions + book.nameless_questions
     sentences.append(rng.choice(questions).format(name=name, obj=obj))
