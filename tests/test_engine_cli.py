@@ -58,5 +58,25 @@ def test_eval_prints_table(fake_checkpoint, tmp_path):
         assert label in out.output
     assert len([l for l in out.output.splitlines() if "majority vote" in l]) == 2
     saved = json.loads((fake_checkpoint.path / "evaluation.json").read_text())  # for `workbench report`
-    assert (saved["step"], saved["problems"], [r["n"] for r in saved["rows"]]) == (7, 2, [1, 1, 1, 2])
+    assert (saved["step"], saved["problems"], [r["n"] for r in saved["rows"]]) == (7, 2, [1, 1, 1, 2, 1])
+    assert saved["rows"][-1]["method"] == "neutral prompt (greedy)" and saved["paraphrase_problems"] == 0
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in saved["rows"])
+
+
+def test_eval_reports_the_paraphrase_set_and_neutral_prompts(fake_checkpoint, tmp_path):
+    data, para = tmp_path / "eval.json", tmp_path / "eval_paraphrase.json"
+    data.write_text(json.dumps([{"question": "Tom has 3 apples.", "answer": 3}]))
+    para.write_text(json.dumps([{"question": "Ann begins with 5 pens.", "answer": 5},
+                                {"question": "Sam begins with 4 pens.", "answer": 4}]))
+    out = CliRunner().invoke(app, ["eval", "-c", "x", "--data", str(data), "--paraphrase", str(para),
+                                   "--n", "1", "--max-new-tokens", "3"])
+    assert out.exit_code == 0, out.output
+    saved = json.loads((fake_checkpoint.path / "evaluation.json").read_text())
+    methods = [r["method"] for r in saved["rows"]]
+    assert methods == ["direct answer (greedy)", "chain of thought (greedy)", "majority vote (CoT)",
+                       "neutral prompt (greedy)", "paraphrase: direct (greedy)", "paraphrase: CoT (greedy)",
+                       "paraphrase: neutral (greedy)"]
+    assert saved["paraphrase_problems"] == 2
+    assert [r["problems"] for r in saved["rows"][3:]] == [1, 2, 2, 2]
+    assert all(0.0 <= r["step_by_step_share"] <= 1.0 for r in saved["rows"][3:])
+    assert "paraphrase: CoT (greedy)" in out.output and "step by step:" in out.output

@@ -14,12 +14,20 @@ from llm_core.experiment import (
     COT_CUE,
     DATA_DIR,
     DIRECT_CUE,
+    PARAPHRASE_BOOK,
+    TRAIN_BOOK,
     default_paths,
     extract_answer,
     make_prompt,
     split_reasoning,
 )
 from llm_core.experiment.arithmetic import (
+    ADD_VERBS,
+    NAMES,
+    OBJECTS,
+    RELATIVES,
+    SUB_VERBS,
+    Problem,
     random_problem,
     rejected_solution,
     running_values,
@@ -27,7 +35,8 @@ from llm_core.experiment.arithmetic import (
 )
 from llm_core.experiment.build import DOCUMENT_SEPARATOR, BuildConfig, build_experiment, split_documents
 
-SMALL = BuildConfig(seed=3, n_pretrain=40, n_instructions=20, n_preferences=20, n_eval=20, vocab_size=300)
+SMALL = BuildConfig(seed=3, n_pretrain=200, n_instructions=20, n_preferences=20, n_eval=20, n_paraphrase=20,
+                    vocab_size=300)
 
 # --- An independent checker of worked solutions ------------------------------------------------------
 STEP_RE = re.compile(r"^(\d+)([+-])(\d+): (.*), so (\d+)\.(?: Now (\d+(?:[+-]\d+)+)\.)?$")
@@ -104,18 +113,44 @@ def test_generator_is_deterministic_per_seed():
 
 def test_problems_are_well_formed_and_answers_correct():
     rng = random.Random(0)
-    n_ops_seen = set()
-    for _ in range(300):
-        p = random_problem(rng)
+    n_ops_seen, small_seen = set(), False
+    for i in range(600):
+        p = random_problem(rng, book=TRAIN_BOOK if i % 2 else PARAPHRASE_BOOK)
         n_ops_seen.add(len(p.ops))
-        assert all(10 <= n <= 99 for n in p.numbers)
+        assert all(1 <= n <= 99 for n in p.numbers)
+        small_seen |= any(n < 10 for n in p.numbers)
         expression = str(p.numbers[0]) + "".join(f"{op}{n}" for op, n in zip(p.ops, p.numbers[1:]))
         assert p.answer == eval(expression)  # independent recomputation
         assert min(running_values(p.numbers, p.ops)) >= 0  # never below zero on the way
-        for n in p.numbers:
-            assert str(n) in p.question
-        assert p.question.endswith("?")
-    assert n_ops_seen == {2, 3}
+        # the numbers appear in the text in story order, and no other digits do
+        assert tuple(int(n) for n in re.findall(r"\d+", p.question)) == p.numbers
+        assert p.question.endswith("?") and p.question[0].isupper()
+    assert n_ops_seen == {1, 2, 3}  # one-change problems too ("She gives away 17. How many are left?")
+    assert small_seen
+
+
+def test_phrasings_cover_compound_comparison_and_question_first():
+    rng = random.Random(5)
+    questions = [random_problem(rng).question for _ in range(400)]
+    assert any(q.startswith("How many") and " if " in q for q in questions)  # the question first
+    assert any(", then " in q.split(". ")[1] for q in questions if q.count(". ") >= 2)  # two changes, one sentence
+    assert any(" more " in q and " than " in q for q in questions)
+    assert any(" fewer " in q and " than " in q for q in questions)
+    assert any(re.search(r"(gives away|loses|sells|uses) \d+\.", q) for q in questions)  # the object left out
+
+
+def test_comparison_moves_the_story_to_the_second_person():
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(2000):
+        p = random_problem(rng)
+        sentences = p.question.split(". ")
+        m = re.match(r"(\w+) (?:has|owns) \d+ (more|fewer) ", sentences[1]) if len(sentences) > 2 else None
+        if m:
+            seen.add(m[2])
+            assert p.ops[0] == ("+" if m[2] == "more" else "-")
+            assert m[1] not in sentences[0] and m[1] in sentences[-1]  # the question asks about the second person
+    assert seen == {"more", "fewer"}
 
 
 def test_worked_solutions_are_correct_at_every_step():
@@ -127,9 +162,18 @@ def test_worked_solutions_are_correct_at_every_step():
         assert text.split("\n")[0] == str(p.numbers[0]) + "".join(f"{o}{n}" for o, n in zip(p.ops, p.numbers[1:])) + "."
 
 
-def test_worked_solution_example():
-    from llm_core.experiment.arithmetic import Problem
+def test_one_operation_and_one_digit_solutions():
+    assert worked_solution(Problem((40, 17), ("-",), "q")) == (
+        "40-17.\n40-17: 0-7 b1 10-7=3, 4-1-1=2, so 23.\nThe answer is 23."
+    )
+    assert worked_solution(Problem((5, 7, 9), ("+", "-"), "q")) == (
+        "5+7-9.\n5+7: 5+7=12, so 12. Now 12-9.\n12-9: 2-9 b1 12-9=3, 1-0-1=0, so 3.\nThe answer is 3."
+    )
+    for p in (Problem((40, 17), ("-",), "q"), Problem((5, 7, 9), ("+", "-"), "q"), Problem((8, 95), ("+",), "q")):
+        assert check_solution(worked_solution(p)) == p.answer
 
+
+def test_worked_solution_example():
     p = Problem((38, 36, 16), ("+", "-"), "q")
     assert worked_solution(p) == (
         "38+36-16.\n"
@@ -158,11 +202,13 @@ def test_rejected_solutions_are_wrong_but_consistent():
 
 def test_prompts_use_alpaca_format_and_cues():
     p = random_problem(random.Random(4))
-    cot, direct = make_prompt(p, "cot"), make_prompt(p, "direct")
+    cot, direct, neutral = make_prompt(p, "cot"), make_prompt(p, "direct"), make_prompt(p, "neutral")
     assert cot.startswith("Below is an instruction that describes a task.")
     assert cot.endswith(f"{p.question} {COT_CUE}\n\n### Response:\n")
     assert direct.endswith(f"{p.question} {DIRECT_CUE}\n\n### Response:\n")
-    assert make_prompt(p.question, "cot") == cot
+    assert neutral.endswith(f"\n{p.question}\n\n### Response:\n")  # the bare problem, no cue
+    assert COT_CUE not in neutral and DIRECT_CUE not in neutral
+    assert make_prompt(p.question, "cot") == cot and make_prompt(p.question, "neutral") == neutral
     with pytest.raises(ValueError):
         make_prompt(p, "fast")
 
@@ -209,10 +255,19 @@ def test_build_is_byte_identical_for_the_same_seed(small_build, tmp_path):
     build_experiment(tmp_path / "again", SMALL)
     first, second = _tree_bytes(small_build), _tree_bytes(tmp_path / "again")
     assert set(first) >= {"pretrain.txt", "instructions.json", "preferences.json", "eval.json",
-                          "MANIFEST.json", "tokenizer/tokenizer.json", "tokenizer/arith.tiktoken"}
+                          "eval_paraphrase.json", "MANIFEST.json", "tokenizer/tokenizer.json",
+                          "tokenizer/arith.tiktoken"}
     assert first == second
     build_experiment(tmp_path / "other", BuildConfig(**{**SMALL.__dict__, "seed": 4}))
     assert _tree_bytes(tmp_path / "other")["eval.json"] != first["eval.json"]
+
+
+def _instruction(doc: str) -> str:
+    return doc.split("### Instruction:\n")[1].split("\n\n")[0]
+
+
+def _response(doc: str) -> str:
+    return doc.split("### Response:\n")[1]
 
 
 def test_build_files_are_consistent(small_build):
@@ -220,55 +275,131 @@ def test_build_files_are_consistent(small_build):
     assert len(docs) == SMALL.n_pretrain
     assert all(d.startswith("Below is an instruction") and "<|endoftext|>" not in d for d in docs)
     assert any(COT_CUE in d for d in docs) and any(DIRECT_CUE in d for d in docs)
+    for d in docs:  # every response is a correct worked solution or the bare answer line
+        response = _response(d)
+        if "\n" in response:
+            check_solution(response)
+        else:
+            assert re.fullmatch(r"The answer is \d+\.", response), response
     instructions = json.loads((small_build / "instructions.json").read_text())
     preferences = json.loads((small_build / "preferences.json").read_text())
-    evals = json.loads((small_build / "eval.json").read_text())
-    assert len(instructions) == SMALL.n_instructions and len(evals) == SMALL.n_eval
+    assert len(instructions) == SMALL.n_instructions and len(preferences) == SMALL.n_preferences
     for rec in preferences:
         assert rec["chosen"] == rec["output"]
         assert extract_answer(rec["chosen"]) != extract_answer(rec["rejected"])
         check_solution(rec["chosen"])
-    for rec in evals:
-        assert rec["instruction"] == f"{rec['question']} {COT_CUE}" and rec["input"] == ""
-        assert check_solution(rec["output"]) == rec["answer"]
+    for name, n in (("eval.json", SMALL.n_eval), ("eval_paraphrase.json", SMALL.n_paraphrase)):
+        evals = json.loads((small_build / name).read_text())
+        assert len(evals) == n
+        for rec in evals:
+            assert rec["instruction"] == f"{rec['question']} {COT_CUE}" and rec["input"] == ""
+            assert rec["neutral_instruction"] == rec["question"]  # the bare problem, no cue
+            assert check_solution(rec["output"]) == rec["answer"]
     for rec in instructions:
         if rec["instruction"].endswith(DIRECT_CUE):
             assert rec["output"] == f"The answer is {extract_answer(rec['output'])}."
         else:
+            assert rec["instruction"].endswith(COT_CUE)
             check_solution(rec["output"])
     manifest = json.loads((small_build / "MANIFEST.json").read_text())
     for name, digest in manifest["sha256"].items():
         assert hashlib.sha256((small_build / name).read_bytes()).hexdigest() == digest
 
 
-def _problem_key(instruction: str, solution: str | None = None) -> tuple:
-    """(numbers, ops) of a problem: numbers from the question text, ops from its verbs."""
-    from llm_core.experiment.arithmetic import ADD_TEMPLATES, SUB_TEMPLATES
-
-    numbers = tuple(int(n) for n in re.findall(r"\d+", instruction))
-    verbs_add = [t.split("{n}")[0].replace("{pro} ", "") for t in ADD_TEMPLATES]
-    ops = []
-    for sentence in instruction.split(". ")[1:]:
-        low = sentence.lower()
-        if re.search(r"\d", low):
-            ops.append("+" if any(v in low for v in verbs_add) else "-")
-    return numbers, tuple(ops)
+def _neutral_shares(docs: list[str]) -> tuple[float, float]:
+    """(share of documents with a neutral prompt, share of those answered with a worked solution)."""
+    neutral = [d for d in docs if not _instruction(d).endswith((COT_CUE, DIRECT_CUE))]
+    worked = [d for d in neutral if "\n" in _response(d)]
+    return len(neutral) / len(docs), len(worked) / max(1, len(neutral))
 
 
-def test_eval_has_no_overlap_with_training(small_build):
-    evals = json.loads((small_build / "eval.json").read_text())
-    eval_keys = {_problem_key(r["instruction"]) for r in evals}
-    assert len(eval_keys) == len(evals)  # held-out problems are distinct
-    train_instructions = [d.split("### Instruction:\n")[1].split("\n\n")[0]
-                          for d in split_documents((small_build / "pretrain.txt").read_text())]
+def test_neutral_prompts_answer_mostly_directly(tmp_path):
+    config = BuildConfig(seed=5, n_pretrain=3000, n_instructions=1, n_preferences=1, n_eval=1, n_paraphrase=1,
+                         vocab_size=258)
+    build_experiment(tmp_path, config)
+    docs = split_documents((tmp_path / "pretrain.txt").read_text())
+    neutral, worked = _neutral_shares(docs)
+    assert abs(neutral - config.neutral_fraction) < 0.03
+    assert abs(worked - config.neutral_cot_fraction) < 0.08  # a base model that rarely reasons unasked
+    for d in docs:
+        if not _instruction(d).endswith((COT_CUE, DIRECT_CUE)):
+            assert _instruction(d).endswith("?")  # the bare question
+
+
+def _problem_key(text: str) -> tuple[int, ...]:
+    """A problem's identity (`Problem.key`) read off its text: its numbers in story order."""
+    return tuple(int(n) for n in re.findall(r"\d+", text))
+
+
+def _training_instructions(folder: Path) -> list[str]:
+    out = [_instruction(d) for d in split_documents((folder / "pretrain.txt").read_text())]
     for name in ("instructions.json", "preferences.json"):
-        train_instructions += [r["instruction"] for r in json.loads((small_build / name).read_text())]
-    train_keys = {_problem_key(i) for i in train_instructions}
-    assert not eval_keys & train_keys
-    # the key recovered from text agrees with the problem's real operations
-    for r in evals[:5]:
-        numbers, ops = _problem_key(r["instruction"])
-        assert numbers[0] + sum(n if o == "+" else -n for o, n in zip(ops, numbers[1:])) == r["answer"]
+        out += [r["instruction"] for r in json.loads((folder / name).read_text())]
+    return out
+
+
+def test_held_out_sets_have_no_overlap_with_training(small_build):
+    held_out = [r["question"] for name in ("eval.json", "eval_paraphrase.json")
+                for r in json.loads((small_build / name).read_text())]
+    held_keys = {_problem_key(q) for q in held_out}
+    assert len(held_keys) == len(held_out)  # held-out problems are distinct, across both sets too
+    assert not held_keys & {_problem_key(i) for i in _training_instructions(small_build)}
+
+
+# --- Paraphrase set: templates never used in training -------------------------------------------------
+_SLOTS = {
+    "name": "|".join(n for n, _, _ in NAMES),
+    "other": "|".join(n for n, _, _ in NAMES),
+    "pro": "he|she|He|She",
+    "Pro": "He|She",
+    "poss": "his|her",
+    "n": r"\d+",
+    "obj": "|".join(OBJECTS),
+    "verb": "|".join(ADD_VERBS + SUB_VERBS),
+    "relative": "|".join(RELATIVES),
+    "story": ".+?",
+}
+
+
+def _template_regex(template: str) -> re.Pattern:
+    """A template's surface form with its slots filled by any word of the shared vocabulary."""
+    parts = re.split(r"\{(\w+)\}", template)
+    return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?:{_SLOTS[p]})" for i, p in enumerate(parts)))
+
+
+def test_phrasebooks_are_disjoint():
+    train, paraphrase = TRAIN_BOOK.templates(), PARAPHRASE_BOOK.templates()
+    assert not set(train) & set(paraphrase)
+    # no template of one book can write a sentence the other book's templates could write
+    filled = dict(name="Ann", other="Tom", pro="she", Pro="She", poss="her", n=12, obj="apples", verb="buys",
+                  relative="friend", story="Ann has 12 apples")
+    for mine, theirs in ((train, paraphrase), (paraphrase, train)):
+        patterns = [_template_regex(t) for t in theirs]
+        for template in mine:
+            text = template.format(**filled)
+            assert not any(r.fullmatch(text) for r in patterns), template
+
+
+def _assert_no_paraphrase_template_in(texts: list[str]) -> None:
+    text = "\n".join(texts)
+    for template in PARAPHRASE_BOOK.templates():
+        match = _template_regex(template).search(text)
+        assert match is None, f"paraphrase template {template!r} occurs in training: {match[0]!r}"
+
+
+def test_paraphrase_set_shares_no_template_with_training(small_build):
+    _assert_no_paraphrase_template_in(_training_instructions(small_build))
+    paraphrase = [r["question"] for r in json.loads((small_build / "eval_paraphrase.json").read_text())]
+    # ... while every paraphrase question is written with them (its question form is a paraphrase one)
+    endings = [_template_regex(t) for t in PARAPHRASE_BOOK.questions + PARAPHRASE_BOOK.nameless_questions
+               + PARAPHRASE_BOOK.question_first]
+    for q in paraphrase:
+        assert any(r.search(q) for r in endings), q
+    # and no training question form ends a paraphrase question
+    train_endings = [_template_regex(t) for t in TRAIN_BOOK.questions + TRAIN_BOOK.nameless_questions]
+    for q in paraphrase:
+        last = q.split(". ")[-1]
+        assert not any(r.fullmatch(last) for r in train_endings), q
 
 
 def test_tokenizer_spells_every_digit_alone(small_build):
@@ -284,6 +415,16 @@ def test_tokenizer_spells_every_digit_alone(small_build):
 def test_document_separator_round_trip():
     docs = ["a\n\nb", "c"]
     assert split_documents(DOCUMENT_SEPARATOR.join(docs) + "\n") == docs
+
+
+def test_committed_paraphrase_set_shares_no_template_with_training():
+    if not default_paths()["manifest"].exists():
+        pytest.skip("data/arith has not been generated")
+    _assert_no_paraphrase_template_in(_training_instructions(DATA_DIR))
+    # the committed pretraining text has the neutral share it was built with
+    neutral, worked = _neutral_shares(split_documents(default_paths()["pretrain"].read_text()))
+    assert abs(neutral - BuildConfig().neutral_fraction) < 0.02
+    assert abs(worked - BuildConfig().neutral_cot_fraction) < 0.05
 
 
 def test_committed_data_matches_its_manifest():

@@ -261,11 +261,11 @@ class Engine:
 
     def answer(self, question: str, mode: str = "cot", max_new_tokens: int = 256,
                params: SamplingParams | None = None, extractor: Extractor | None = None) -> ReasonedAnswer:
-        """Chain of thought ("cot") or a direct answer ("direct") to a default-experiment question:
-        the response split into its reasoning and the extracted final answer (greedy, ending at the
-        response stops, unless `params` says otherwise)."""
-        if mode not in ("cot", "direct"):
-            raise GenerationError(f"mode: must be 'cot' or 'direct', got {mode!r}")
+        """Chain of thought ("cot"), a direct answer ("direct") or no cue at all ("neutral": the model's own
+        habit) to a default-experiment question: the response split into its reasoning and the extracted
+        final answer (greedy, ending at the response stops, unless `params` says otherwise)."""
+        if mode not in ("cot", "direct", "neutral"):
+            raise GenerationError(f"mode: must be 'cot', 'direct' or 'neutral', got {mode!r}")
         if not isinstance(question, str) or not question.strip():
             raise GenerationError("question is empty")
         params = params if params is not None else SamplingParams(stop=RESPONSE_STOPS)

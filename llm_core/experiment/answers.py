@@ -12,6 +12,8 @@ ANSWER_TEMPLATE = "The answer is {}."
 
 _ANSWER_RE = re.compile(r"the answer is\s*(-?\d[\d,]*)", re.IGNORECASE)
 _INTEGER_RE = re.compile(r"-?\d+")
+# A worked step line: "63+43: 3+3=6, ..." (see llm_core.experiment.arithmetic.column_step).
+_STEP_LINE_RE = re.compile(r"^\d+[+-]\d+: ", re.MULTILINE)
 
 
 def _to_int(text: str) -> int:
@@ -43,3 +45,11 @@ def split_reasoning(text: str) -> tuple[str, str]:
     end = text.find(".", match.end())
     end = len(text) if end < 0 else end + 1
     return text[: match.start()].strip(), text[match.start() : end].strip()
+
+
+def is_step_by_step(text: str) -> bool:
+    """True when a response works the problem out (has at least one column-by-column step line).
+
+    What a neutral prompt's answer is measured by: the share of responses that reason unasked.
+    """
+    return _STEP_LINE_RE.search(text) is not None

@@ -4,8 +4,14 @@ The embedded default experiment shows chain of thought paying off in a model sma
 laptop CPU in minutes (Wei et al., "Chain-of-Thought Prompting Elicits Reasoning in Large Language Models",
 2022; Nye et al., "Show Your Work: Scratchpads for Intermediate Computation with Language Models", 2021).
 
-A problem is a start amount and two or three changes (+ buys/finds/..., - gives away/loses/...) of two-digit
-numbers, never going below zero. The worked solution first turns the story into an expression, then does
+A problem is a start amount and one to three changes (+ buys/finds/..., - gives away/loses/..., or a
+"more"/"fewer than" comparison that moves the story to a second person) of numbers from 1 to 99, never
+going below zero. The story is told in one of many phrasings (one sentence per change, two changes in one
+compound sentence, objects left out, the question first) drawn from a `Phrasebook`; the paraphrase
+phrasebook shares no template with the training one, so a held-out set written with it measures whether the
+model learnt the arithmetic of the story rather than its sentence frames.
+
+The worked solution first turns the story into an expression, then does
 one operation per line, working through it one digit column at a time, ones first, the way a pupil does
 on paper, and rewrites what is left:
 
@@ -27,53 +33,143 @@ Everything is drawn from an owned `random.Random(seed)`, so the same seed gives 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from ..formatting import format_prompt
 from .answers import ANSWER_TEMPLATE
 
-# Prompt cues: the instruction is the bare problem followed by one of these.
+# Prompt cues: the instruction is the bare problem followed by one of these; a neutral prompt is the bare
+# problem alone (what a user types), so a model's own habit decides whether it reasons (the RL stage's start).
 COT_CUE = "Think step by step."
 DIRECT_CUE = "Answer directly."
 
-Mode = Literal["cot", "direct"]
+Mode = Literal["cot", "direct", "neutral"]
+MODES: tuple[str, ...] = ("cot", "direct", "neutral")
 
-NAMES: list[tuple[str, str]] = [
-    ("Sam", "he"), ("Mia", "she"), ("Leo", "he"), ("Ava", "she"), ("Ben", "he"), ("Zoe", "she"),
-    ("Max", "he"), ("Lily", "she"), ("Tom", "he"), ("Emma", "she"), ("Noah", "he"), ("Ruby", "she"),
-    ("Jack", "he"), ("Nora", "she"), ("Omar", "he"), ("Iris", "she"),
+# --- Vocabulary shared by every phrasebook ---------------------------------------------------------
+# Names, objects and verbs are words, not templates: the paraphrase set reuses them, because a model of this
+# size cannot guess what an unseen verb does to the amount; what it must generalise over is sentence frames.
+NAMES: list[tuple[str, str, str]] = [
+    ("Sam", "he", "his"), ("Mia", "she", "her"), ("Leo", "he", "his"), ("Ava", "she", "her"),
+    ("Ben", "he", "his"), ("Zoe", "she", "her"), ("Max", "he", "his"), ("Lily", "she", "her"),
+    ("Tom", "he", "his"), ("Emma", "she", "her"), ("Noah", "he", "his"), ("Ruby", "she", "her"),
+    ("Jack", "he", "his"), ("Nora", "she", "her"), ("Omar", "he", "his"), ("Iris", "she", "her"),
+    ("Ann", "she", "her"), ("Raj", "he", "his"), ("Kim", "she", "her"), ("Luis", "he", "his"),
+    ("Sara", "she", "her"), ("Finn", "he", "his"), ("Maya", "she", "her"), ("Eli", "he", "his"),
 ]
 OBJECTS = [
-    "apples", "marbles", "stickers", "books", "coins", "pencils", "cards", "shells",
-    "stamps", "cookies", "balloons", "toy cars", "flowers", "beads", "eggs", "crayons",
+    "apples", "marbles", "stickers", "books", "coins", "pencils", "cards", "shells", "stamps", "cookies",
+    "balloons", "toy cars", "flowers", "beads", "eggs", "crayons", "pens", "rocks", "buttons", "candies",
+    "blocks", "ribbons", "cupcakes", "seeds", "bottles", "comics", "puzzles", "socks",
 ]
-START_TEMPLATES = [
-    "{name} has {n} {obj}.",
-    "{name} starts with {n} {obj}.",
-    "At first, {name} has {n} {obj}.",
-    "{name} owns {n} {obj}.",
-]
-ADD_TEMPLATES = [
-    "{pro} buys {n} more {obj}.",
-    "{pro} finds {n} {obj}.",
-    "{pro} gets {n} {obj} from a friend.",
-    "{pro} wins {n} {obj}.",
-    "{pro} receives {n} more {obj}.",
-]
-SUB_TEMPLATES = [
-    "{pro} gives away {n} {obj}.",
-    "{pro} loses {n} {obj}.",
-    "{pro} sells {n} {obj}.",
-    "{pro} gives {n} {obj} to a friend.",
-    "{pro} uses {n} {obj}.",
-]
-CONNECTIVES = ["Then", "After that,", "Later,", "Next,"]
-QUESTION_TEMPLATES = [
-    "How many {obj} does {name} have now?",
-    "How many {obj} does {name} have at the end?",
-    "How many {obj} are left with {name}?",
-]
+RELATIVES = ["friend", "brother", "sister", "cousin", "mom", "dad", "teacher", "neighbor"]
+ADD_VERBS = ["buys", "finds", "gets", "wins", "receives", "collects", "picks up", "earns"]
+SUB_VERBS = ["gives away", "loses", "sells", "uses", "drops", "donates", "throws away", "trades away"]
+
+
+@dataclass(frozen=True)
+class Phrasebook:
+    """One pool of templates a story is written from.
+
+    Slots: {name} {n} {obj} in starts; {verb} {n} {obj} {poss} {relative} in verb phrases (no subject:
+    "buys {n} more {obj}"); {other} {name} {n} {obj} in comparisons ("{other} has {n} more {obj} than
+    {name}"); {pro} in `link`; {story} {obj} {name} in question-first frames.
+    """
+
+    starts: tuple[str, ...]  # first sentence, with its full stop
+    start_clauses: tuple[str, ...]  # the same inside a question-first frame (no capital, no stop)
+    adds: tuple[str, ...]
+    subs: tuple[str, ...]
+    more: tuple[str, ...]  # comparisons that add
+    fewer: tuple[str, ...]  # comparisons that subtract
+    connectives: tuple[str, ...]  # opening a later sentence, before the pronoun
+    joiners: tuple[str, ...]  # between two verb phrases of one sentence
+    link: str  # start clause -> first verb phrase in a question-first story
+    questions: tuple[str, ...]  # naming the subject
+    nameless_questions: tuple[str, ...]  # not usable after a comparison (whose amount would it be?)
+    question_first: tuple[str, ...]
+    # Noise that carries no number (none in the paraphrase book): a tail after a verb phrase ("at the park"),
+    # an adjective before an object ("red"), a sentence between the changes ("It is a sunny day."). They keep
+    # the model from locating numbers by their position in a memorised frame.
+    tails: tuple[str, ...] = ()
+    adjectives: tuple[str, ...] = ()
+    asides: tuple[str, ...] = ()
+    openers: tuple[str, ...] = ()  # before the first sentence ("Today, Ann has 40 pens.")
+
+    def templates(self) -> list[str]:
+        """Every template of the book, for the disjointness check between books."""
+        out: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out.extend(value if isinstance(value, tuple) else [value])
+        return out
+
+
+TRAIN_BOOK = Phrasebook(
+    starts=("{name} has {n} {obj}.", "{name} starts with {n} {obj}.", "At first, {name} has {n} {obj}.",
+            "{name} owns {n} {obj}.", "{name} has a box of {n} {obj}.", "In {name}'s box there are {n} {obj}.",
+            "{name} has {n} {obj} at home.", "{name} had {n} {obj} on Sunday."),
+    start_clauses=("{name} has {n} {obj}", "{name} starts with {n} {obj}", "{name} owns {n} {obj}",
+                   "{name} has a box of {n} {obj}"),
+    adds=("{verb} {n} {obj}", "{verb} {n} more {obj}", "{verb} {n} more", "buys {n} {obj} from a friend",
+          "gets {n} {obj} from {poss} {relative}", "is given {n} more {obj}", "{verb} {n}",
+          "{verb} {n} new {obj}", "{verb} {n} more of them"),
+    subs=("{verb} {n} {obj}", "{verb} {n}", "{verb} {n} of them", "gives {n} {obj} to a friend",
+          "gives {n} to {poss} {relative}", "{verb} {n} {obj} at school", "gives {n} {obj} away",
+          "{verb} {n} {obj} to {poss} {relative}"),
+    more=("{other} has {n} more {obj} than {name}.", "{other} has {n} more than {name}.",
+          "{other} owns {n} more {obj} than {name}."),
+    fewer=("{other} has {n} fewer {obj} than {name}.", "{other} has {n} fewer than {name}.",
+           "{other} owns {n} fewer {obj} than {name}."),
+    connectives=("Then", "After that,", "Later,", "Next,", "Afterwards,", "Then,", "On Monday,", "After school,",
+                 "That afternoon,", "The next day,", "A little later,", "Soon,"),
+    joiners=(", then ", " and then ", " and ", ", and then ", ", and ", " but then ", ", but "),
+    link=" and {pro} ",
+    questions=("How many {obj} does {name} have now?", "How many {obj} does {name} have at the end?",
+               "How many {obj} are left with {name}?", "How many {obj} does {name} have?",
+               "How many {obj} does {name} have left?", "How many does {name} have now?",
+               "Now how many {obj} does {name} have?", "What is the total number of {obj} {name} has now?"),
+    nameless_questions=("How many are left?", "How many {obj} are left?", "How many are there now?"),
+    question_first=("How many {obj} are left if {story}?", "How many {obj} does {name} have if {story}?",
+                    "How many are left if {story}?", "How many {obj} does {name} have now, if {story}?"),
+    tails=("at the park", "at the store", "on Monday", "after lunch", "that day", "on the way home",
+           "at the fair", "in the evening"),
+    adjectives=("red", "small", "big", "shiny", "old", "blue", "green", "tiny"),
+    asides=("{Pro} is very happy.", "It is a sunny day.", "{name} likes {obj} a lot.", "{Pro} counts them.",
+            "{Pro} smiles.", "The {obj} are nice."),
+    openers=("Today,", "On Sunday,", "Last week,", "At school,", "One day,"),
+)
+
+# Held out: no template here occurs in training (a test checks the generated files), only the vocabulary.
+PARAPHRASE_BOOK = Phrasebook(
+    starts=("{name} begins with {n} {obj}.", "In the morning, {name} has {n} {obj}.",
+            "There are {n} {obj} in {name}'s bag."),
+    start_clauses=("{name} begins with {n} {obj}", "{name} keeps {n} {obj} in a jar"),
+    adds=("{verb} another {n} {obj}", "{verb} an extra {n}", "{verb} {n} additional {obj}"),
+    subs=("{verb} {n} of the {obj}", "{verb} {n} of {poss} {obj}", "gives {poss} {relative} {n} {obj}"),
+    more=("{other} has {n} {obj} more than {name} does.",),
+    fewer=("{other} has {n} {obj} fewer than {name} does.",),
+    connectives=("A bit later,", "After a while,", "Soon after,"),
+    joiners=(" and later ", ", and after that ", "; later "),
+    link=", and {pro} ",
+    questions=("How many {obj} does {name} end up with?", "What is the number of {obj} {name} has in the end?",
+               "How many {obj} does {name} have after all this?"),
+    nameless_questions=("How many {obj} remain?",),
+    question_first=("If {story}, how many {obj} does {name} have in the end?", "If {story}, how many {obj} remain?"),
+)
+
+BOOKS = {"train": TRAIN_BOOK, "paraphrase": PARAPHRASE_BOOK}
+
+# Story shapes, by probability: a comparison opens this share of problems (sentence form only), the
+# question comes first in this share, and two consecutive changes share one sentence in this share.
+COMPARISON_SHARE = 0.15
+QUESTION_FIRST_SHARE = 0.2
+COMPOUND_SHARE = 0.35
+CONNECTIVE_SHARE = 0.6  # a later sentence opens with a connective ("Then she ...")
+FIRST_CONNECTIVE_SHARE = 0.15  # the first change's sentence does ("On Monday, she ...")
+SMALL_NUMBER_SHARE = 0.2  # numbers drawn from 1-9 instead of 10-99
+N_OPS_WEIGHTS = {1: 1, 2: 2, 3: 2}  # 20% one change, 40% two, 40% three
 
 
 @dataclass(frozen=True)
@@ -85,9 +181,13 @@ class Problem:
     question: str
 
     @property
-    def key(self) -> tuple[tuple[int, ...], tuple[str, ...]]:
-        """Identity used to keep held-out problems out of training (the wording does not matter)."""
-        return (self.numbers, self.ops)
+    def key(self) -> tuple[int, ...]:
+        """Identity used to keep held-out problems out of training: the numbers in story order.
+
+        Stricter than (numbers, ops), and checkable from any problem text alone (the operations of a
+        direct-answer document are only in its verbs); the wording does not matter.
+        """
+        return self.numbers
 
     @property
     def answer(self) -> int:
@@ -115,35 +215,97 @@ def running_values(numbers: tuple[int, ...], ops: tuple[str, ...]) -> list[int]:
     return values
 
 
-def random_problem(rng: random.Random, n_ops: int | None = None) -> Problem:
-    """Draw a problem with 2 or 3 operations on two-digit numbers; no amount ever goes below zero."""
-    n_ops = n_ops if n_ops is not None else rng.choice((2, 3))
-    numbers = [rng.randint(10, 99)]
+def _amount(rng: random.Random, high: int) -> int:
+    """A number in 1..high: mostly two-digit, a share one-digit (all one-digit when high < 10)."""
+    if high < 10 or rng.random() < SMALL_NUMBER_SHARE:
+        return rng.randint(1, min(9, high))
+    return rng.randint(10, high)
+
+
+def random_problem(rng: random.Random, n_ops: int | None = None, book: Phrasebook = TRAIN_BOOK) -> Problem:
+    """Draw a problem with 1 to 3 operations on numbers 1-99, told from `book`; no amount goes below zero."""
+    if n_ops is None:
+        n_ops = rng.choices(list(N_OPS_WEIGHTS), weights=list(N_OPS_WEIGHTS.values()))[0]
+    if n_ops < 1:
+        raise ValueError(f"n_ops: must be >= 1, got {n_ops}")
+    numbers = [_amount(rng, 99)]
     ops: list[str] = []
     value = numbers[0]
     for _ in range(n_ops):
         # Subtract only what is there, so every intermediate amount stays >= 0.
-        op = rng.choice("+-") if value >= 10 else "+"
-        n = rng.randint(10, 99) if op == "+" else rng.randint(10, min(99, value))
+        op = rng.choice("+-") if value >= 1 else "+"
+        n = _amount(rng, 99 if op == "+" else min(99, value))
         value = value + n if op == "+" else value - n
         numbers.append(n)
         ops.append(op)
-    question = _word_problem(rng, tuple(numbers), tuple(ops))
+    question = _word_problem(rng, tuple(numbers), tuple(ops), book)
     return Problem(tuple(numbers), tuple(ops), question)
 
 
-def _word_problem(rng: random.Random, numbers: tuple[int, ...], ops: tuple[str, ...]) -> str:
-    name, pro = rng.choice(NAMES)
+TAIL_SHARE = 0.2  # a verb phrase gets a tail ("at the park"), when the book has tails
+ADJECTIVE_SHARE = 0.15  # an object in a verb phrase gets an adjective
+ASIDE_SHARE = 0.12  # a number-free sentence follows a change
+OPENER_SHARE = 0.15  # the story opens with a phrase before the subject
+
+
+def _verb_phrase(rng: random.Random, book: Phrasebook, op: str, n: int, obj: str, poss: str) -> str:
+    template = rng.choice(book.adds if op == "+" else book.subs)
+    verb = rng.choice(ADD_VERBS if op == "+" else SUB_VERBS)
+    if book.adjectives and rng.random() < ADJECTIVE_SHARE:
+        obj = f"{rng.choice(book.adjectives)} {obj}"
+    text = template.format(verb=verb, n=n, obj=obj, poss=poss, relative=rng.choice(RELATIVES))
+    if book.tails and rng.random() < TAIL_SHARE:
+        text += " " + rng.choice(book.tails)
+    return text
+
+
+def _capitalize(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _word_problem(rng: random.Random, numbers: tuple[int, ...], ops: tuple[str, ...], book: Phrasebook) -> str:
+    name, pro, poss = rng.choice(NAMES)
     obj = rng.choice(OBJECTS)
-    sentences = [rng.choice(START_TEMPLATES).format(name=name, n=numbers[0], obj=obj)]
-    for i, (op, n) in enumerate(zip(ops, numbers[1:])):
-        template = rng.choice(ADD_TEMPLATES if op == "+" else SUB_TEMPLATES)
-        if i == 0:
-            sentences.append(template.format(pro=pro.capitalize(), n=n, obj=obj))
+    if rng.random() < QUESTION_FIRST_SHARE:
+        # "How many cards are left if Ruby has 63 cards and she gets 43 more, then loses 61?"
+        story = rng.choice(book.start_clauses).format(name=name, n=numbers[0], obj=obj)
+        story += book.link.format(pro=pro)
+        phrases = [_verb_phrase(rng, book, op, n, obj, poss) for op, n in zip(ops, numbers[1:])]
+        story += phrases[0] + "".join(rng.choice(book.joiners) + p for p in phrases[1:])
+        return _capitalize(rng.choice(book.question_first).format(story=story, obj=obj, name=name))
+
+    start = rng.choice(book.starts).format(name=name, n=numbers[0], obj=obj)
+    if book.openers and rng.random() < OPENER_SHARE and not start.startswith(("At ", "In ")):
+        start = f"{rng.choice(book.openers)} {start}"
+    sentences = [start]
+    step = 0
+    compared = False
+    if rng.random() < COMPARISON_SHARE:
+        # "Ann has 25 more apples than Tom." The rest of the story is about Ann, whose amount is Tom's +- 25.
+        other, other_pro, other_poss = rng.choice([entry for entry in NAMES if entry[0] != name])
+        comparison = rng.choice(book.more if ops[0] == "+" else book.fewer)
+        sentences.append(comparison.format(other=other, name=name, n=numbers[1], obj=obj))
+        name, pro, poss = other, other_pro, other_poss
+        step, compared = 1, True
+    first = True
+    while step < len(ops):
+        text = _verb_phrase(rng, book, ops[step], numbers[step + 1], obj, poss)
+        step += 1
+        if step < len(ops) and rng.random() < COMPOUND_SHARE:
+            # "She gets 43 more, then loses 61."
+            text += rng.choice(book.joiners) + _verb_phrase(rng, book, ops[step], numbers[step + 1], obj, poss)
+            step += 1
+        if rng.random() < (CONNECTIVE_SHARE if not first else FIRST_CONNECTIVE_SHARE):
+            sentences.append(f"{rng.choice(book.connectives)} {pro} {text}.")
         else:
-            sentences.append(rng.choice(CONNECTIVES) + " " + template.format(pro=pro, n=n, obj=obj))
-    sentences.append(rng.choice(QUESTION_TEMPLATES).format(name=name, obj=obj))
+            sentences.append(f"{_capitalize(pro)} {text}.")
+        if book.asides and rng.random() < ASIDE_SHARE:
+            sentences.append(rng.choice(book.asides).format(Pro=_capitalize(pro), name=name, obj=obj))
+        first = False
+    questions = book.questions if compared else book.questions + book.nameless_questions
+    sentences.append(rng.choice(questions).format(name=name, obj=obj))
     return " ".join(sentences)
+
 
 
 # --- Column-by-column worked solution ------------------------------------------------------------
@@ -226,8 +388,11 @@ def direct_answer(problem: Problem) -> str:
     return ANSWER_TEMPLATE.format(problem.answer)
 
 
-def solution(problem: Problem, mode: Mode = "cot") -> str:
-    """The response for `mode`: the worked solution ("cot") or just the answer line ("direct")."""
+def solution(problem: Problem, mode: str = "cot") -> str:
+    """The response for `mode`: the worked solution ("cot") or just the answer line ("direct").
+
+    A neutral prompt has no one response: the data builder decides how often it is answered each way.
+    """
     if mode == "cot":
         return worked_solution(problem)
     if mode == "direct":
@@ -236,10 +401,12 @@ def solution(problem: Problem, mode: Mode = "cot") -> str:
 
 
 def make_instruction(problem: Problem | str, mode: Mode = "cot") -> str:
-    """The problem text followed by the chain-of-thought or direct-answer cue."""
+    """The problem text followed by the chain-of-thought or direct-answer cue; "neutral": the text alone."""
     question = problem.question if isinstance(problem, Problem) else problem
-    if mode not in ("cot", "direct"):
-        raise ValueError(f"mode must be 'cot' or 'direct', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "neutral":
+        return question
     return f"{question} {COT_CUE if mode == 'cot' else DIRECT_CUE}"
 
 

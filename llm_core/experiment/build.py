@@ -3,7 +3,9 @@
 Files written into the output folder:
 
 - `pretrain.txt`: documents, each an Alpaca prompt (`llm_core.formatting.format_prompt`) followed by its
-  response, a mix of worked (chain-of-thought cue) and direct answers. DOCUMENT SEPARATOR: documents are
+  response, a mix of worked (chain-of-thought cue) and direct answers ("Answer directly." cue), plus a
+  share of neutral prompts (the bare problem) answered mostly directly and sometimes worked: the habit of a
+  base model that rarely reasons unless asked, which the RL stage starts from. DOCUMENT SEPARATOR: documents are
   joined by a line holding only the literal text `<|endoftext|>`, i.e. by "\\n<|endoftext|>\\n" (the file
   ends with "\\n"). A text loader splits on that line (`split_documents`) and inserts the end-of-text token
   *by id* between documents, so the literal text never has to be encoded as a special token. Prompts
@@ -14,8 +16,11 @@ Files written into the output folder:
 - `preferences.json`: `{instruction, input, output, chosen, rejected}`; chosen (= output) is the correct
   worked solution, rejected the same solution with one arithmetic slip (a dropped carry/borrow or a digit
   one off) carried consistently to a wrong final answer.
-- `eval.json`: held-out problems `{instruction (CoT cue), input, output, answer: int, question}`. No
-  training file contains a problem with the same (numbers, operations).
+- `eval.json`: held-out problems `{instruction (CoT cue), input, output, answer: int, question,
+  neutral_instruction}`, written with the training phrasebook. No training file contains a problem with
+  the same numbers in the same order.
+- `eval_paraphrase.json`: the same record shape, written with the paraphrase phrasebook, whose templates
+  (sentence frames, connectives, question forms) never occur in training: generalisation, not recall.
 - `tokenizer/`: a byte-level BPE (`llm_core.bpe`) trained on the pretraining documents; every digit is its
   own token.
 - `MANIFEST.json`: the build config and the sha256 of every file above, so a checkout can be checked
@@ -34,7 +39,11 @@ from pathlib import Path
 from ..bpe import EOT_TOKEN, save_bpe, train_bpe
 from ..errors import ConfigError
 from .arithmetic import (
+    PARAPHRASE_BOOK,
+    TRAIN_BOOK,
+    Phrasebook,
     Problem,
+    possible_slips,
     make_instruction,
     make_prompt,
     random_problem,
@@ -44,25 +53,29 @@ from .arithmetic import (
 
 DOCUMENT_SEPARATOR = f"\n{EOT_TOKEN}\n"
 TOKENIZER_NAME = "arith"
-FILES = ("pretrain.txt", "instructions.json", "preferences.json", "eval.json")
+FILES = ("pretrain.txt", "instructions.json", "preferences.json", "eval.json", "eval_paraphrase.json")
 
 
 @dataclass
 class BuildConfig:
     seed: int = 0
-    n_pretrain: int = 12000  # documents in pretrain.txt
+    n_pretrain: int = 14000  # documents in pretrain.txt
     n_instructions: int = 2000
     n_preferences: int = 1000
     n_eval: int = 200
-    direct_fraction: float = 0.2  # share of direct answers in pretrain.txt and instructions.json
+    n_paraphrase: int = 200  # held-out problems in eval_paraphrase.json
+    direct_fraction: float = 0.2  # share of direct answers among cued prompts (pretrain.txt, instructions.json)
+    neutral_fraction: float = 0.1  # share of pretrain.txt documents with a neutral prompt
+    neutral_cot_fraction: float = 0.2  # of those, the share answered with a worked solution
     vocab_size: int = 512
 
     def __post_init__(self) -> None:
-        for name in ("n_pretrain", "n_instructions", "n_preferences", "n_eval"):
+        for name in ("n_pretrain", "n_instructions", "n_preferences", "n_eval", "n_paraphrase"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"BuildConfig.{name}: must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.direct_fraction <= 1.0:
-            raise ConfigError(f"BuildConfig.direct_fraction: must be in [0, 1], got {self.direct_fraction}")
+        for name in ("direct_fraction", "neutral_fraction", "neutral_cot_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"BuildConfig.{name}: must be in [0, 1], got {getattr(self, name)}")
         if self.vocab_size < 258:
             raise ConfigError(f"BuildConfig.vocab_size: must be >= 258, got {self.vocab_size}")
 
@@ -75,13 +88,35 @@ def split_documents(text: str) -> list[str]:
     return [d for d in docs if d]
 
 
-def _problems(rng: random.Random, n: int, exclude: set) -> list[Problem]:
+def _problems(rng: random.Random, n: int, exclude: set, book: Phrasebook = TRAIN_BOOK) -> list[Problem]:
     out = []
     while len(out) < n:
-        p = random_problem(rng)
+        p = random_problem(rng, book=book)
         if p.key not in exclude:
             out.append(p)
     return out
+
+
+def _held_out(rng: random.Random, n: int, held_out: set, book: Phrasebook) -> list[Problem]:
+    """`n` problems distinct from each other and from `held_out`, which they join."""
+    out: list[Problem] = []
+    while len(out) < n:
+        p = random_problem(rng, book=book)
+        if p.key not in held_out:
+            held_out.add(p.key)
+            out.append(p)
+    return out
+
+
+def _eval_record(p: Problem) -> dict:
+    return {
+        "instruction": make_instruction(p, "cot"),
+        "input": "",
+        "output": solution(p, "cot"),
+        "answer": p.answer,
+        "question": p.question,
+        "neutral_instruction": make_instruction(p, "neutral"),
+    }
 
 
 def _dump(records: list[dict], path: Path) -> None:
@@ -96,32 +131,36 @@ def build_experiment(out: str | Path, config: BuildConfig | None = None) -> dict
     rng = random.Random(config.seed)
 
     # Held-out problems first (distinct among themselves), then training problems that avoid them.
-    eval_problems: list[Problem] = []
     held_out: set = set()
-    while len(eval_problems) < config.n_eval:
-        p = random_problem(rng)
-        if p.key not in held_out:
-            held_out.add(p.key)
-            eval_problems.append(p)
+    eval_problems = _held_out(rng, config.n_eval, held_out, TRAIN_BOOK)
+    paraphrase_problems = _held_out(rng, config.n_paraphrase, held_out, PARAPHRASE_BOOK)
 
-    def mode() -> str:
+    def cued_mode() -> str:
         return "direct" if rng.random() < config.direct_fraction else "cot"
 
-    docs = [
-        make_prompt(p, m) + solution(p, m)
-        for p in _problems(rng, config.n_pretrain, held_out)
-        for m in [mode()]
-    ]
+    docs = []
+    for p in _problems(rng, config.n_pretrain, held_out):
+        if rng.random() < config.neutral_fraction:
+            # The bare problem, answered as a base model that rarely reasons would: mostly directly.
+            prompt = make_prompt(p, "neutral")
+            response = solution(p, "cot" if rng.random() < config.neutral_cot_fraction else "direct")
+        else:
+            m = cued_mode()
+            prompt, response = make_prompt(p, m), solution(p, m)
+        docs.append(prompt + response)
     (out / "pretrain.txt").write_text(DOCUMENT_SEPARATOR.join(docs) + "\n", encoding="utf-8")
 
     instructions = []
     for p in _problems(rng, config.n_instructions, held_out):
-        m = mode()
+        m = cued_mode()
         instructions.append({"instruction": make_instruction(p, m), "input": "", "output": solution(p, m)})
     _dump(instructions, out / "instructions.json")
 
     preferences = []
-    for p in _problems(rng, config.n_preferences, held_out):
+    while len(preferences) < config.n_preferences:
+        (p,) = _problems(rng, 1, held_out)
+        if not possible_slips(p):
+            continue  # e.g. "1-1": no slip keeps every amount >= 0, so no plausible wrong solution
         chosen = solution(p, "cot")
         preferences.append({
             "instruction": make_instruction(p, "cot"),
@@ -132,19 +171,8 @@ def build_experiment(out: str | Path, config: BuildConfig | None = None) -> dict
         })
     _dump(preferences, out / "preferences.json")
 
-    _dump(
-        [
-            {
-                "instruction": make_instruction(p, "cot"),
-                "input": "",
-                "output": solution(p, "cot"),
-                "answer": p.answer,
-                "question": p.question,
-            }
-            for p in eval_problems
-        ],
-        out / "eval.json",
-    )
+    _dump([_eval_record(p) for p in eval_problems], out / "eval.json")
+    _dump([_eval_record(p) for p in paraphrase_problems], out / "eval_paraphrase.json")
 
     ranks = train_bpe(docs, config.vocab_size, special_tokens=(EOT_TOKEN,))
     save_bpe(ranks, out / "tokenizer", special_tokens=(EOT_TOKEN,), name=TOKENIZER_NAME)

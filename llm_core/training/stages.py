@@ -33,7 +33,7 @@ SFT_RECIPE: dict[str, Any] = {
 }
 SFT_ADAPTER_LR: dict[str, Any] = {"peak_lr": 3e-3, "min_lr": 3e-4}
 
-# DPO: TrainConfig's defaults are a pretraining recipe (1500 steps at lr 3e-3), far too aggressive for
+# DPO: TrainConfig's defaults are a pretraining recipe (1800 steps at lr 3e-3), far too aggressive for
 # preference tuning, which starts from a finetuned model and should stay close to it. DPO papers use learning
 # rates 10-100x below SFT (Rafailov et al. used 1e-6 on 2.8B-6.9B models with beta 0.1; beta's default is
 # TrainConfig's); a small CPU model tolerates more.

@@ -1,7 +1,9 @@
 """`workbench eval`: accuracy against inference cost on the default experiment's held-out problems.
 
 Direct answers and chain of thought (greedy), and majority vote with chain of thought at N = 1, 4, 8, 16
-(self-consistency, Wang et al., 2022), each with the tokens generated per question. The table is printed
+(self-consistency, Wang et al., 2022), each with the tokens generated per question; then greedy answers to
+the neutral prompt (the bare problem: how often the model reasons unasked) and, on the paraphrase set
+(templates never used in training), greedy direct, chain-of-thought and neutral answers. The table is printed
 and saved as `evaluation.json` in the evaluated checkpoint (read by `workbench report` and the runs list).
 """
 from __future__ import annotations
@@ -50,9 +52,14 @@ def evaluate(
     ns: str = typer.Option("1,4,8,16", "--n", help="Vote sizes, comma separated."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token budget per sample."),
     seed: int = typer.Option(0, "--seed", help="Base seed (question q uses seed + q)."),
+    paraphrase: Path = typer.Option(
+        None, "--paraphrase",
+        help="Paraphrase set (default: data/arith/eval_paraphrase.json when --data is not given).",
+    ),
 ) -> None:
-    """Accuracy of direct answers, chain of thought and majority vote (N = 1, 4, 8, 16) with their token cost."""
-    from llm_core.experiment import default_paths
+    """Accuracy of direct answers, chain of thought and majority vote (N = 1, 4, 8, 16) with their token cost;
+    neutral prompts and the paraphrase set greedy."""
+    from llm_core.experiment import default_paths, is_step_by_step
 
     try:
         vote_sizes = [int(x) for x in ns.split(",") if x.strip()]
@@ -65,6 +72,9 @@ def evaluate(
     greedy = SamplingParams(stop=RESPONSE_STOPS, truncate=True)
     votes = SamplingParams(temperature=temperature, stop=RESPONSE_STOPS, truncate=True)  # seeded per question
     entries = _load_eval(data or default_paths()["eval"], limit)
+    if paraphrase is None and data is None and default_paths()["eval_paraphrase"].exists():
+        paraphrase = default_paths()["eval_paraphrase"]
+    paraphrased = _load_eval(paraphrase, limit) if paraphrase is not None else []
     loaded = _load(checkpoint)
     engine = Engine(loaded.model, loaded.tokenizer)
     rows = {"direct": [0.0, 0, 0], "cot": [0.0, 0, 0], **{f"vote{n}": [0.0, 0, 0] for n in vote_sizes}}
@@ -82,6 +92,24 @@ def evaluate(
             rows[f"vote{n}"][2] += v.saved
         if (q + 1) % 10 == 0 or q + 1 == len(entries):
             typer.echo(f"  {q + 1}/{len(entries)} problems", err=True)
+    # Greedy rows beyond the cued in-distribution ones: [correct, tokens, step-by-step responses, problems].
+    extra: dict[str, list[float]] = {}
+
+    def greedy_row(key: str, question: str, mode: str, truth: int) -> None:
+        r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, params=greedy)
+        row = extra.setdefault(key, [0.0, 0, 0, 0])
+        row[0] += float(r.answer == truth)
+        row[1] += r.tokens
+        row[2] += int(is_step_by_step(r.text))
+        row[3] += 1
+
+    for entry in entries:
+        greedy_row("neutral", entry["question"], "neutral", entry["answer"])
+    for q, entry in enumerate(paraphrased):
+        for mode in ("direct", "cot", "neutral"):
+            greedy_row(f"paraphrase_{mode}", entry["question"], mode, entry["answer"])
+        if (q + 1) % 50 == 0 or q + 1 == len(paraphrased):
+            typer.echo(f"  paraphrase {q + 1}/{len(paraphrased)} problems", err=True)
     total = len(entries)
     typer.echo(f"{loaded.path} (step {loaded.step}), {total} problems, vote temperature {temperature}")
     typer.echo(f"{'method':<28}{'N':>4}{'accuracy':>10}{'tokens/question':>17}{'saved/question':>16}")
@@ -94,9 +122,23 @@ def evaluate(
         typer.echo(f"{name:<28}{n:>4}{acc / total:>10.1%}{tokens / total:>17.1f}{saved_text:>16}")
         table.append({"method": name, "n": n, "accuracy": acc / total, "tokens_per_question": tokens / total,
                       "saved_per_question": saved / total if key.startswith("vote") else None})
+    extra_labels = {
+        "neutral": "neutral prompt (greedy)",
+        "paraphrase_direct": "paraphrase: direct (greedy)",
+        "paraphrase_cot": "paraphrase: CoT (greedy)",
+        "paraphrase_neutral": "paraphrase: neutral (greedy)",
+    }
+    for key, (acc, tokens, worked, count) in extra.items():
+        name = extra_labels[key]
+        typer.echo(f"{name:<28}{1:>4}{acc / count:>10.1%}{tokens / count:>17.1f}{'-':>16}"
+                   + (f"   step by step: {worked / count:.1%}" if key.endswith("neutral") else ""))
+        table.append({"method": name, "n": 1, "accuracy": acc / count, "tokens_per_question": tokens / count,
+                      "saved_per_question": None, "set": "paraphrase" if key.startswith("paraphrase") else "eval",
+                      "problems": count, "step_by_step_share": worked / count})
     # Next to the checkpoint, so `workbench report` and the TUI's runs list can show the table.
     result = {"checkpoint": str(loaded.path), "step": loaded.step, "problems": total, "temperature": temperature,
-              "max_new_tokens": max_new_tokens, "seed": seed, "rows": table}
+              "max_new_tokens": max_new_tokens, "seed": seed, "rows": table,
+              "paraphrase_problems": len(paraphrased)}
     target = loaded.path / EVAL_RESULTS
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1))
