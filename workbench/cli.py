@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "export",
     "dpo",
     "rl",
+    "distill",
     "plot",
     "report",
 ]
