@@ -78,15 +78,17 @@ def test_a_new_stage_is_one_registry_line(tmp_path, monkeypatch) -> None:
     trainer = Trainer(config)
     assert isinstance(trainer.objective, HookedObjective) and trainer.objective.tunables() == {"weight": 1.0}
     assert stage_config("pretrain").stage == "pretrain"
-    with pytest.raises(ConfigError, match="pretrain, sft, dpo, rl or toy"):
+    with pytest.raises(ConfigError, match="pretrain, sft, dpo, rl, distill or toy"):
         stage_config("bogus")
 
 
 def test_every_registered_stage_builds_its_objective_with_the_base_hooks(tmp_path) -> None:
     from llm_core.training.objectives import Objective
 
+    teacher = Trainer(tiny_config(tmp_path, name="teacher", max_steps=1, warmup_steps=0))  # distill needs one
+    teacher.run()
     for name, spec in STAGES.items():
-        config = dataclasses.replace(tiny_config(tmp_path), stage=name)
+        config = dataclasses.replace(tiny_config(tmp_path), stage=name, teacher=str(teacher.run_dir))
         trainer_model = Trainer(tiny_config(tmp_path, name=f"m-{name}")).model
         objective = spec.make_objective(config, trainer_model)
         assert isinstance(objective, Objective)

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "dpo",
     "rl",
     "reward_model",
+    "distill",
     "plot",
     "report",
 ]

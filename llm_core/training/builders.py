@@ -17,7 +17,7 @@ from ..tokenizer import Tokenizer, load_tokenizer
 from ..data import PreferenceDataset
 from .config import TrainConfig
 from .objectives import Objective
-from .stages import STAGES
+from .stages import STAGES, dataset_kind
 
 DEFAULT_EXPERIMENT = "arith"
 
@@ -138,7 +138,7 @@ def build_datasets(
     if val_paths and not val_paths[0].is_file():
         raise ConfigError(f"TrainConfig.val_data: {config.val_data!r} is not a file")
     pad_id = tokenizer.eot_id
-    kind = STAGES[config.stage].dataset
+    kind = dataset_kind(config.stage, config.data)
     if kind == "text":
         stride = config.stride or context_length
         separator = config.separator

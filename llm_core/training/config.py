@@ -119,6 +119,17 @@ class TrainConfig:
     rl_max_new_tokens: int = 192  # the default experiment's worked solutions are up to ~170 tokens
     rl_eval_problems: int = 32  # held-out prompts each eval answers greedily (neutral and CoT)
 
+    # --- Distillation (llm_core.distill) -------------------------------------------------------------
+    teacher: str | None = None  # the teacher checkpoint (run folder or step folder); stage distill needs it
+    distill_mode: Literal["logits", "traces"] = "logits"  # match its logits / SFT on its verified traces
+    kd_temperature: float = 2.0  # T: softens both distributions (Hinton et al. used 1..20)
+    kd_alpha: float = 0.5  # weight of the T^2 * KL term; 1 - alpha weights the labels' cross-entropy
+    kd_reverse: bool = False  # KL(student || teacher) instead (MiniLLM, Gu et al. 2024)
+    trace_samples: int = 4  # traces mode: worked solutions the teacher samples per training problem
+    trace_temperature: float = 0.8
+    trace_problems: int = 0  # traces mode: the first N problems of the instruction file; 0 = all
+    trace_max_new_tokens: int = 256  # the default experiment's worked solutions are up to ~170 tokens
+
     # --- Run folder -------------------------------------------------------------------------------
     name: str = ""  # "" = <stage>-<timestamp>
     out: str = "runs"
@@ -212,6 +223,22 @@ class TrainConfig:
                 check_reward_spec(self.reward)
             except ConfigError as exc:
                 fail("reward", str(exc).removeprefix("reward: "))
+        if self.stage == "distill" and not self.teacher:
+            fail("teacher", "stage distill needs a teacher checkpoint (teacher=runs/NAME)")
+        if self.distill_mode not in ("logits", "traces"):
+            fail("distill_mode", "must be logits or traces")
+        if not (isinstance(self.kd_temperature, (int, float)) and self.kd_temperature > 0):
+            fail("kd_temperature", "must be > 0")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            fail("kd_alpha", "must be in [0, 1]")
+        for name in ("trace_samples", "trace_max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "must be a positive integer")
+        if self.trace_problems < 0:
+            fail("trace_problems", "must be >= 0 (0 = all)")
+        if not self.trace_temperature > 0:
+            fail("trace_temperature", "must be > 0 (rejection sampling needs varied samples)")
         if self.name and (Path(self.name).name != self.name or self.name.startswith(".")):
             fail("name", "must be a plain folder name")
         if not self.out:

@@ -12,7 +12,7 @@ from ..tokenizer import Tokenizer
 from .accumulate import to_device
 from .config import TrainConfig
 from .objectives import IGNORE_INDEX, Objective
-from .stages import STAGES
+from .stages import dataset_kind
 
 
 def mean_metric(values: list[Any]) -> Any:
@@ -54,7 +54,7 @@ def sample_prompt_ids(config: TrainConfig, tokenizer: Tokenizer, val_data: Any, 
         return item["prompt_ids"].tolist()
     prefix = "chosen_" if "chosen_input_ids" in item else ""  # DPO: the prompt of a preference pair
     ids, labels = item[prefix + "input_ids"], item[prefix + "labels"]
-    if STAGES[config.stage].dataset != "text":
+    if dataset_kind(config.stage, config.data) != "text":
         labelled = (labels != IGNORE_INDEX).nonzero()
         cut = int(labelled[0]) + 1 if len(labelled) else min(len(ids), 16)
         return ids[:cut].tolist()

@@ -39,6 +39,9 @@ class StepEvent(TypedDict):
     reward_accuracy: NotRequired[float]
     policy_chosen_logp: NotRequired[float]
     policy_rejected_logp: NotRequired[float]
+    kd_loss: NotRequired[float]  # distill: T^2 * KL(teacher || student) on the trained positions (0 for traces)
+    ce_loss: NotRequired[float]  # distill: cross-entropy with the labels on the same positions
+    kd_temperature: NotRequired[float]  # distill (logits): the live-tunable temperature
 
 
 class EvalEvent(TypedDict):

@@ -20,7 +20,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-DatasetKind = Literal["text", "instruction", "preference", "prompts"]
+# "auto": by the data itself (distillation runs on text windows and on instruction data alike): the
+# default experiment's file of the stage, else a .txt file is text and a .json/.jsonl file instructions.
+DatasetKind = Literal["text", "instruction", "preference", "prompts", "auto"]
 
 SFT_RECIPE: dict[str, Any] = {
     "max_steps": 400,
@@ -85,6 +87,11 @@ RL_RECIPE: dict[str, Any] = {
 }
 RL_ADAPTER_LR: dict[str, Any] = {"peak_lr": 1e-3, "min_lr": 1e-4}
 
+# Distillation (llm_core.distill): a small student from scratch, trained like a pretraining run (the defaults'
+# 1500 steps at 3e-3) on the teacher's logits as well as the labels; the student shape is the quarter-size
+# preset unless --student / model= says otherwise. kd_temperature / kd_alpha keep TrainConfig's defaults.
+DISTILL_RECIPE: dict[str, Any] = {"model": "tiny-student"}
+
 LM = "llm_core.training.objectives:language_modeling"
 STAGES: dict[str, StageSpec] = {
     "pretrain": StageSpec(LM, "text", "pretrain"),
@@ -92,7 +99,20 @@ STAGES: dict[str, StageSpec] = {
     "dpo": StageSpec("llm_core.dpo.objective:make_dpo_objective", "preference", "preferences",
                      DPO_RECIPE, DPO_ADAPTER_LR),
     "rl": StageSpec("llm_core.rl.objective:make_grpo_objective", "prompts", "instructions", RL_RECIPE, RL_ADAPTER_LR),
+    "distill": StageSpec("llm_core.distill.objective:make_distill_objective", "auto", "pretrain", DISTILL_RECIPE,
+                         SFT_ADAPTER_LR),
 }
+
+
+def dataset_kind(stage: str, data: str) -> DatasetKind:
+    """The dataset kind a run of `stage` on `data` reads (resolves "auto"; see DatasetKind)."""
+    spec = STAGES[stage]
+    if spec.dataset != "auto":
+        return spec.dataset
+    first = data.split(",")[0].strip().lower()
+    if data == "arith":
+        return "text" if spec.experiment_file == "pretrain" else "instruction"
+    return "text" if first.endswith(".txt") else "instruction"
 
 
 def stage_names() -> str:

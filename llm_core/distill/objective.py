@@ -1,0 +1,162 @@
+"""The distillation stage's objective: a student trained on a frozen teacher's next-token distributions.
+
+Logit distillation (Hinton, Vinyals and Dean, 2015, arXiv:1503.02531; reverse KL as in MiniLLM, Gu et al.,
+2024, arXiv:2306.08543): in every step the teacher runs on the same batch, frozen, in eval mode and under
+`no_grad`, and the student minimises `alpha * T^2 * KL + (1 - alpha) * CE` (`loss.distillation_terms`)
+on the positions the data trains: every token of text windows, the response tokens of instruction data.
+
+Trace distillation (DeepSeek-AI, 2025, "DeepSeek-R1", arXiv:2501.12948, section 2.4: small models SFT'd
+on the large model's verified reasoning) writes its training file first (`traces.py`); its training run
+is plain cross-entropy on those traces, i.e. the SFT stage's objective, so `distill_mode=traces` needs
+no teacher forward at all (the teacher is still checked for the shared tokenizer).
+
+Student and teacher must share the tokenizer AND the vocabulary: the KL compares the two distributions
+id by id, so the same id must mean the same token. Anything else is refused in one line naming both.
+Nothing here is random and the teacher never changes, so exact resume needs only the tunables (the
+default `state_dict`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..tokenizer import Tokenizer
+from ..training.objectives import IGNORE_INDEX, Objective, add_auxiliary_loss, unwrap
+from .loss import distillation_terms
+
+
+def tokenizer_mismatch(student: Tokenizer, teacher: Tokenizer) -> str | None:
+    """Why the two tokenizers differ (vocabulary size, control tokens, the first id whose bytes differ),
+    or None when every id means the same bytes in both (what the KL needs; the split rules may differ)."""
+    if student.n_vocab != teacher.n_vocab:
+        return f"{student.n_vocab} vs {teacher.n_vocab} tokens"
+    if student.special_tokens != teacher.special_tokens:
+        return f"control tokens {student.special_tokens} vs {teacher.special_tokens}"
+    for i in range(student.n_vocab):
+        a, b = student.token_bytes(i), teacher.token_bytes(i)
+        if a != b:
+            return f"token {i} is {a!r} vs {b!r}"
+    return None
+
+
+def check_same_tokenizer(student: Tokenizer, teacher: Tokenizer, student_source: str, teacher_source: str) -> None:
+    """Refuse (one-line ConfigError naming both) unless `student` and `teacher` map every id to the same token."""
+    why = tokenizer_mismatch(student, teacher)
+    if why is not None:
+        raise ConfigError(
+            f"distill: the student's tokenizer {student.name!r} ({student_source}) and the teacher's "
+            f"{teacher.name!r} ({teacher_source}) differ ({why}); train the student with the teacher's "
+            f"tokenizer (tokenizer={teacher_source})", field="tokenizer")
+
+
+def student_tokenizer_source(config: Any) -> str:
+    """Where a run's tokenizer comes from, in words (for the mismatch message)."""
+    if config.tokenizer != "auto":
+        return str(config.tokenizer)
+    if config.init_from:
+        return f"the tokenizer of {config.init_from}"
+    if config.data == "arith":
+        from ..experiment import default_paths
+
+        return str(default_paths()["tokenizer"])
+    return "gpt2"
+
+
+class DistillationObjective(Objective):
+    """`loss(model, batch)` on LM batches ({"input_ids", "labels"}: text windows or instruction examples).
+
+    Step metrics: kd_loss (T^2 * KL on the kept positions; 0.0 without a teacher, in traces mode), ce_loss
+    (cross-entropy with the labels on the same positions), kd_temperature (live-tunable); MoE students add
+    aux_loss and expert_load. The loss is alpha * kd_loss + (1 - alpha) * ce_loss (+ aux_loss).
+    """
+
+    TUNABLES = ("kd_temperature",)
+
+    def __init__(self, teacher: nn.Module | None, teacher_tokenizer: Tokenizer, teacher_source: str,
+                 kd_temperature: float = 2.0, kd_alpha: float = 0.5, kd_reverse: bool = False,
+                 student_source: str = "the run's tokenizer") -> None:
+        if not 0.0 <= kd_alpha <= 1.0:
+            raise ConfigError(f"kd_alpha: must be in [0, 1], got {kd_alpha!r}", field="kd_alpha")
+        self.teacher = teacher
+        if teacher is not None:
+            # Frozen and deterministic: eval mode (no dropout) and no parameter ever asks for a gradient.
+            teacher.eval()
+            teacher.requires_grad_(False)
+        self.teacher_tokenizer, self.teacher_source = teacher_tokenizer, teacher_source
+        self.student_source = student_source
+        self.kd_temperature = self.check_tunable("kd_temperature", kd_temperature)
+        self.kd_alpha, self.kd_reverse = float(kd_alpha), bool(kd_reverse)
+
+    # --- hooks ---------------------------------------------------------------------------------------
+    def attach(self, trainer: Any) -> None:
+        """Refuse a tokenizer the teacher does not share; put the teacher where the student trains."""
+        if trainer.tokenizer is not None:
+            check_same_tokenizer(trainer.tokenizer, self.teacher_tokenizer, self.student_source, self.teacher_source)
+        if self.teacher is None:
+            return
+        self.teacher.to(trainer.device)
+        student_context = unwrap(trainer.model).config.context_length
+        if self.teacher.config.context_length < student_context:
+            raise ConfigError(f"context_length: the student's windows ({student_context} tokens) are longer than "
+                              f"the teacher's context ({self.teacher.config.context_length}, {self.teacher_source})",
+                              field="context_length")
+
+    # --- the loss ------------------------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        input_ids, labels = batch["input_ids"], batch["labels"]  # (B, T) each
+        if self.teacher is not None:
+            # The teacher first: the student's forward must be the last one, so an MoE student keeps its own
+            # routing statistics for the auxiliary loss (as DPO runs its reference first).
+            with torch.no_grad():
+                teacher_logits = self.teacher(input_ids)  # (B, T, V)
+        student_logits = model(input_ids)  # (B, T, V)
+        if self.teacher is None:
+            ce = F.cross_entropy(student_logits.float().reshape(-1, student_logits.size(-1)), labels.reshape(-1),
+                                 ignore_index=IGNORE_INDEX)
+            kd = torch.zeros((), device=ce.device)
+            loss = ce
+        else:
+            if teacher_logits.size(-1) != student_logits.size(-1):
+                raise ConfigError(f"distill: the student's vocabulary ({student_logits.size(-1)}) and the teacher's "
+                                  f"({teacher_logits.size(-1)}, {self.teacher_source}) differ", field="teacher")
+            kd, ce = distillation_terms(student_logits, teacher_logits, labels, self.kd_temperature,
+                                        self.kd_reverse)
+            loss = self.kd_alpha * kd + (1 - self.kd_alpha) * ce
+        loss, metrics = add_auxiliary_loss(model, loss, {})
+        metrics["kd_loss"] = float(kd.detach())
+        metrics["ce_loss"] = float(ce.detach())
+        return loss, metrics
+
+
+def make_distill_objective(config: Any, model: nn.Module) -> DistillationObjective:
+    """The objective of the distill stage (registered in `llm_core.training.stages.STAGES`): loads
+    `config.teacher` (frozen) in logits mode; in traces mode only its tokenizer, for the check."""
+    from ..training.loading import TOKENIZER_DIR, load_checkpoint, resolve_step_dir, run_dir_of
+    from ..tokenizer import load_tokenizer
+
+    if not config.teacher:
+        raise ConfigError("TrainConfig.teacher: stage distill needs a teacher checkpoint", field="teacher")
+    if config.distill_mode == "logits":
+        loaded = load_checkpoint(config.teacher)
+        teacher, tokenizer = loaded.model, loaded.tokenizer
+        if getattr(teacher, "adapter_config", None) is not None:
+            from ..adapters import merge_adapters
+
+            teacher = merge_adapters(teacher)  # a finetuned teacher: one plain network, no adapter overhead
+        student_vocab = unwrap(model).config.vocab_size
+        if teacher.config.vocab_size != student_vocab:
+            raise ConfigError(f"distill: the student's vocabulary ({student_vocab}) and the teacher's "
+                              f"({teacher.config.vocab_size}, {config.teacher}) differ", field="teacher")
+        source = str(run_dir_of(loaded.path) / TOKENIZER_DIR)
+    else:
+        teacher = None
+        source = str(run_dir_of(resolve_step_dir(config.teacher)) / TOKENIZER_DIR)
+        tokenizer = load_tokenizer(Path(source))
+    return DistillationObjective(teacher, tokenizer, source, kd_temperature=config.kd_temperature,
+                                 kd_alpha=config.kd_alpha, kd_reverse=config.kd_reverse,
+                                 student_source=student_tokenizer_source(config))
