@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..errors import GenerationError
+from .beam import BeamResult, beam_search
 from .kv_cache import KVCache
 from .params import GREEDY, SamplingParams
 from .reasoning import Extractor, ReasonedAnswer, VoteResult, experiment_prompt, run_vote, split_answer
@@ -356,6 +357,13 @@ class Engine:
             steps.close()
             # Finished rows keep decoding in lock step; count only the tokens of live samples as cost.
             stats.new_tokens = sum(counts)
+
+    def beam_search(self, prompt_ids: Sequence[int], width: int, max_new_tokens: int, length_penalty: float = 0.0,
+                    stop_ids: Sequence[int] | None = None) -> BeamResult:
+        """Beam search of `width` beams from ONE prefill (`beam.py`): the best beam's `.ids` and `.logprob`,
+        and `.beams`, every final beam best first. GNMT length normalisation with alpha = `length_penalty`;
+        stops on end-of-text or the default experiment's answer line; `stop_ids=()` never stops early."""
+        return beam_search(self, self._encode(prompt_ids), width, max_new_tokens, length_penalty, stop_ids)
 
     def majority_vote(self, prompt: str | Sequence[int], n: int, max_new_tokens: int = 256,
                       params: SamplingParams | None = None, extractor: Extractor | None = None,
