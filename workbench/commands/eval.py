@@ -50,6 +50,10 @@ def evaluate(
     ns: str = typer.Option("1,4,8,16", "--n", help="Vote sizes, comma separated."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token budget per sample."),
     seed: int = typer.Option(0, "--seed", help="Base seed (question q uses seed + q)."),
+    search: bool = typer.Option(False, "--search", help="Add the search frontier: votes per temperature, beam "
+                                "search, verifier best-of-N, weighted vote, pass@N, and its plot."),
+    temperatures: str = typer.Option("0.3,0.5,0.8,1.0", "--temperatures", help="Vote temperatures for --search."),
+    widths: str = typer.Option("2,4,8", "--widths", help="Beam widths for --search."),
 ) -> None:
     """Accuracy of direct answers, chain of thought and majority vote (N = 1, 4, 8, 16) with their token cost."""
     from llm_core.experiment import default_paths
@@ -102,6 +106,14 @@ def evaluate(
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(target)
     typer.echo(f"written: {target}")
+    if search:  # after the table is saved: the search rows are added to the same file
+        from .eval_search import run_search, search_lines
+
+        result["search"] = run_search(engine, entries, temperatures, vote_sizes, widths, max_new_tokens, seed)
+        typer.echo("\n".join(search_lines(result["search"])))
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(target)
+        typer.echo(f"search rows written: {target}")
 
 
 def register(app: typer.Typer) -> None:
