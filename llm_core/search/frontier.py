@@ -136,11 +136,12 @@ def rows_to_dicts(rows: Sequence[FrontierRow]) -> list[dict[str, Any]]:
 
 
 def best_temperature(rows: Sequence[FrontierRow], n: int | None = None) -> float | None:
-    """The vote temperature with the highest majority-vote accuracy at N = `n` (default: the largest N);
-    the lower temperature wins a tie (cheaper in diversity lost, and reproducible)."""
+    """The vote temperature with the highest majority-vote accuracy at N = `n` (default: the largest N); a
+    tie goes to the higher pass@N (samples that cover more answers leave a better selector more to find),
+    then to the lower temperature."""
     votes = [r for r in rows if r.method == "vote"]
     if not votes:
         return None
     n = n if n is not None else max(r.n for r in votes)
     at_n = [r for r in votes if r.n == n]
-    return max(at_n, key=lambda r: (r.accuracy, -r.temperature)).temperature if at_n else None
+    return max(at_n, key=lambda r: (r.accuracy, r.pass_at_n or 0.0, -r.temperature)).temperature if at_n else None

@@ -100,7 +100,7 @@ def sample_and_score(engine: Engine, prompt: str | Sequence[int], question: str,
                      params: SamplingParams | None = None, scorer: Any = "verifier",
                      extractor: Extractor | None = None) -> ScoredSamples:
     """N samples of `prompt` in ONE batch (no early stop: every sample is scored), each scored against
-    `question`. `params` defaults to the vote's (temperature 0.8, ending at the response stops)."""
+    `question`. `params` defaults to the vote's (`VOTE_DEFAULTS`, ending at the response stops)."""
     from ..engine.engine import VOTE_DEFAULTS
 
     score = resolve_scorer(scorer)  # an unknown scorer fails before any decoding

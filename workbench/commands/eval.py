@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from llm_core.engine import RESPONSE_STOPS, Engine, SamplingParams
+from llm_core.engine.engine import VOTE_TEMPERATURE
 from llm_core.engine.reasoning import VoteResult, experiment_prompt
 from llm_core.errors import DataError, GenerationError
 from llm_core.training import load_checkpoint
@@ -46,7 +47,7 @@ def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
     limit: int = typer.Option(None, "--limit", help="Only the first N problems."),
     data: Path = typer.Option(None, "--data", help="eval.json (default: data/arith/eval.json)."),
-    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature for the votes."),
+    temperature: float = typer.Option(VOTE_TEMPERATURE, "--temperature", help="Sampling temperature for the votes."),
     ns: str = typer.Option("1,4,8,16", "--n", help="Vote sizes, comma separated."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token budget per sample."),
     seed: int = typer.Option(0, "--seed", help="Base seed (question q uses seed + q)."),
