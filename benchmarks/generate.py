@@ -9,6 +9,8 @@ random weights, fp32, CPU. Prints:
    8 sequential generations. Target: wall time <= 0.35x.
 3. 4096 new tokens with window 256: cache bytes and process RSS at 512 and 4096 tokens (flat), tokens/s of
    the first 512 vs the last 512 tokens (target: within 15%).
+4. beam search, B = 4 beams x 128 tokens, no stopping: one shared prefill + B rows reordered in place per
+   step (Engine.beam_search) vs B separate greedy decodes of 128 tokens each, in tokens decoded per second.
 
 Run: .venv/bin/python benchmarks/generate.py
 """
@@ -151,6 +153,18 @@ def bench_window(model: GPT, prompt: list[int], context_length: int) -> None:
           f"(target within 15%)")
 
 
+def bench_beam(engine: Engine, prompt: list[int], width: int = 4, new: int = 128) -> None:
+    """4. Beam search against B separate greedy decodes (the same number of tokens decoded)."""
+    engine.beam_search(prompt, width, 4, stop_ids=())  # warm-up (allocates the B-row cache)
+    t_beam, beam = best_of(lambda: engine.beam_search(prompt, width, new, stop_ids=()), 2)
+    t_greedy, _ = best_of(lambda: [engine.generate_ids(prompt, new, NO_STOP) for _ in range(width)], 1)
+    greedy_tokens = width * new
+    print(f"\n4. beam search, B = {width} x {new} tokens, no stopping (gpt2-mini, vocab {engine.vocab_size})")
+    print(f"   beam search: {t_beam:.3f} s, {beam.tokens} tokens decoded, {beam.tokens / t_beam:8.1f} tokens/s")
+    print(f"   {width} greedy decodes: {t_greedy:.3f} s, {greedy_tokens} tokens, {greedy_tokens / t_greedy:8.1f} tokens/s")
+    print(f"   beam / separate greedy tokens/s: {(beam.tokens / t_beam) / (greedy_tokens / t_greedy):.2f}x")
+
+
 def main(parts: set[int]) -> None:
     torch.manual_seed(0)
     config = GPTConfig.preset("gpt2-mini")
@@ -168,11 +182,13 @@ def main(parts: set[int]) -> None:
         bench_vote(engine, prompt)
     if 3 in parts:
         bench_window(model, prompt, config.context_length)
+    if 4 in parts:
+        bench_beam(engine, prompt)
 
 
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="1,2,3", help="which measurements to run, e.g. 1,3")
+    parser.add_argument("--parts", default="1,2,3,4", help="which measurements to run, e.g. 1,3")
     main({int(p) for p in parser.parse_args().parts.split(",")})

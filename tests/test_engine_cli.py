@@ -33,13 +33,17 @@ def test_chat_modes_through_stdin(fake_checkpoint):
     out = runner.invoke(app, ["chat", "-c", "x", "--mode", "vote", "--n", "3", "--max-new-tokens", "4"],
                         input="2 + 3?\n")
     assert out.exit_code == 0 and "votes:" in out.output and "saved by early stop" in out.output
+    out = runner.invoke(app, ["chat", "-c", "x", "--mode", "beam", "--width", "3", "--max-new-tokens", "4"],
+                        input="2 + 3?\n")
+    assert out.exit_code == 0 and "beams (3, " in out.output and "answer:" in out.output
 
 
 @pytest.mark.parametrize("args,match", [
     (["--temperature", "-1"], "temperature"),
     (["--top-p", "1.5"], "top_p"),
     (["--mode", "vote", "--n", "0"], "--n"),
-    (["--mode", "beam"], "--mode"),
+    (["--mode", "beams"], "--mode"),
+    (["--mode", "beam", "--width", "0"], "width"),
 ])
 def test_chat_bad_options_are_one_line_errors(fake_checkpoint, args, match):
     out = CliRunner().invoke(app, ["chat", "-c", "x", *args], input="hi\n")
@@ -80,3 +84,33 @@ def test_eval_reports_the_paraphrase_set_and_neutral_prompts(fake_checkpoint, tm
     assert [r["problems"] for r in saved["rows"][3:]] == [1, 2, 2, 2]
     assert all(0.0 <= r["step_by_step_share"] <= 1.0 for r in saved["rows"][3:])
     assert "paraphrase: CoT (greedy)" in out.output and "step by step:" in out.output
+
+
+def test_eval_search_rows_plot_and_report(fake_checkpoint, tmp_path):
+    from workbench.commands.report import evaluation_tables
+    from workbench.commands.eval_search import search_lines
+
+    data = tmp_path / "eval.json"
+    data.write_text(json.dumps([{"question": "Tom has 3 apples.", "answer": 3}]))
+    out = CliRunner().invoke(app, ["eval", "-c", "x", "--data", str(data), "--n", "1,2", "--max-new-tokens", "3",
+                                   "--search", "--temperatures", "0.5,1", "--widths", "2"])
+    assert out.exit_code == 0, out.output
+    for label in ("beam search", "best-of-N (scorer) T=0.5", "weighted vote (scorer) T=1", "pass@N",
+                  "accuracy vs tokens per question"):
+        assert label in out.output
+    saved = json.loads((fake_checkpoint.path / "evaluation.json").read_text())
+    assert len(saved["search"]) == 1 + 1 + 2 * 2 * 3
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    fake_checkpoint.path.rename(run / "checkpoints" / fake_checkpoint.path.name)
+    tables = evaluation_tables(run)
+    markdown = "\n".join(search_lines(tables[0]["search"], markdown=True))
+    assert "| beam search | 2 |" in markdown and "```" in markdown
+
+
+def test_eval_search_bad_lists_are_one_line_errors(fake_checkpoint, tmp_path):
+    data = tmp_path / "eval.json"
+    data.write_text(json.dumps([{"question": "Tom has 3 apples.", "answer": 3}]))
+    out = CliRunner().invoke(app, ["eval", "-c", "x", "--data", str(data), "--n", "1", "--max-new-tokens", "2",
+                                   "--search", "--widths", "0"])
+    assert out.exit_code != 0 and "widths: every value must be an integer >= 1" in str(out.exception)

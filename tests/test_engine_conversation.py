@@ -73,7 +73,7 @@ def test_vote_keeps_tally_and_samples_and_markdown_export() -> None:
     assert "2 + 3?" in text and "Votes (" in text and "tokens/s" in text
 
 
-@pytest.mark.parametrize("options, needle", [(dict(mode="beam"), "mode"), (dict(temperature=-1.0), "temperature"),
+@pytest.mark.parametrize("options, needle", [(dict(mode="beams"), "mode"), (dict(temperature=-1.0), "temperature"),
                                              (dict(n=0), "n: must be")])
 def test_bad_options_are_one_line_errors(options, needle) -> None:
     with pytest.raises(WorkbenchError, match=needle) as info:
@@ -107,3 +107,18 @@ def test_chat_cli_and_tui_share_one_conversation_and_modes() -> None:
 
     assert chat_cmd.Conversation is chat_widget.Conversation is llm_core.Conversation
     assert chat_cmd.MODES is chat_widget.MODES is MODES
+
+
+def test_beam_mode_keeps_every_beam_and_width_one_is_cot() -> None:
+    chat = conversation()
+    turn = chat.reply("2 + 3?", ChatOptions(mode="beam", width=3, max_new_tokens=6))
+    assert turn.beams is not None and len(turn.beams.beams) == 3
+    assert turn.new_tokens == turn.beams.tokens and turn.answer
+    one = conversation().reply("2 + 3?", ChatOptions(mode="beam", width=1, max_new_tokens=6))
+    cot = conversation().reply("2 + 3?", ChatOptions(mode="cot", max_new_tokens=6))
+    assert one.answer == cot.answer
+
+
+def test_beam_width_zero_is_a_one_line_error() -> None:
+    with pytest.raises(WorkbenchError, match="^width: must be an integer >= 1, got 0$"):
+        ChatOptions(mode="beam", width=0)

@@ -50,6 +50,10 @@ def test_a_reward_model_ranks_held_out_chosen_answers_first_and_serves_as_a_rewa
 
     prompt = format_prompt("1+2=", "")
     assert reward(prompt, "3", {}) > reward(prompt, "7", {})
+    from llm_core.search.select import resolve_scorer
+
+    scorer = resolve_scorer("model:" + str(tmp_path / "rm"))  # the same model as a best-of-N scorer
+    assert isinstance(scorer("1+2=", "3"), float)
 
 
 def test_a_language_model_checkpoint_is_not_a_reward_model(tmp_path) -> None:

@@ -1,6 +1,7 @@
 """Inference: KV cache, sampling, streaming, the `Engine`, chain of thought, majority vote, multi-turn chat."""
 from .engine import RESPONSE_STOPS, Engine, GenerationStats
-from .conversation import MODES, ChatOptions, Conversation, Turn
+from .beam import Beam, BeamResult
+from .conversation import MODES, REASONING_MODES, ChatOptions, Conversation, Turn
 from .kv_cache import KVCache
 from .params import SamplingParams
 from .reasoning import ReasonedAnswer, Sample, VoteResult, decided, run_vote, split_answer
@@ -9,6 +10,9 @@ from .streaming import StopStringFilter, TextDecoder, TextStream, Utf8Stream
 
 __all__ = [
     "MODES",
+    "REASONING_MODES",
+    "Beam",
+    "BeamResult",
     "ChatOptions",
     "Conversation",
     "Turn",

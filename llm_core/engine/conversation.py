@@ -5,7 +5,8 @@ Turns are Alpaca prompts chained by token ids: the next prompt is the previous c
 (prompt, answer, end-of-text) followed by the new prompt, so the engine reuses its KV cache instead of
 re-reading the history. Modes: greedy, sample (temperature / top-k / top-p), cot (the default experiment's
 "Think step by step." cue; reasoning and final answer shown apart), vote (self-consistency over N sampled
-chains of thought, Wang et al. 2022, with the tally and every sample kept).
+chains of thought, Wang et al. 2022, with the tally and every sample kept), beam (beam search of `width`
+beams over the chain of thought, `beam.py`, with every final beam kept).
 The per-token view of an answer comes from one teacher-forced forward pass over the conversation: the
 probability the model gives each answer token (temperature 1).
 """
@@ -21,14 +22,17 @@ import torch
 from ..errors import GenerationError
 from ..experiment import make_instruction
 from ..formatting import format_prompt
+from .beam import BeamResult
 from .engine import RESPONSE_STOPS, Engine
 from .params import SamplingParams
 from .reasoning import VoteResult, split_answer
 from .streaming import TextStream
 
 # greedy: temperature 0; sample: the options' temperature / top-k / top-p; cot: greedy after the default
-# experiment's chain-of-thought cue; vote: N sampled chains of thought, majority answer.
-MODES = ("greedy", "sample", "cot", "vote")
+# experiment's chain-of-thought cue; vote: N sampled chains of thought, majority answer; beam: the most
+# likely chain of thought among `width` beams.
+MODES = ("greedy", "sample", "cot", "vote", "beam")
+REASONING_MODES = ("cot", "vote", "beam")  # prompted with the chain-of-thought cue, answer extracted
 
 
 @dataclass
@@ -40,6 +44,7 @@ class ChatOptions:
     top_k: int | None = None
     top_p: float | None = None
     n: int = 8
+    width: int = 4  # beams in the beam mode
     max_new_tokens: int = 256
     seed: int = 0
 
@@ -49,6 +54,8 @@ class ChatOptions:
         SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed)
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise GenerationError(f"n: must be an integer >= 1, got {self.n!r}")
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
+            raise GenerationError(f"width: must be an integer >= 1, got {self.width!r}")
         if self.max_new_tokens < 1:
             raise GenerationError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens!r}")
 
@@ -72,6 +79,7 @@ class Turn:
     reasoning: str = ""
     final: Any = None  # the extracted answer (cot / vote)
     vote: VoteResult | None = None
+    beams: BeamResult | None = None
     new_tokens: int = 0
     reused_tokens: int = 0
     seconds: float = 0.0
@@ -101,7 +109,7 @@ class Conversation:
     # --- prompts --------------------------------------------------------------------------------------
     def prompt_text(self, user: str, mode: str) -> str:
         """The Alpaca prompt of one message: with the chain-of-thought cue in the cot and vote modes."""
-        instruction = make_instruction(user, "cot") if mode in ("cot", "vote") else user
+        instruction = make_instruction(user, "cot") if mode in REASONING_MODES else user
         return format_prompt(instruction)
 
     def _prompt_ids(self, user: str, mode: str) -> list[int]:
@@ -128,10 +136,12 @@ class Conversation:
         start = time.perf_counter()
         if options.mode == "vote":
             self._vote(turn, ids, options, on_text)
+        elif options.mode == "beam":
+            self._beam(turn, ids, options, on_text)
         else:
             self._stream(turn, ids, options, cancel, on_text)
         turn.seconds = time.perf_counter() - start
-        if options.mode in ("cot", "vote") and turn.vote is None:
+        if options.mode in REASONING_MODES and turn.vote is None:
             split = split_answer(turn.answer)
             turn.reasoning, turn.final = split.reasoning, split.answer
         self.turns.append(turn)
@@ -166,6 +176,17 @@ class Conversation:
         turn.answer_ids = self.engine.tokenizer.encode(turn.answer)
         on_text(turn.answer)
         self._history = ids + turn.answer_ids + [self.engine.tokenizer.eot_id]
+
+    def _beam(self, turn: Turn, ids: list[int], o: ChatOptions, on_text: Callable[[str], None]) -> None:
+        result = self.engine.beam_search(ids, o.width, o.max_new_tokens)
+        tok = self.engine.tokenizer
+        text = tok.decode_bytes(result.ids).decode("utf-8", errors="replace")
+        for stop in RESPONSE_STOPS:  # a beam that stopped on a response boundary keeps its tokens: cut there
+            text = text.split(stop)[0]
+        turn.beams, turn.answer, turn.new_tokens = result, text, result.tokens
+        turn.answer_ids = tok.encode(text)
+        on_text(text)
+        self._history = ids + turn.answer_ids + [tok.eot_id]
 
     def regenerate(self, options: ChatOptions, cancel: threading.Event | None = None,
                    on_text: Callable[[str], None] | None = None) -> Turn:

@@ -115,6 +115,18 @@ class KVCache:
         """Commit the n_tokens positions every layer has just written."""
         self.length += n_tokens
 
+    def reorder(self, indices: "torch.Tensor | list[int]") -> None:
+        """Make row i hold what row indices[i] held (in place, for every layer; rows past len(indices) are
+        left as they were). Beam search keeps the surviving beams' history this way instead of re-prefilling
+        them: a beam that is extended twice is copied into two rows, a dropped beam's row is overwritten."""
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.keys[0].device)  # (k,)
+        k = index.numel()
+        if k > self.rows or (k and (int(index.min()) < 0 or int(index.max()) >= self.rows)):
+            raise RuntimeError(f"KV cache reorder: indices {index.tolist()} do not fit {self.rows} rows")
+        for buf in self.keys + self.values:
+            # Advanced indexing gathers into a new tensor first, so overlapping source/target rows are safe.
+            buf[:k, :, : self.length] = buf[index, :, : self.length]
+
     def copy_row0(self, n_rows: int) -> None:
         """Expand a batch-1 prefill to n_rows identical rows (in place, no new allocation)."""
         if n_rows > self.rows:

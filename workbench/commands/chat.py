@@ -2,7 +2,8 @@
 
 One prompt per input line; blank lines are skipped; each line is a new single-turn conversation. Modes
 (defined in `llm_core.engine.conversation`): greedy, sample, cot (chain of thought: reasoning and extracted
-answer shown separately), vote (majority vote over N chain-of-thought samples). A prompt longer than the
+answer shown separately), vote (majority vote over N chain-of-thought samples), beam (beam search of
+--width beams over the chain of thought, every final beam listed). A prompt longer than the
 model's context is left-truncated (chat opts in) and a note says so.
 """
 from __future__ import annotations
@@ -30,6 +31,15 @@ def _format_tally(result: VoteResult) -> str:
     )
 
 
+def _format_beams(turn: Turn, tokenizer) -> str:
+    lines = [f"beams ({len(turn.beams.beams)}, {turn.new_tokens} tokens decoded):"]
+    for i, beam in enumerate(turn.beams.beams):
+        last = tokenizer.decode_bytes(beam.ids).decode("utf-8", errors="replace").strip().splitlines()
+        lines.append(f"  {i + 1}. log p {beam.logprob:.2f}{'' if beam.stopped else ' (cut at the budget)'}: "
+                     f"{last[-1] if last else '(empty)'}")
+    return "\n".join(lines)
+
+
 def _chat_line(chat: Conversation, line: str, options: ChatOptions) -> None:
     ctx = chat.engine.context_length
     n_tokens = len(chat.engine.tokenizer.encode(chat.prompt_text(line, options.mode)))
@@ -44,6 +54,9 @@ def _chat_line(chat: Conversation, line: str, options: ChatOptions) -> None:
     turn: Turn = chat.reply(line, options, on_text=write if streaming else None)
     if options.mode == "vote":
         typer.echo(_format_tally(turn.vote))
+    elif options.mode == "beam":
+        typer.echo(f"answer: {turn.final if turn.final is not None else '(no answer found)'}")
+        typer.echo(_format_beams(turn, chat.engine.tokenizer))
     elif options.mode == "cot":
         typer.echo(f"reasoning:\n{turn.reasoning or '(none)'}")
         typer.echo(f"answer: {turn.final if turn.final is not None else '(no answer found)'}")
@@ -53,8 +66,9 @@ def _chat_line(chat: Conversation, line: str, options: ChatOptions) -> None:
 
 def chat(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
-    mode: str = typer.Option("greedy", "--mode", help="greedy | sample | cot | vote"),
+    mode: str = typer.Option("greedy", "--mode", help="greedy | sample | cot | vote | beam"),
     n: int = typer.Option(8, "--n", help="Samples for --mode vote."),
+    width: int = typer.Option(4, "--width", help="Beams for --mode beam."),
     temperature: float = typer.Option(0.8, "--temperature", help="For sample and vote (0 = greedy)."),
     top_k: int = typer.Option(None, "--top-k", help="Keep the k most likely tokens (clamped to the vocabulary)."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: keep tokens up to this mass, in (0, 1]."),
@@ -68,7 +82,7 @@ def chat(
         raise GenerationError(f"--n: must be >= 1, got {n}")
     if max_new_tokens < 1:
         raise GenerationError(f"--max-new-tokens: must be >= 1, got {max_new_tokens}")
-    options = ChatOptions(mode=mode, temperature=temperature, top_k=top_k, top_p=top_p, n=n,
+    options = ChatOptions(mode=mode, temperature=temperature, top_k=top_k, top_p=top_p, n=n, width=width,
                           max_new_tokens=max_new_tokens, seed=seed)  # validated before the checkpoint loads
     loaded = _load(checkpoint)
     engine = Engine(loaded.model, loaded.tokenizer)

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from llm_core.engine import RESPONSE_STOPS, Engine, SamplingParams
+from llm_core.engine.engine import VOTE_TEMPERATURE
 from llm_core.engine.reasoning import VoteResult, experiment_prompt
 from llm_core.errors import DataError, GenerationError
 from llm_core.training import load_checkpoint
@@ -48,7 +49,7 @@ def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
     limit: int = typer.Option(None, "--limit", help="Only the first N problems."),
     data: Path = typer.Option(None, "--data", help="eval.json (default: data/arith/eval.json)."),
-    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature for the votes."),
+    temperature: float = typer.Option(VOTE_TEMPERATURE, "--temperature", help="Sampling temperature for the votes."),
     ns: str = typer.Option("1,4,8,16", "--n", help="Vote sizes, comma separated."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token budget per sample."),
     seed: int = typer.Option(0, "--seed", help="Base seed (question q uses seed + q)."),
@@ -56,6 +57,10 @@ def evaluate(
         None, "--paraphrase",
         help="Paraphrase set (default: data/arith/eval_paraphrase.json when --data is not given).",
     ),
+    search: bool = typer.Option(False, "--search", help="Add the search frontier: votes per temperature, beam "
+                                "search, verifier best-of-N, weighted vote, pass@N, and its plot."),
+    temperatures: str = typer.Option("0.3,0.5,0.8,1.0", "--temperatures", help="Vote temperatures for --search."),
+    widths: str = typer.Option("2,4,8", "--widths", help="Beam widths for --search."),
 ) -> None:
     """Accuracy of direct answers, chain of thought and majority vote (N = 1, 4, 8, 16) with their token cost;
     neutral prompts and the paraphrase set greedy."""
@@ -144,6 +149,14 @@ def evaluate(
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(target)
     typer.echo(f"written: {target}")
+    if search:  # after the table is saved: the search rows are added to the same file
+        from .eval_search import run_search, search_lines
+
+        result["search"] = run_search(engine, entries, temperatures, vote_sizes, widths, max_new_tokens, seed)
+        typer.echo("\n".join(search_lines(result["search"])))
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(target)
+        typer.echo(f"search rows written: {target}")
 
 
 def register(app: typer.Typer) -> None:

@@ -74,6 +74,10 @@ def build_report(run: Path, width: int = 80) -> str:
                   "| method | N | accuracy | tokens/question |", "| --- | --- | --- | --- |"]
         for row in table.get("rows", []):
             lines.append(f"| {row['method']} | {row['n']} | {row['accuracy']:.1%} | {row['tokens_per_question']:.1f} |")
+        if table.get("search"):  # `workbench eval --search`: the frontier table and its plot
+            from .eval_search import search_lines
+
+            lines += ["", "### Search frontier", ""] + search_lines(table["search"], markdown=True)
     lines += ["", "## Config", "", "| key | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in c.items() if k != "model_config"]
     metrics = ["loss", "lr", "grad_norm"] + (["dpo"] if s.is_dpo else []) + (["moe"] if s.is_moe else [])

@@ -201,6 +201,32 @@ def compare_spec(a: RunSeries, b: RunSeries, smoothing: float = 0.0, log_y: bool
     return spec
 
 
+def frontier_spec(rows: Sequence[dict[str, Any]]) -> PlotSpec:
+    """Accuracy against tokens per question (log10 x: the methods span 100x in cost) from the rows of
+    `llm_core.search.frontier` (as saved by `workbench eval --search`): one line per vote temperature, one
+    for beam search, best-of-N and the weighted vote at the best vote temperature, greedy CoT a point."""
+    spec = PlotSpec("accuracy vs tokens per question", xlabel="log10 tokens / question", nonnegative=True,
+                    empty_message="no search rows")
+
+    def line(label: str, picked: list[dict[str, Any]], color: str, kind: str = "line") -> None:
+        picked = sorted((r for r in picked if r["tokens_per_question"] > 0), key=lambda r: r["tokens_per_question"])
+        if picked:
+            spec.series.append(Series(label, [math.log10(r["tokens_per_question"]) for r in picked],
+                                      [100 * r["accuracy"] for r in picked], color, kind))
+
+    votes = [r for r in rows if r["method"] == "vote"]
+    temps = sorted({r["temperature"] for r in votes})
+    best = max(votes, key=lambda r: (r["n"], r["accuracy"]))["temperature"] if votes else None
+    for i, t in enumerate(temps):
+        line(f"vote T={t:g}", [r for r in votes if r["temperature"] == t], EXPERT_COLORS[i % len(EXPERT_COLORS)])
+    line("beam", [r for r in rows if r["method"] == "beam"], ALERT_COLOR)
+    for method, color in (("best-of-n", "magenta"), ("weighted-vote", "cyan")):
+        line(f"{method} T={best:g}" if best is not None else method,
+             [r for r in rows if r["method"] == method and r["temperature"] == best], color)
+    line("greedy CoT", [r for r in rows if r["method"] == "cot"], RAW_COLOR, "scatter")
+    return spec
+
+
 METRICS = ("loss", "lr", "grad_norm", "dpo", "moe", "reward", "length")
 
 

@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Collapsible, Input, Label, Select, Static
 
-from llm_core.engine import MODES, ChatOptions, Conversation, Engine, Turn
+from llm_core.engine import MODES, REASONING_MODES, ChatOptions, Conversation, Engine, Turn
 from llm_core.errors import WorkbenchError
 from llm_core.training import load_checkpoint
 
@@ -186,7 +186,8 @@ class ChatPane(Vertical):
                 raise WorkbenchError(f"{widget_id[6:]}: not a number: {text!r}") from None
 
         mode = self.query_one("#chat-mode", Select).value
-        return ChatOptions(mode=str(mode), n=number("#chat-n", int), temperature=number("#chat-temperature", float),
+        n = number("#chat-n", int)  # N is the beam width in the beam mode
+        return ChatOptions(mode=str(mode), n=n, width=n, temperature=number("#chat-temperature", float),
                            top_k=number("#chat-top-k", int, True), top_p=number("#chat-top-p", float, True))
 
     # --- sending --------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ class ChatPane(Vertical):
         info = f"{turn.new_tokens} tokens, {turn.tokens_per_s:.1f} tok/s, cache reused: {turn.reused_tokens} tokens"
         if turn.cancelled:
             info = "cancelled | " + info
-        if turn.mode in ("cot", "vote"):
+        if turn.mode in REASONING_MODES:
             info = f"answer: {turn.final if turn.final is not None else '(none)'} | " + info
         column.add(Static(info, classes="msg info"))
         if turn.vote is not None:
