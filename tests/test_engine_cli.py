@@ -60,3 +60,9 @@ def test_eval_prints_table(fake_checkpoint, tmp_path):
     saved = json.loads((fake_checkpoint.path / "evaluation.json").read_text())  # for `workbench report`
     assert (saved["step"], saved["problems"], [r["n"] for r in saved["rows"]]) == (7, 2, [1, 1, 1, 2])
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in saved["rows"])
+
+
+def test_chat_survives_invalid_utf8_on_stdin(fake_checkpoint):
+    out = CliRunner().invoke(app, ["chat", "-c", "x", "--max-new-tokens", "2"], input=b"\xff\xfe hi \xc3\n2+2?\n")
+    assert out.exit_code == 0, out.output
+    assert out.exception is None and out.output.count("\n") >= 2  # both lines answered
