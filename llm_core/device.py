@@ -6,11 +6,29 @@ from typing import Iterator
 
 import torch
 
+from .errors import ConfigError
+
 
 def pick_device(preferred: str | None = None) -> torch.device:
-    """Return `preferred` if given ("cpu", "cuda", "cuda:1", "mps"), else the best available device."""
+    """Return `preferred` if given ("cpu", "cuda", "cuda:1", "mps"), else the best available device.
+
+    An unknown name, or a device this machine does not have, is a one-line ConfigError (torch would
+    raise a multi-line RuntimeError, or only fail at the first tensor moved there)."""
     if preferred and preferred != "auto":
-        return torch.device(preferred)
+        try:
+            device = torch.device(preferred)
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"TrainConfig.device: must be auto, cpu, cuda, cuda:N or mps, got {preferred!r}",
+                              field="device") from None
+        mps = getattr(torch.backends, "mps", None)
+        present = {"cpu": True, "cuda": torch.cuda.is_available(),
+                   "mps": mps is not None and mps.is_available()}.get(device.type, False)
+        if device.type == "cuda" and present and device.index is not None and device.index >= torch.cuda.device_count():
+            present = False
+        if not present:
+            raise ConfigError(f"TrainConfig.device: {preferred!r} is not available on this machine "
+                              "(use auto to pick what is there)", field="device")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

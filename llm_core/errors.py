@@ -7,7 +7,9 @@ from __future__ import annotations
 
 
 class WorkbenchError(ValueError):
-    """Base class: a user-facing error with a one-line message."""
+    """Base class: a user-facing error with a one-line message. `exit_code` is the CLI's status for it."""
+
+    exit_code = 2
 
 
 class ConfigError(WorkbenchError):
@@ -29,3 +31,10 @@ class CheckpointError(WorkbenchError):
 
 class GenerationError(WorkbenchError):
     """Invalid generation arguments (empty prompt, prompt too long, bad sampling values)."""
+
+
+class DiskFullError(WorkbenchError):
+    """The disk filled up (ENOSPC) while a run wrote a checkpoint or its metrics: not the user's config,
+    so the CLI exits 1 (like any failed command) rather than 2 (a usage error)."""
+
+    exit_code = 1

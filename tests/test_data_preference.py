@@ -50,6 +50,7 @@ def test_identical_chosen_and_rejected(tmp_path: Path) -> None:
         PreferenceDataset(path, ByteTokenizer(), 500)
     message = str(info.value)
     assert str(path) in message and "entry 1" in message and "identical" in message
+    assert "drop_identical_pairs" in message  # the real TrainConfig key
     dropped = PreferenceDataset(path, ByteTokenizer(), 500, drop_identical=True)
     assert len(dropped) == 1 and dropped.dropped == 1 and dropped.locations == [f"{path}: entry 0"]
 

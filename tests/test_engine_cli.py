@@ -114,3 +114,9 @@ def test_eval_search_bad_lists_are_one_line_errors(fake_checkpoint, tmp_path):
     out = CliRunner().invoke(app, ["eval", "-c", "x", "--data", str(data), "--n", "1", "--max-new-tokens", "2",
                                    "--search", "--widths", "0"])
     assert out.exit_code != 0 and "widths: every value must be an integer >= 1" in str(out.exception)
+
+
+def test_chat_survives_invalid_utf8_on_stdin(fake_checkpoint):
+    out = CliRunner().invoke(app, ["chat", "-c", "x", "--max-new-tokens", "2"], input=b"\xff\xfe hi \xc3\n2+2?\n")
+    assert out.exit_code == 0, out.output
+    assert out.exception is None and out.output.count("\n") >= 2  # both lines answered

@@ -51,7 +51,7 @@ def main() -> None:
         app()
     except WorkbenchError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

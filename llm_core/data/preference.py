@@ -48,7 +48,8 @@ class PreferenceDataset(ExampleDataset):
                 if not drop_identical:
                     raise DataError(
                         f"{where}: fields 'chosen' and 'rejected' are identical (within max_length "
-                        f"{max_length}), so the pair expresses no preference; fix it or pass drop_identical"
+                        f"{max_length}), so the pair expresses no preference; fix it, or skip such pairs with "
+                        "--set drop_identical_pairs=true"
                     )
                 self.dropped += 1
                 continue

@@ -7,11 +7,18 @@ A checkpoint is `checkpoints/step-%08d/` (the number of optimizer steps done) ho
 - `manifest.json`: format version, step, config and the SHA-256 of every file, written LAST.
 The directory is filled under a `.tmp-` name, every file fsynced, then renamed into place: a crash leaves
 either a complete checkpoint or a temporary folder that the next start deletes. The latest checkpoint is
-the newest one whose manifest verifies, so a truncated or bit-flipped file is skipped when resuming and
-refused, with one line naming the file, when loaded explicitly.
+the newest one whose manifest verifies; a truncated or bit-flipped one is reported (`scan_checkpoints`
+says which and why, the trainer warns in one line and moves it aside with `quarantine`) and refused, with
+one line naming the file, when loaded explicitly.
+
+Deleting is atomic too: a folder to delete (an old checkpoint being pruned, a step being re-saved) is first
+renamed to a `.trash-` name, then removed. A kill half-way through `rmtree` leaves a trash folder that the
+next start removes, never a committed step folder with some of its files gone. Pruning fully verifies the
+checkpoints it keeps, so a corrupt newer folder can never cost the newest good one.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -26,7 +33,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DiskFullError
 from ..io import read_json_object
 
 FORMAT_VERSION = 1
@@ -35,6 +42,9 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"  # being deleted: removed by the next start
+CORRUPT_PREFIX = ".corrupt-"  # failed verification: kept for inspection, never counted, never deleted
+SUPERSEDED_PREFIX = ".superseded-"  # newer than the checkpoint a run was resumed from: kept, never counted
 
 
 def step_dir_name(step: int) -> str:
@@ -69,6 +79,36 @@ def weights_are_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT, raised as OSError by Python and metrics writes, or as RuntimeError by torch.save and
+    SafetensorError by safetensors (which only keep the text)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def discard(path: Path) -> None:
+    """Delete a folder atomically: rename it to a trash name (one step a crash cannot split), then remove it."""
+    trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def set_aside(path: Path, prefix: str) -> Path:
+    """Rename a step folder out of the checkpoint list (`.corrupt-...` / `.superseded-...`), keeping its files."""
+    target = path.with_name(f"{prefix}{path.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    k = 2
+    while target.exists():
+        target, k = target.with_name(f"{target.name}-{k}"), k + 1
+    os.rename(path, target)
+    return target
+
+
+def quarantine(step_dir: Path) -> Path:
+    """Move a checkpoint that failed verification aside, so its step is saved afresh when the run gets there."""
+    return set_aside(step_dir, CORRUPT_PREFIX)
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -77,16 +117,40 @@ def save_checkpoint(
     config: dict[str, Any],
     val_loss: float | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically and return its directory. Refuses non-finite weights."""
+    """Write checkpoint `step` atomically and return its directory. Refuses non-finite weights.
+
+    A failed write (disk full included) removes its temporary folder and leaves every committed checkpoint
+    as it was; a full disk raises DiskFullError, anything else CheckpointError, both one line."""
     if not weights_are_finite(model):
         raise CheckpointError(f"step {step}: the model has non-finite weights; refusing to checkpoint it")
-    root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir)
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(run_dir)  # the new checkpoints/ entry itself must survive a power cut
     final = root / step_dir_name(step)
     tmp = root / f"{TMP_PREFIX}{step_dir_name(step)}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_files(tmp, step, model, trainer_state, config, val_loss)
+        if final.exists():  # re-saving the same step (e.g. stop right after a periodic save): replace it
+            discard(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back; the committed checkpoints are untouched
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if is_disk_full(exc):
+            raise DiskFullError(f"{final}: disk full while writing the checkpoint ({why}); the earlier "
+                                "checkpoints are intact: free some space and --resume") from None
+        raise CheckpointError(f"{final}: could not be written ({type(exc).__name__}: {why})") from None
+    return final
+
+
+def _write_files(tmp: Path, step: int, model: nn.Module, trainer_state: dict[str, Any], config: dict[str, Any],
+                 val_loss: float | None) -> None:
     save_model(model, str(tmp / MODEL_FILE))
     torch.save(trainer_state, tmp / STATE_FILE)
     files = {}
@@ -106,11 +170,6 @@ def save_checkpoint(
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. stop right after a periodic save): replace it
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(root)
-    return final
 
 
 def read_manifest(step_dir: str | Path, verify: bool = True) -> dict[str, Any]:
@@ -159,49 +218,79 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(dirs, key=checkpoint_step)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint whose manifest and files verify (None if there is none)."""
+def scan_checkpoints(run_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest checkpoint whose manifest and files verify, [(newer folder that failed, why)])."""
+    skipped: list[tuple[Path, str]] = []
     for step_dir in reversed(list_checkpoints(run_dir)):
         try:
             read_manifest(step_dir)
-        except CheckpointError:
+        except CheckpointError as exc:
+            skipped.append((step_dir, str(exc)))
             continue
-        return step_dir
-    return None
+        return step_dir, skipped
+    return None, skipped
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint whose manifest and files verify (None if there is none)."""
+    return scan_checkpoints(run_dir)[0]
 
 
 def clean_temporary(run_dir: str | Path) -> list[Path]:
-    """Delete leftover `.tmp-*` folders from an interrupted save; return what was removed."""
+    """Delete leftover `.tmp-*` folders of an interrupted save and `.trash-*` folders of an interrupted
+    delete; return what was removed."""
     root = Path(run_dir) / CHECKPOINTS
     removed = []
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(TMP_PREFIX):
+            if p.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
     return removed
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
-    """Keep the newest `keep_last` valid checkpoints plus the best by validation loss; delete the rest.
+    """Keep the newest `keep_last` checkpoints that fully verify, plus the best verified one by validation
+    loss; delete the other readable ones (atomically, see `discard`).
 
-    Called only after a new checkpoint is committed, so the newest valid one is always kept.
-    """
-    valid: list[tuple[Path, dict]] = []
+    What is kept is verified (SHA-256 of every file), not trusted from its manifest: a corrupt newer folder
+    never counts as one of the kept, so the newest good checkpoint survives. Folders that fail verification
+    are never deleted here (they are left for the trainer's warning or the user to inspect)."""
+    readable: list[tuple[Path, dict]] = []
     for step_dir in list_checkpoints(run_dir):
         try:
-            valid.append((step_dir, read_manifest(step_dir, verify=False)))
+            readable.append((step_dir, read_manifest(step_dir, verify=False)))
         except CheckpointError:
-            continue  # leave unreadable folders for the user to inspect; they never count as latest
-    keep = {p for p, _ in valid[-keep_last:]}
-    scored = [(m["val_loss"], p) for p, m in valid if isinstance(m.get("val_loss"), (int, float))]
-    if scored:
-        keep.add(min(scored, key=lambda t: t[0])[1])
+            continue
+    verdict: dict[Path, bool] = {}
+
+    def verified(p: Path) -> bool:
+        if p not in verdict:
+            try:
+                read_manifest(p)
+                verdict[p] = True
+            except CheckpointError:
+                verdict[p] = False
+        return verdict[p]
+
+    keep: set[Path] = set()
+    for p, _ in reversed(readable):  # newest first, until keep_last verified ones are found
+        if len(keep) >= keep_last:
+            break
+        if verified(p):
+            keep.add(p)
+    scored = sorted((m["val_loss"], checkpoint_step(p), p) for p, m in readable
+                    if isinstance(m.get("val_loss"), (int, float)))
+    for _, _, p in scored:  # the best verified one by validation loss
+        if verified(p):
+            keep.add(p)
+            break
     removed = []
-    for p, _ in valid:
-        if p not in keep:
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
+    for p, _ in readable:
+        if p in keep or verdict.get(p) is False:
+            continue
+        discard(p)
+        removed.append(p)
     return removed
 
 

@@ -7,7 +7,8 @@ under `model_config`, so `TrainConfig.from_file(runs/<name>/config.json)` reprod
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,6 +139,10 @@ class TrainConfig:
         def fail(name: str, why: str) -> None:
             raise ConfigError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}", field=name)
 
+        for f in fields(self):  # inf / nan pass every range check written as a comparison: refuse them first
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f.name, "must be a finite number")
         if self.stage not in STAGES:
             fail("stage", f"must be {stage_names()}")
         if not self.data:

@@ -14,12 +14,14 @@ optimizer and the data position are untouched), after one warm-up step.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..data import BatchIterator
+from ..errors import ConfigError
 from .accumulate import accumulate_gradients, to_device
 from .optim import build_optimizer
 
@@ -76,8 +78,8 @@ def measure_step_time(trainer: "Trainer", steps: int = 2) -> dict[str, float]:
     return {"seconds_per_step": per_step, "tokens_per_s": tokens / len(times) / per_step}
 
 
-def estimate_run(trainer: "Trainer", measure_steps: int = 2) -> dict[str, Any]:
-    """Memory (bytes, by part) and time (seconds per step, remaining seconds incl. evaluations)."""
+def run_memory_estimate(trainer: "Trainer") -> dict[str, float]:
+    """`memory_estimate` for the trainer's model, batch and sequence length (that of its first example)."""
     cfg = trainer.config
     sample = trainer.train_data[0]
     # RL batches hold prompts only (the objective samples the rest): count a full context for them.
@@ -85,8 +87,41 @@ def estimate_run(trainer: "Trainer", measure_steps: int = 2) -> dict[str, Any]:
                   default=trainer.model.config.context_length)
     # DPO runs chosen and rejected through the policy (2x batch); its frozen reference adds no activations.
     multiplier = trainer.objective.sequences_per_example
-    memory = memory_estimate(trainer.model, cfg.batch_size, seq_len, cfg.bf16 and trainer.device.type != "mps",
-                             multiplier)
+    return memory_estimate(trainer.model, cfg.batch_size, seq_len, cfg.bf16 and trainer.device.type != "mps",
+                           multiplier)
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """What the device has in all: the GPU's memory, or the machine's RAM for the CPU (None when unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not POSIX: no refusal rather than a wrong one
+        return None
+
+
+def check_memory_fits(model: torch.nn.Module, config: Any, device: torch.device, need: float | None = None) -> None:
+    """Refuse a run whose memory estimate exceeds everything the device has (it could only crash or swap
+    the machine to a halt); callers skip this with force=True (the estimate can be pessimistic). Without
+    `need`, the estimate is for full context-length sequences (pretraining windows, known before any data
+    is read, so a hopeless run is refused before tokenising its corpus)."""
+    total = device_memory_bytes(device)
+    if need is None:
+        need = memory_estimate(model, config.batch_size, model.config.context_length,
+                               config.bf16 and device.type != "mps")["total"]
+    if total is not None and need > total:
+        raise ConfigError(
+            f"TrainConfig: this run needs about {format_bytes(need)} (context_length "
+            f"{model.config.context_length}, batch_size {config.batch_size}), more than the "
+            f"{format_bytes(total)} of {device.type} memory here; lower them, or pass --force to try anyway",
+            field="context_length")
+
+
+def estimate_run(trainer: "Trainer", measure_steps: int = 2) -> dict[str, Any]:
+    """Memory (bytes, by part) and time (seconds per step, remaining seconds incl. evaluations)."""
+    cfg = trainer.config
+    memory = run_memory_estimate(trainer)
     out: dict[str, Any] = {"memory_bytes": memory}
     if measure_steps > 0:
         timing = measure_step_time(trainer, measure_steps)

@@ -221,7 +221,8 @@ class RunHistory:
 
     @property
     def status(self) -> str:
-        """new (no start yet) | running | finished | stopped | error."""
+        """new (no start yet) | running | finished | stopped | error. Folded from events alone, "running"
+        cannot tell a live run from a killed one: `runs.read_run` checks the run's lock for that."""
         if self.end is not None:
             return END_STATUS.get(self.end.get("reason"), "error")
         return "running" if self.started else "new"

@@ -2,7 +2,13 @@
 
 `read_metrics` tolerates a partially written last line, so the UI can follow a live run; `list_runs`
 reports a broken folder (missing/invalid config, unreadable metrics) with a reason instead of raising.
-A run's events are folded by `events.RunHistory`, the same fold the plots use.
+A run's events are folded by `events.RunHistory`, the same fold the plots use; its "running" is then
+checked against the run's lock (`lock.py`): no live holder means the process died without its end event
+("interrupted"), a holder other than this process means it trains elsewhere (`RunInfo.pid`).
+
+Every file rewritten in place (config.json at each start, metrics.jsonl when a resume trims it) is
+written to a temporary name, fsynced and renamed over the old one, so a crash leaves the old or the new
+file, never half of one.
 """
 from __future__ import annotations
 
@@ -16,10 +22,11 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..tokenizer import Tokenizer, save_tokenizer_ref
-from .checkpoint import clean_temporary, list_checkpoints
+from .checkpoint import _fsync_dir, clean_temporary, list_checkpoints
 from .config import TrainConfig
 from .events import Event, RunHistory, parse_event
 from .loading import TOKENIZER_DIR
+from .lock import RunLock, lock_holder
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -46,6 +53,11 @@ class MetricsWriter:
     def write(self, event: Event) -> None:
         self._file.write(json.dumps(_json_safe(event), allow_nan=False) + "\n")
         self._file.flush()
+
+    def sync(self) -> None:
+        """Force the lines written so far to disk (at checkpoints: the log never ends before its checkpoint)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()
@@ -80,9 +92,24 @@ def truncate_metrics(path: str | Path, step: int) -> None:
         if event.get("type") in ("start", "end") and isinstance(s, int) and s > step:
             continue
         keep.append(json.dumps(event))
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    write_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename (temporary file fsynced first, then the folder)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _check_new(path: Path) -> None:
+    if (path / "checkpoints").is_dir() or (path / METRICS_FILE).is_file():
+        raise ConfigError(f"TrainConfig.name: run folder {str(path)!r} already exists (use --resume to continue it)",
+                          field="name")
 
 
 def make_run_dir(config: TrainConfig, create: bool = True) -> Path:
@@ -90,8 +117,7 @@ def make_run_dir(config: TrainConfig, create: bool = True) -> Path:
     root = Path(config.out)
     if config.name:
         path = root / config.name
-        if (path / "checkpoints").is_dir() or (path / METRICS_FILE).is_file():
-            raise ConfigError(f"TrainConfig.name: run folder {str(path)!r} already exists (use --resume to continue it)")
+        _check_new(path)
     else:
         base = f"{config.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
         path, k = root / base, 2
@@ -102,12 +128,41 @@ def make_run_dir(config: TrainConfig, create: bool = True) -> Path:
     return path
 
 
+def claim_new_run_dir(config: TrainConfig) -> tuple[Path, RunLock]:
+    """Create the run folder of a new run and take its lock, before anything is written into it.
+
+    Two processes starting the same named run at once: the lock lets one through and refuses the other
+    (RunLockedError naming the holder's PID); the "already exists" check is repeated under the lock, so
+    the loser cannot slip in after the winner has finished either. Timestamped names are made unique by
+    an exclusive mkdir."""
+    root = Path(config.out)
+    if config.name:
+        path = root / config.name  # the lock first: a live holder is named even if its folder exists
+    else:
+        base = f"{config.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, k = root / base, 2
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                path, k = root / f"{base}-{k}", k + 1
+    lock = RunLock(path).acquire()
+    try:
+        _check_new(path)
+    except ConfigError:
+        lock.release()
+        raise
+    return path, lock
+
+
 def prepare_run_dir(run_dir: Path, full_config: dict[str, Any], tokenizer: Tokenizer | None) -> None:
     """Create the folder, drop temporary checkpoint folders of an interrupted save, write config.json and
     (once) the tokenizer, so the run can be reproduced and its checkpoints are self-contained."""
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_temporary(run_dir)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(full_config, indent=2, sort_keys=True) + "\n")
+    write_atomic(run_dir / CONFIG_FILE, json.dumps(full_config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None and not (run_dir / TOKENIZER_DIR).is_dir():
         save_tokenizer_ref(tokenizer, run_dir / TOKENIZER_DIR)
 
@@ -122,8 +177,9 @@ class RunInfo:
     last_loss: float | None = None
     best_val_loss: float | None = None
     checkpoints: list[str] = field(default_factory=list)
-    status: str = "unknown"  # running/finished | stopped | error | broken | new
+    status: str = "unknown"  # running | interrupted | finished | stopped | error | broken | new
     broken: str | None = None  # why the folder could not be read
+    pid: int | None = None  # the live process training it (0: alive, PID unknown), None when nobody is
     modified: float = 0.0
 
 
@@ -148,7 +204,12 @@ def read_run(path: str | Path) -> RunInfo:
         info.checkpoints = [p.name for p in list_checkpoints(path)]
         history = RunHistory.from_events(read_metrics(path / METRICS_FILE), path.name)
         info.steps, info.last_loss, info.best_val_loss = history.steps_done, history.last_loss, history.best_val_loss
+        info.pid = lock_holder(path)
         info.status = history.status
+        if info.pid is not None:
+            info.status = "running"  # a live holder: training, starting up, or resuming an ended run
+        elif info.pid is None and info.status == "running":
+            info.status = "interrupted"  # a start event, no end event, and no process holding the lock
     except OSError as exc:
         info.status, info.broken = "broken", f"{type(exc).__name__}: {exc}"
     return info

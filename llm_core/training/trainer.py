@@ -13,6 +13,10 @@ stage-specific is the objective's (`objectives.Objective`) or the registry's (`s
 
 Exact resume: a checkpoint holds the weights, AdamW state, the torch RNG state and the data position
 (epoch, index), and nothing else in the loop is random, so a resumed run replays the uninterrupted one.
+
+One writer per run folder: the Trainer takes the run's lock (`lock.RunLock`, an flock the kernel drops
+when the process dies) before it writes anything, new run or resume, and holds it until `run()` ends
+(or `close()`). A second writer is refused with one line naming the holder's PID.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import torch
 from ..config import to_dict
 from ..data import BatchIterator
 from ..device import autocast, pick_device
-from ..errors import CheckpointError, ConfigError, WorkbenchError
+from ..errors import CheckpointError, ConfigError, DiskFullError, WorkbenchError
 from ..model import GPT
 from ..tokenizer import Tokenizer
 from . import checkpoint as ckpt
@@ -36,14 +40,16 @@ from .builders import build_objective
 from .config import MODEL_CONFIG_KEY, TrainConfig
 from .control import STATES, LoopControl
 from .distributed import all_reduce_mean, broadcast_from_main, setup_distributed, wrap_model
-from .estimate import estimate_run
+from .estimate import check_memory_fits, estimate_run, run_memory_estimate
 from .evaluation import eval_loss, greedy_sample, mean_metric, sample_prompt_ids
 from .events import Event
 from .objectives import Objective
 from .optim import build_optimizer, clip_gradients, layer_grad_norms
-from .runs import METRICS_FILE, MetricsWriter, make_run_dir, prepare_run_dir, truncate_metrics
+from .lock import RunLock
+from .runs import METRICS_FILE, MetricsWriter, claim_new_run_dir, prepare_run_dir, truncate_metrics
 from .schedule import lr_at
-from .setup import build_run_parts, load_for_resume
+from .setup import build_run_parts, load_for_resume, resume_target
+from .stages import STAGES
 
 __all__ = ["COUNTERS", "STATES", "NonFiniteError", "Trainer"]
 
@@ -71,11 +77,19 @@ class Trainer:
         objective: Objective | None = None,
         run_dir: str | Path | None = None,
         collate_fn: Callable | None = None,
+        *,
+        force: bool = False,
+        run_lock: RunLock | None = None,
     ) -> None:
+        """`force` skips the refusal of a run whose memory estimate exceeds the device's memory; `run_lock`
+        is the already held lock of `run_dir` (Trainer.resume takes it before reading the folder)."""
         self.config = config
         self.ctx, self.device = setup_distributed(pick_device(config.device))
         # --- model, tokenizer (None only for a given model + data: no samples then), data ----------
-        parts = build_run_parts(config, model, tokenizer, train_data, val_data, collate_fn)
+        # A pretraining window is a full context, so an impossible one is refused before the corpus is read.
+        early_check = None if force or STAGES[config.stage].dataset != "text" else (
+            lambda m: check_memory_fits(m, config, self.device))
+        parts = build_run_parts(config, model, tokenizer, train_data, val_data, collate_fn, early_check)
         self.tokenizer, self.model = parts.tokenizer, parts.model.to(self.device)
         self.train_data, self.val_data, self.collate_fn = parts.train_data, parts.val_data, parts.collate_fn
         self.batches = BatchIterator(
@@ -103,32 +117,68 @@ class Trainer:
         self.history: list[Event] = []
         self.estimates: dict[str, Any] | None = None
         self.error: str | None = None
-        # --- run folder (rank 0 writes) ----------------------------------------------------------
-        if run_dir is None:
-            run_dir = make_run_dir(config) if self.ctx.is_main else None
-            run_dir = broadcast_from_main(run_dir, self.ctx)  # every rank must agree on the (timestamped) name
+        self.failure: WorkbenchError | None = None  # the user-facing error that ended the run, if any
+        self.notices: list[str] = []  # one-line warnings of the setup (a corrupt checkpoint skipped, ...)
+        self._stop_cause: str | None = None  # e.g. "SIGTERM": named in the end event
+        self._saved_step: int | None = None  # the step this process last checkpointed
+        if not force:  # with the real sequence length; before the run folder exists: a refusal leaves nothing
+            check_memory_fits(self.model, config, self.device, run_memory_estimate(self)["total"])
+        # --- run folder (rank 0 takes the lock, then writes) -------------------------------------
+        self._lock = run_lock
+        if self.ctx.is_main:
+            if run_dir is None:
+                run_dir, self._lock = claim_new_run_dir(config)
+            elif self._lock is None:
+                self._lock = RunLock(run_dir).acquire()
+        run_dir = broadcast_from_main(str(run_dir) if run_dir is not None else None, self.ctx)  # the
+        # (timestamped) name every rank must agree on
         self.run_dir = Path(run_dir)
         self._metrics: MetricsWriter | None = None
         if self.ctx.is_main:
-            prepare_run_dir(self.run_dir, self._full_config(), self.tokenizer)
+            try:
+                prepare_run_dir(self.run_dir, self._full_config(), self.tokenizer)
+            except BaseException as exc:
+                self.close()
+                if isinstance(exc, OSError) and ckpt.is_disk_full(exc):
+                    raise DiskFullError(f"{self.run_dir}: disk full while writing the run folder ({exc})") from None
+                raise
 
     # --- Construction from a run folder -----------------------------------------------------------
     @classmethod
     def resume(cls, run_dir: str | Path, *, train_data: Any = None, val_data: Any = None,
                objective: Objective | None = None,
-               collate_fn: Callable | None = None, **overrides: Any) -> "Trainer":
-        """Continue a run from its latest valid checkpoint (e.g. `Trainer.resume(d, max_steps=2000)`).
+               collate_fn: Callable | None = None, force: bool = False, **overrides: Any) -> "Trainer":
+        """Continue a run from its latest valid checkpoint (e.g. `Trainer.resume(d, max_steps=2000)`), or
+        from a chosen one (`Trainer.resume("runs/x/checkpoints/step-00000500")`); a run killed before its
+        first checkpoint starts again from step 0 with its saved config.
 
-        Model, tokenizer and (unless given) data are rebuilt from the run folder's config.json.
+        Model, tokenizer and (unless given) data are rebuilt from the run folder's config.json. The run's
+        lock is taken first: a run still training elsewhere is refused before anything is read or moved.
+        A newer checkpoint that fails verification is moved aside (`.corrupt-...`) with a warning in
+        `notices`; checkpoints newer than a chosen one are moved aside (`.superseded-...`), never deleted.
         """
-        run_dir = Path(run_dir)
-        config, model, tokenizer, step_dir = load_for_resume(run_dir, **overrides)
-        trainer = cls(config, model=model, tokenizer=tokenizer, train_data=train_data, val_data=val_data,
-                      objective=objective, run_dir=run_dir, collate_fn=collate_fn)
-        trainer.load_state(ckpt.load_trainer_state(step_dir), str(step_dir / ckpt.STATE_FILE))
+        run_dir, chosen = resume_target(run_dir)
+        lock = RunLock(run_dir).acquire()
+        try:
+            plan = load_for_resume(run_dir, chosen, **overrides)
+            trainer = cls(plan.config, model=plan.model, tokenizer=plan.tokenizer, train_data=train_data,
+                          val_data=val_data, objective=objective, run_dir=run_dir, collate_fn=collate_fn,
+                          force=force, run_lock=lock)
+        except BaseException:
+            lock.release()
+            raise
+        trainer.notices.extend(plan.notices)
+        if plan.step_dir is not None:
+            trainer.load_state(ckpt.load_trainer_state(plan.step_dir), str(plan.step_dir / ckpt.STATE_FILE))
+            trainer._saved_step = trainer.step  # a stop right away need not save it again
         if trainer.ctx.is_main:
             truncate_metrics(run_dir / METRICS_FILE, trainer.step)
         return trainer
+
+    def close(self) -> None:
+        """Release the run folder's lock (done by `run()` when it ends; for a Trainer that never runs)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _full_config(self) -> dict[str, Any]:
         """config.json: the TrainConfig plus the resolved model shape."""
@@ -153,9 +203,17 @@ class Trainer:
     def resume_training(self) -> None:
         self._control.request(pause=False)
 
-    def stop(self) -> None:
-        """Finish after the current step, writing a checkpoint."""
+    def stop(self, cause: str | None = None) -> None:
+        """Finish after the current step, writing a checkpoint. `cause` (e.g. "SIGTERM") is named in the
+        end event and its message."""
+        if cause and self._stop_cause is None:
+            self._stop_cause = cause
         self._control.request(stop=True)
+
+    @property
+    def stop_cause(self) -> str | None:
+        """What asked the run to stop, when it was named (`stop(cause=...)`: e.g. "SIGTERM")."""
+        return self._stop_cause
 
     def set_lr_scale(self, scale: float) -> None:
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
@@ -233,8 +291,11 @@ class Trainer:
             return None
         path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), self._full_config(),
                                     val_loss=self.last_val_loss)
+        self._saved_step = self.step
         ckpt.prune_checkpoints(self.run_dir, self.config.keep_last)
         self.emit("checkpoint", step=self.step, path=str(path))
+        if self._metrics is not None:
+            self._metrics.sync()  # the log up to this checkpoint is on disk with it
         return path
 
     # --- Data -------------------------------------------------------------------------------------
@@ -362,11 +423,15 @@ class Trainer:
         carrying the message (also in `self.error`); unexpected exceptions are re-raised after that.
         """
         cfg = self.config
+        if self.ctx.is_main:
+            self._lock = (self._lock or RunLock(self.run_dir)).acquire()  # again, when run() is called twice
         self._control.set_state("running")
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         try:
             self.emit("start", **self._start_event())
+            for notice in self.notices:
+                self.emit("alarm", kind="resume", message=notice)
             stopped = False
             while self.step < cfg.max_steps:
                 if self._boundary():
@@ -377,10 +442,9 @@ class Trainer:
                     self.emit("alarm", kind="nonfinite", step=event["step"], message=event["nonfinite"])
                     if cfg.nonfinite == "stop" or self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
                         self.emit("step", **event)
-                        latest = ckpt.latest_checkpoint(self.run_dir)
-                        suffix = f"; latest good checkpoint: {latest.name}" if latest else "; no checkpoint yet"
                         runs_of = f" ({self.nonfinite_in_a_row} in a row)" if cfg.nonfinite == "skip" else ""
-                        raise NonFiniteError(f"{event['nonfinite']}{runs_of}: stopped before the update{suffix}")
+                        raise NonFiniteError(f"{event['nonfinite']}{runs_of}: stopped before the update"
+                                             f"{self._way_forward(event['step'] - self.nonfinite_in_a_row + 1)}")
                 if (event["step"] % cfg.log_every == 0) or event.get("skipped") or self._eval_due(event["step"]):
                     self.emit("step", **event)
                 if self._eval_due(event["step"]):
@@ -390,33 +454,66 @@ class Trainer:
             self._control.set_state("stopping")
             self._checkpoint_or_alarm()
             reason = "stopped" if stopped else "finished"
+            by = f" by {self._stop_cause}" if stopped and self._stop_cause else ""
+            fields = {"signal": self._stop_cause} if stopped and self._stop_cause else {}
             end = self.emit("end", reason=reason, step=self.step,
-                             message=f"{reason} at step {self.step} of {cfg.max_steps}")
+                             message=f"{reason}{by} at step {self.step} of {cfg.max_steps}", **fields)
             self._control.set_state("finished")
             return end
-        except WorkbenchError as exc:
-            self.error = str(exc)
-            end = self.emit("end", reason="error", step=self.step, message=self.error)
-            self._control.set_state("failed")
-            return end
         except BaseException as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.emit("end", reason="error", step=self.step, message=self.error)
+            # A full disk is the user's to fix, not a bug: one line like any WorkbenchError.
+            if isinstance(exc, (OSError, RuntimeError)) and ckpt.is_disk_full(exc):
+                exc = DiskFullError(f"{self.run_dir}: disk full at step {self.step} "
+                                    f"({str(exc).splitlines()[0]}); free some space and --resume")
+            user_error = isinstance(exc, WorkbenchError)
+            self.failure = exc if user_error else None
+            self.error = str(exc) if user_error else f"{type(exc).__name__}: {exc}"
+            end = {"type": "end", "reason": "error", "step": self.step, "message": self.error}
+            try:
+                end = self.emit("end", reason="error", step=self.step, message=self.error)
+            except OSError:  # the disk that just failed may refuse the end event too: the error still stands
+                pass
             self._control.set_state("failed")
-            raise
+            if not user_error:
+                raise
+            return end
         finally:
             if self._metrics is not None:
-                self._metrics.close()
+                try:
+                    self._metrics.close()
+                except OSError:
+                    pass
                 self._metrics = None
+            self.close()
+
+    def _way_forward(self, first_bad: int) -> str:
+        """The end of a non-finite stop's message: the newest verified checkpoint from before the bad streak.
+
+        A checkpoint at the failing step itself is no way forward: its weights and the data position give
+        the same gradient again, whatever learning rate a resume sets (the rate only scales the update that
+        follows the gradient), so a resume from it fails at the same step."""
+        good = []
+        for step_dir in ckpt.list_checkpoints(self.run_dir):
+            if ckpt.checkpoint_step(step_dir) >= first_bad:
+                continue
+            try:
+                ckpt.read_manifest(step_dir)
+            except CheckpointError:
+                continue
+            good.append(step_dir)
+        if not good:
+            return "; no checkpoint from before it: start again with a lower peak_lr"
+        return (f"; latest good checkpoint: {good[-1].name} (resume from it with a lower learning rate: "
+                f"--resume {good[-1]} --set peak_lr=...)")
 
     def _checkpoint_or_alarm(self) -> None:
         if not ckpt.weights_are_finite(self.model):
             self.emit("alarm", kind="nonfinite_weights", step=self.step,
                        message=f"step {self.step}: model weights are non-finite; checkpoint not written")
             return
-        if (self.run_dir / ckpt.CHECKPOINTS / ckpt.step_dir_name(self.step)).is_dir():
+        if self._saved_step == self.step:
             return  # this exact step is already saved (stop right after a periodic checkpoint)
-        self.save_checkpoint()
+        self.save_checkpoint()  # a folder of this step left by an abandoned run is replaced atomically
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -5,11 +5,16 @@ One prompt per input line; blank lines are skipped; each line is a new single-tu
 answer shown separately), vote (majority vote over N chain-of-thought samples), beam (beam search of
 --width beams over the chain of thought, every final beam listed). A prompt longer than the
 model's context is left-truncated (chat opts in) and a note says so.
+
+Input is read as bytes and decoded as UTF-8 with replacement, and output replaces what the terminal's
+encoding cannot show: under a strict locale (LC_ALL=C, PYTHONIOENCODING=ascii) a stray byte on stdin or a
+non-ASCII answer would otherwise end the session with a UnicodeError traceback.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO, Iterator
 
 import typer
 
@@ -19,6 +24,23 @@ from llm_core.errors import DataError, GenerationError
 from llm_core.training import load_checkpoint
 
 _load = load_checkpoint  # the tests replace it with a tiny in-memory checkpoint
+
+
+def _input_lines(stream: IO[str]) -> Iterator[str]:
+    """Lines of `stream`, decoded from its bytes as UTF-8 (invalid bytes become U+FFFD), whatever the locale."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a text-only stream (already decoded)
+        yield from iter(stream.readline, "")
+        return
+    for raw in iter(buffer.readline, b""):
+        yield raw.decode("utf-8", errors="replace")
+
+
+def _tolerant_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")
 
 
 def _format_tally(result: VoteResult) -> str:
@@ -89,13 +111,15 @@ def chat(
     # The engine's own left truncation (the last context-length tokens), no per-token view: a plain pipe.
     chat = Conversation(engine, leave_room=False, token_view=False)
     interactive = sys.stdin.isatty()
+    _tolerant_output()
     if interactive:
         typer.echo(f"{loaded.path} (step {loaded.step}), mode {mode}; Ctrl-D to quit")
+    lines = _input_lines(sys.stdin)
     while True:
         if interactive:
             sys.stdout.write("> ")
             sys.stdout.flush()
-        line = sys.stdin.readline()
+        line = next(lines, "")
         if not line:
             break
         line = line.strip()

@@ -2,12 +2,19 @@
 
 train: a TrainConfig from the defaults (the embedded default experiment), an optional JSON `--config`, and
 `--set key=value` overrides; or `--resume RUN` to continue a run from its latest valid checkpoint (with
-`--set max_steps=N` to extend it). Memory and time estimates are printed before the first step. Ctrl-C asks
-the trainer to stop after the current step, which always writes a checkpoint.
+`--set max_steps=N` to extend it), or `--resume RUN/checkpoints/step-N` to continue from an older one. Memory
+and time estimates are printed before the first step.
+
+Ctrl-C, SIGTERM (schedulers, `docker stop`) and SIGHUP (a closed ssh session) all ask the trainer to stop
+after the current step, which writes a checkpoint and an end event naming the signal; the command then
+exits 128 + the signal's number (130, 143, 129), not 0 like a finished run. The handlers are installed
+here, in the CLI, for the time the run trains: `llm_core` itself never touches signal handling.
 """
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -24,18 +31,28 @@ from llm_core.training.distributed import shutdown
 from llm_core.training.estimate import format_bytes
 
 
-def _build_trainer(config: Optional[Path], sets: list[str], out: Optional[str], resume: Optional[Path]) -> Trainer:
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _build_trainer(config: Optional[Path], sets: list[str], out: Optional[str], resume: Optional[Path],
+                   force: bool = False) -> Trainer:
     if resume is not None:
         overrides = parse_overrides(TrainConfig, sets)
         if out:
             overrides["out"] = out
-        return Trainer.resume(resume, **overrides)
+        return Trainer.resume(resume, force=force, **overrides)
     if config is not None:
         base = TrainConfig.from_file(config)
     else:  # the stage's recipe (finetuning stages start gentler than pretraining), then the overrides
         wanted = parse_overrides(TrainConfig, sets)
         base = stage_config(wanted.get("stage", "pretrain"), adapter=wanted.get("adapter", "none"))
-    return Trainer(base.with_overrides(sets, **({"out": out} if out else {})))
+    return Trainer(base.with_overrides(sets, **({"out": out} if out else {})), force=force)
+
+
+def print_notices(console: Console, trainer: Trainer) -> None:
+    """The setup's one-line warnings (a corrupt checkpoint skipped, newer ones moved aside)."""
+    for notice in trainer.notices:
+        console.print(f"warning: {notice}", style="yellow", markup=False, highlight=False)
 
 
 def _print_estimates(console: Console, trainer: Trainer, estimate: dict[str, Any]) -> None:
@@ -61,8 +78,34 @@ def _print_estimates(console: Console, trainer: Trainer, estimate: dict[str, Any
         )
 
 
+class _StopOnSignals:
+    """While active, SIGINT / SIGTERM / SIGHUP ask `trainer` to stop between steps (the first signal is
+    recorded for the end event and the exit status); the previous handlers come back on exit. Only the main
+    thread may install handlers: elsewhere (a test calling from a thread) this does nothing."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+        self.trainer.stop(cause=signal.Signals(signum).name)
+
+    def __enter__(self) -> "_StopOnSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def _follow(console: Console, trainer: Trainer) -> dict[str, Any]:
-    """Run the trainer on a worker thread and show its events; Ctrl-C requests a clean stop."""
+    """Run the trainer on a worker thread and show its events; a stop signal requests a clean stop."""
     events: queue.Queue = queue.Queue()
     trainer.subscribe(events.put)
     failure: list[BaseException] = []
@@ -85,24 +128,33 @@ def _follow(console: Console, trainer: Trainer) -> dict[str, Any]:
         task = progress.add_task("train", total=trainer.config.max_steps, completed=trainer.step,
                                  loss="-", lr="-", grad="-", tps="-")
         worker.start()
+        announced = False
         while True:
+            if trainer.stop_cause and not announced:
+                announced = True
+                _quietly(progress.console.print, f"[yellow]{trainer.stop_cause}: stopping after the current step "
+                                                 "(a checkpoint will be written)...[/]")
             try:
-                try:
-                    event = events.get(timeout=0.2)
-                except queue.Empty:
-                    if not worker.is_alive() and events.empty():
-                        break
-                    continue
-                if event["type"] == "end":
-                    end = event
-                _show(progress, task, event)
-            except KeyboardInterrupt:
-                progress.console.print("[yellow]stopping after the current step (a checkpoint will be written)...[/]")
-                trainer.stop()
+                event = events.get(timeout=0.2)
+            except queue.Empty:
+                if not worker.is_alive() and events.empty():
+                    break
+                continue
+            if event["type"] == "end":
+                end = event
+            _quietly(_show, progress, task, event)
     worker.join()
     if failure:
         raise failure[0]
     return end
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    """Show something, unless the terminal is gone (SIGHUP: a closed ssh session): training goes on."""
+    try:
+        fn(*args)
+    except OSError:
+        pass
 
 
 def _show(progress: Progress, task: Any, event: dict[str, Any]) -> None:
@@ -120,7 +172,7 @@ def _show(progress: Progress, task: Any, event: dict[str, Any]) -> None:
             f"eval @ step {event['step']}: train {event['train_loss']:.4f} val {val} "
             f"clipped {event['clip_fraction']:.0%} | sample: ...{event['sample'][-80:]!r}", markup=False,
         )
-    elif kind == "alarm":
+    elif kind == "alarm" and event["kind"] != "resume":  # resume notices were printed before the start
         progress.console.print(f"alarm ({event['kind']}): {event['message']}", style="red", markup=False)
     elif kind == "checkpoint":
         progress.console.print(f"checkpoint: {event['path']}", markup=False)
@@ -143,15 +195,21 @@ def print_stage_metrics(console: Console, trainer: Trainer, step_key: str, step_
 
 
 def run_to_end(console: Console, trainer: Trainer) -> None:
-    """Train with the progress display, shut the process group down, and report the end in one line."""
+    """Train with the progress display, shut the process group down, and report the end in one line.
+
+    A run stopped by a signal exits 128 + its number after its checkpoint and end event are written."""
+    signals = _StopOnSignals(trainer)
     try:
-        end = _follow(console, trainer)
+        with signals:
+            end = _follow(console, trainer)
     finally:
         shutdown(trainer.ctx)
     if trainer.state == "failed":
-        raise WorkbenchError(trainer.error or end.get("message", "training failed"))
+        raise trainer.failure or WorkbenchError(trainer.error or end.get("message", "training failed"))
     best = f", best val loss {trainer.best_val_loss:.4f}" if trainer.best_val_loss is not None else ""
-    console.print(f"[green]{end.get('message', 'done')}[/]{best}; run folder: {trainer.run_dir}")
+    _quietly(console.print, f"[green]{end.get('message', 'done')}[/]{best}; run folder: {trainer.run_dir}")
+    if signals.received is not None and end.get("reason") == "stopped":
+        raise typer.Exit(128 + signals.received)
 
 
 def register(app: typer.Typer) -> None:
@@ -162,12 +220,14 @@ def register(app: typer.Typer) -> None:
         out: Optional[str] = typer.Option(None, "--out", help="Folder holding the run folders (default runs)."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its latest checkpoint."),
         estimate_steps: int = typer.Option(2, "--estimate-steps", help="Steps timed for the time estimate (0 = skip)."),
+        force: bool = typer.Option(False, "--force", help="Start even if the memory estimate exceeds this machine's."),
     ) -> None:
         """Train a model (pretraining, instruction finetuning or DPO) with a live progress display."""
         if config is not None and resume is not None:
             raise WorkbenchError("--config and --resume exclude each other (a resumed run uses its own config.json)")
-        trainer = _build_trainer(config, sets, out, resume)
+        trainer = _build_trainer(config, sets, out, resume, force)
         console = Console(quiet=not trainer.ctx.is_main)
+        print_notices(console, trainer)
         _print_estimates(console, trainer, trainer.estimate(measure_steps=max(estimate_steps, 0)))
         run_to_end(console, trainer)
 
@@ -180,13 +240,15 @@ def register(app: typer.Typer) -> None:
             console.print(f"no runs in {root}")
             return
         table = Table("name", "stage", "status", "steps", "last loss", "best val", "checkpoints")
+        here = os.getpid()
         for r in infos:
             if r.broken:
                 table.add_row(r.name, "", "[red]broken[/]", "", "", "", r.broken)
                 continue
             steps = f"{r.steps}/{r.max_steps}" if r.max_steps else str(r.steps)
             table.add_row(
-                r.name, str(r.config.get("stage", "")), r.status, steps,
+                r.name, str(r.config.get("stage", "")),
+                f"running (PID {r.pid})" if r.pid and r.pid != here else r.status, steps,
                 f"{r.last_loss:.4f}" if r.last_loss is not None else "-",
                 f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-",
                 f"{len(r.checkpoints)} (latest {r.checkpoints[-1]})" if r.checkpoints else "0",

@@ -7,6 +7,8 @@ marked for a comparison is this widget's state.
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 from textual import on
@@ -100,7 +102,9 @@ class RunsList(Vertical):
                 continue
             steps = f"{r.steps}/{r.max_steps}" if r.max_steps else str(r.steps)
             ckpts = ", ".join(str(checkpoint_step(c)) for c in r.checkpoints) or "-"
-            table.add_row(r.name, str(r.config.get("stage", "")), r.status, steps, _num(r.last_loss),
+            # A live lock held by another process: training elsewhere (attach with a).
+            status = f"training elsewhere (PID {r.pid})" if r.pid and r.pid != os.getpid() else r.status
+            table.add_row(r.name, str(r.config.get("stage", "")), status, steps, _num(r.last_loss),
                           _num(r.best_val_loss), ckpts, key=r.name)
         if not self.runs:
             self.query_one("#runs-detail", Static).update(
