@@ -238,7 +238,7 @@ class WorkbenchApp(App):
                 self.local_dir = Path(str(e["run_dir"]))
                 dash = self.query_one("#dash", Dashboard)
                 if dash.run is series:
-                    dash.run_dir = self.local_dir
+                    dash.set_run_dir(self.local_dir)
             elif kind == "end" and e.get("reason") == "error":
                 self.notify(str(e.get("message")), title="run failed", severity="error", timeout=10)
             elif kind == "end" and here and e.get("reason") == "finished":
@@ -254,17 +254,17 @@ class WorkbenchApp(App):
         other."""
         dash = self.query_one("#dash", Dashboard)
         shown = dash.run
-        dash.training_here = self.training
+        state = dash.state
         if shown is not None and shown is self.local:
-            dash.state = f"training here ({self.session.state})" if self.training else (
+            state = f"training here ({self.session.state})" if self.training else (
                 self.session.state if self.session is not None else "")
         elif shown is not None and shown is self.followed:
-            dash.state = "attached"
-        dash.also = ""
+            state = "attached"
+        also = ""
         if self.training and shown is not self.local and self.local is not None:
             step = (self.local.last_step + 1) if self.local.last_step is not None else 0
-            dash.also = f"training here: {self.local.name} step {step}/{self.local.total_steps or '?'}"
-        dash.refresh_status()
+            also = f"training here: {self.local.name} step {step}/{self.local.total_steps or '?'}"
+        dash.update_live(state, also, self.training)
 
     def refresh_plots(self) -> None:
         """One plot per tick, in turn (each is redrawn PLOT_HZ times a second), so a keypress never waits

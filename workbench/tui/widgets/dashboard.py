@@ -166,6 +166,20 @@ class Dashboard(Vertical, can_focus=True):
         self.compare = second
         self.refresh_plots(force=True)
 
+    def update_live(self, state: str, also: str, training_here: bool) -> None:
+        """What the app knows about the run shown: its state word, another run training here (or ""), and
+        whether the run shown trains in this process (p and x apply then)."""
+        changed = training_here != self.training_here
+        self.state, self.also, self.training_here = state, also, training_here
+        self.refresh_status()
+        if changed:
+            self.refresh_bindings()
+
+    def set_run_dir(self, run_dir: Path) -> None:
+        """The folder of the run shown, once known (a run training here names it in its start event)."""
+        self.run_dir = run_dir
+        self.refresh_bindings()
+
     def refresh_status(self) -> None:
         text = status_text(self.run, self.state, self.also)
         if text != self._status:  # one line of fixed size: no layout pass (it would cost the whole screen)
