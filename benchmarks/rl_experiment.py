@@ -26,11 +26,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_core.config import parse_overrides  # noqa: E402
-from llm_core.data.prompts import prompt_instruction  # noqa: E402
 from llm_core.engine import Engine  # noqa: E402
-from llm_core.experiment import default_paths, extract_answer  # noqa: E402
-from llm_core.experiment.verifier import is_worked_solution  # noqa: E402
-from llm_core.formatting import format_prompt  # noqa: E402
+from llm_core.experiment import default_paths  # noqa: E402
+from llm_core.rl.objective import greedy_accuracy  # noqa: E402
 from llm_core.training import TrainConfig, Trainer, load_checkpoint, stage_config  # noqa: E402
 
 ARMS = {  # name: (start from, prompts)
@@ -51,15 +49,7 @@ def evaluate(checkpoint: Path, records: list[dict[str, Any]], max_new_tokens: in
     engine = Engine(loaded.model, loaded.tokenizer)
     out: dict[str, float] = {}
     for mode in ("cot", "neutral"):
-        correct = worked = 0
-        for r in records:
-            ids = loaded.tokenizer.encode(format_prompt(prompt_instruction(r["instruction"], mode), r.get("input", "")))
-            budget = max(1, min(max_new_tokens, loaded.model.config.context_length - len(ids)))
-            text = loaded.tokenizer.decode(engine.generate_ids(ids, budget))
-            correct += extract_answer(text) == int(r["answer"])
-            worked += is_worked_solution(text)
-        out[f"{mode}_accuracy"] = correct / len(records)
-        out[f"{mode}_worked"] = worked / len(records)
+        out[f"{mode}_accuracy"], out[f"{mode}_worked"] = greedy_accuracy(engine, records, mode, max_new_tokens)
     return out
 
 

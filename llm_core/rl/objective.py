@@ -176,23 +176,30 @@ class GRPOObjective(Objective):
         bare problem (neutral) and with the chain-of-thought cue; and the neutral answers' step-by-step share."""
         if not self.eval_records:
             return None
-        from ..data.prompts import prompt_instruction
-
         engine = Engine(unwrap(trainer.model), self.tokenizer)
         out: dict[str, Any] = {}
         for mode in ("neutral", "cot"):
-            correct, worked = 0, 0
-            for record in self.eval_records:
-                prompt = format_prompt(prompt_instruction(record["instruction"], mode), record.get("input", ""))
-                ids = self.tokenizer.encode(prompt)
-                ids = engine.generate_ids(ids, max(1, min(self.max_new_tokens, self.context - len(ids))))
-                text = self.tokenizer.decode(ids)
-                correct += extract_answer(text) == int(record["answer"])
-                worked += is_worked_solution(text)
-            out[f"eval_{mode}_accuracy"] = correct / len(self.eval_records)
+            accuracy, worked = greedy_accuracy(engine, self.eval_records, mode, self.max_new_tokens)
+            out[f"eval_{mode}_accuracy"] = accuracy
             if mode == "neutral":
-                out["eval_step_by_step_share"] = worked / len(self.eval_records)
+                out["eval_step_by_step_share"] = worked
         return out
+
+
+def greedy_accuracy(engine: Engine, records: list[dict[str, Any]], mode: str,
+                    max_new_tokens: int) -> tuple[float, float]:
+    """(share answered right, share worked step by step) of greedy answers to `records` (with `instruction`
+    and `answer`) asked in `mode` (neutral / cot / as_is); each answer stops at the model's context."""
+    from ..data.prompts import prompt_instruction
+
+    tokenizer, context = engine.tokenizer, unwrap(engine.model).config.context_length
+    correct = worked = 0
+    for record in records:
+        ids = tokenizer.encode(format_prompt(prompt_instruction(record["instruction"], mode), record.get("input", "")))
+        text = tokenizer.decode(engine.generate_ids(ids, max(1, min(max_new_tokens, context - len(ids)))))
+        correct += extract_answer(text) == int(record["answer"])
+        worked += is_worked_solution(text)
+    return correct / len(records), worked / len(records)
 
 
 def make_grpo_objective(config: Any, model: nn.Module) -> GRPOObjective:
