@@ -104,7 +104,7 @@ def test_check_vocab_names_entry() -> None:
     ds = InstructionDataset([{"instruction": "a", "output": "b"}] * 2, ByteTokenizer(), 300)
     ds.check_vocab(257)
     # eot (id 256) closes every response (the last label): a 256-id model cannot represent it.
-    with pytest.raises(DataError, match=r"<records>: entry 0: labels: token id 256 .*vocab_size 256"):
+    with pytest.raises(DataError, match=r"<records>: entry 0: output: token id 256 .*vocab_size 256"):
         InstructionDataset([{"instruction": "a", "output": "b"}], ByteTokenizer(), 300, vocab_size=256)
 
 

@@ -11,6 +11,7 @@ public files contain a few such pairs; `drop_identical=True` skips them and coun
 """
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,8 +20,9 @@ import torch
 from ..errors import DataError
 from ..formatting import encode_example
 from .base import ExampleDataset
-from .instruction import check_max_length, field_message, shift_and_mask
-from .records import located_records
+from .instruction import check_max_length, cut_sequence, field_message, inputs_and_labels
+from .packed import PackedSequences
+from .records import RecordStream
 
 PREFERENCE_FIELDS = {"instruction": str, "chosen": str, "rejected": str}
 OPTIONAL_FIELDS = {"input": str}
@@ -38,13 +40,15 @@ class PreferenceDataset(ExampleDataset):
         drop_identical: bool = False,
     ) -> None:
         check_max_length(max_length)
-        located, source = located_records(path_or_records, PREFERENCE_FIELDS, OPTIONAL_FIELDS)
-        examples: list[dict[str, torch.Tensor]] = []
-        kept: list[tuple[str, dict[str, Any]]] = []
+        stream = RecordStream(path_or_records, PREFERENCE_FIELDS, OPTIONAL_FIELDS)
+        self.columns = {"chosen": PackedSequences(), "rejected": PackedSequences()}
+        prompt_lengths, numbers = array("i"), []
+        kept = None if stream.path is not None else []
         self.dropped = 0  # pairs skipped by drop_identical
-        for where, record in located:
-            example = self._build(where, record, tokenizer, max_length)
-            if example is None:
+        for number, record in stream:
+            where = stream.where(number)
+            pair = self._build(where, record, tokenizer, max_length)
+            if pair is None:
                 if not drop_identical:
                     raise DataError(
                         f"{where}: fields 'chosen' and 'rejected' are identical (within max_length "
@@ -53,11 +57,17 @@ class PreferenceDataset(ExampleDataset):
                     )
                 self.dropped += 1
                 continue
-            examples.append(example)
-            kept.append((where, record))
-        if not examples:
-            raise DataError(f"{source}: no entries left after dropping {self.dropped} identical pairs")
-        super().__init__(examples, source, [r for _, r in kept], [w for w, _ in kept])
+            prompt_length, chosen, rejected = pair
+            self.columns["chosen"].append(chosen)
+            self.columns["rejected"].append(rejected)
+            prompt_lengths.append(prompt_length)
+            numbers.append(number)
+            if kept is not None:
+                kept.append(record)
+        if not numbers:
+            raise DataError(f"{stream.source}: no entries left after dropping {self.dropped} identical pairs")
+        self._finish(stream, numbers, kept)
+        self.prompt_lengths = torch.frombuffer(prompt_lengths, dtype=torch.int32)  # (N,)
         self.max_length = max_length
         if vocab_size is not None:
             self.check_vocab(vocab_size)
@@ -65,11 +75,11 @@ class PreferenceDataset(ExampleDataset):
     @staticmethod
     def _build(
         where: str, record: dict[str, Any], tokenizer: Any, max_length: int
-    ) -> dict[str, torch.Tensor] | None:
-        """The example's tensors, or None when chosen and rejected are the same."""
+    ) -> tuple[int, list[int], list[int]] | None:
+        """(prompt length, chosen sequence, rejected sequence), or None when chosen and rejected are the same."""
         if record["chosen"] == record["rejected"]:
             return None
-        example: dict[str, torch.Tensor] = {}
+        sequences, prompt_length = {}, 0
         for field in ("chosen", "rejected"):
             try:
                 prompt_ids, response_ids = encode_example(
@@ -77,15 +87,23 @@ class PreferenceDataset(ExampleDataset):
                 )
             except DataError as exc:
                 raise DataError(f"{where}: {field_message(exc)}") from None
-            pair = shift_and_mask(prompt_ids, response_ids, max_length)
-            if pair is None:
+            seq = cut_sequence(prompt_ids, response_ids, max_length)
+            if seq is None:
                 raise DataError(
                     f"{where}: field {field!r} is cut away entirely: the prompt alone is {len(prompt_ids)} "
                     f"tokens and max_length is {max_length}; raise max_length or shorten the instruction/input"
                 )
-            example[f"{field}_input_ids"], example[f"{field}_labels"] = pair
-        if torch.equal(example["chosen_input_ids"], example["rejected_input_ids"]) and torch.equal(
-            example["chosen_labels"], example["rejected_labels"]
-        ):
+            sequences[field], prompt_length = seq, len(prompt_ids)
+        if sequences["chosen"] == sequences["rejected"]:
             return None  # the responses differ only after the max_length cut
-        return example
+        return prompt_length, sequences["chosen"], sequences["rejected"]
+
+    def _field_name(self, column: str, row: int, offset: int) -> str:
+        return column if offset >= int(self.prompt_lengths[row]) else "instruction/input"
+
+    def _item(self, row: int) -> dict[str, torch.Tensor]:
+        item: dict[str, torch.Tensor] = {}
+        for field in ("chosen", "rejected"):
+            seq = self.columns[field].seq(row)
+            item[f"{field}_input_ids"], item[f"{field}_labels"] = inputs_and_labels(seq, int(self.prompt_lengths[row]))
+        return item

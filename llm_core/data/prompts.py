@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-import torch
 
 from ..errors import DataError
 from ..experiment.answers import extract_answer
@@ -24,7 +23,8 @@ from ..experiment.arithmetic import COT_CUE, DIRECT_CUE
 from ..formatting import format_prompt
 from .base import ExampleDataset
 from .instruction import check_max_length
-from .records import located_records
+from .packed import PackedSequences
+from .records import RecordStream
 
 PromptMode = Literal["as_is", "neutral", "cot"]
 PROMPT_FIELDS = {"instruction": str}
@@ -49,16 +49,22 @@ def prompt_instruction(instruction: str, mode: PromptMode) -> str:
 
 
 class PromptDataset(ExampleDataset):
-    """Items: {"prompt_ids": 1-D long tensor}; `records[i]` is the example's record, with `answer`."""
+    """Items: {"prompt_ids": 1-D long tensor, "example": its record}; the record carries `answer` and `prompt`.
+
+    Records are kept here (prompt sets are small and every item needs its record for the reward)."""
+
+    input_offset = 0
 
     def __init__(self, path_or_records: str | Path | Iterable[dict[str, Any]], tokenizer: Any, max_length: int,
                  prompt_mode: PromptMode = "as_is", vocab_size: int | None = None) -> None:
         check_max_length(max_length)
         if prompt_mode not in ("as_is", "neutral", "cot"):
             raise DataError(f"prompt mode: must be as_is, neutral or cot, got {prompt_mode!r}")
-        located, source = located_records(path_or_records, PROMPT_FIELDS, {**OPTIONAL_FIELDS, "answer": int})
-        examples, records, locations = [], [], []
-        for where, record in located:
+        stream = RecordStream(path_or_records, PROMPT_FIELDS, {**OPTIONAL_FIELDS, "answer": int})
+        self.columns = {"prompt_ids": PackedSequences()}
+        records, numbers = [], []
+        for number, record in stream:
+            where = stream.where(number)
             record = dict(record)
             if "answer" not in record:
                 answer = extract_answer(record.get("output", ""))
@@ -71,19 +77,17 @@ class PromptDataset(ExampleDataset):
                 raise DataError(f"{where}: prompt of {len(ids)} tokens leaves no room to answer within "
                                 f"max_length {max_length}")
             record["prompt"] = prompt
-            examples.append({"prompt_ids": torch.tensor(ids, dtype=torch.long)})
+            self.columns["prompt_ids"].append(ids)
             records.append(record)
-            locations.append(where)
-        if not examples:
-            raise DataError(f"{source}: no prompts")
-        super().__init__(examples, source, records, locations)
+            numbers.append(number)
+        self._finish(stream, numbers, records)
         self.prompt_mode = prompt_mode
         if vocab_size is not None:
             self.check_vocab(vocab_size)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _item(self, row: int) -> dict[str, Any]:
         # The record travels with the prompt: the rewards read it (collate keeps it as a list).
-        return {"prompt_ids": self.examples[index]["prompt_ids"], "example": self.records[index]}
+        return {"prompt_ids": self.columns["prompt_ids"].seq(row), "example": self._records[row]}
 
 
 def collate_prompts(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..errors import DataError
 from ..io import read_text_file
@@ -80,52 +80,131 @@ def _read_text(path: Path) -> str:
     return read_text_file(path, DataError, expected="a JSON or JSONL file")
 
 
-def _parse_jsonl(path: Path, text: str) -> list[tuple[str, Any]]:
-    """(where, value) per non-blank line; `where` names the 1-based line number."""
-    parsed = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+def _open_binary(path: Path):
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a JSON or JSONL file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _jsonl_lines(path: Path, lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, parsed value) per non-blank line, decoding each line as UTF-8 on its own."""
+    offset = 0
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (bad byte at offset {offset + exc.start})") from None
+        offset += len(raw)
         if not line.strip():
             continue
         try:
-            parsed.append((f"{path}: line {lineno}", json.loads(line)))
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    return parsed
 
 
-def _parse(path: Path, text: str) -> list[tuple[str, Any]]:
-    if path.suffix.lower() in JSONL_SUFFIXES:
-        return _parse_jsonl(path, text)
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        # Not one JSON document. If its first line is a JSON value on its own, it is JSON Lines (a
-        # later line may still be broken: _parse_jsonl reports that line); otherwise it is just bad JSON.
-        first = next(line for line in text.splitlines() if line.strip())
+def _first_content_byte(path: Path) -> tuple[bytes, bytes]:
+    """(first non-whitespace byte or b"", first non-blank line) without reading the whole file."""
+    with _open_binary(path) as f:
+        for raw in f:
+            stripped = raw.strip()
+            if stripped:
+                return stripped[:1], raw
+    return b"", b""
+
+
+class RecordStream:
+    """Validated records of a JSON / JSONL file (or an in-memory list), one at a time.
+
+    Iterating yields (number, record): number is the 1-based line of a JSON Lines file, else the 0-based
+    entry index. JSON Lines are read line by line, so a large file is never held whole in memory (a JSON
+    document has to be parsed whole; its entries are released as they are handed out). Every record is
+    validated as it is reached, and the stream raises DataError at the first bad one, so a caller that
+    consumes it fully has either all records or an error.
+    """
+
+    def __init__(self, path_or_records: str | Path | Iterable[dict[str, Any]], required: dict[str, type],
+                 optional: dict[str, type] | None = None) -> None:
+        self.required, self.optional = required, optional
+        if isinstance(path_or_records, (str, Path)):
+            self.path: Path | None = Path(path_or_records)
+            self.source = str(path_or_records)
+            self._records = None
+        else:
+            self.path, self.source = None, IN_MEMORY
+            if isinstance(path_or_records, (str, bytes, dict)) or not isinstance(path_or_records, Iterable):
+                raise DataError(f"{IN_MEMORY}: expected a list of records, got {type(path_or_records).__name__}")
+            self._records = path_or_records
+        self.kind = "entry"  # becomes "line" once a file turns out to be JSON Lines
+
+    def where(self, number: int) -> str:
+        return f"{self.source}: {self.kind} {number}"
+
+    def _values(self) -> Iterator[tuple[int, Any]]:
+        if self.path is None:
+            yield from enumerate(self._records)
+            return
+        path = self.path
+        first, first_line = _first_content_byte(path)
+        if not first:
+            _read_text(path)  # a missing / non-UTF-8 file is named as such before "empty"
+            raise DataError(f"{path}: empty file")
+        if path.suffix.lower() not in JSONL_SUFFIXES and first == b"[":
+            text = _read_text(path)
+            try:
+                document = json.loads(text)
+            except json.JSONDecodeError:
+                document = None  # maybe JSON Lines whose lines are lists: the line parser says what is wrong
+            del text
+            if isinstance(document, list):
+                for i in range(len(document)):
+                    value, document[i] = document[i], None  # let each entry go once it is handed out
+                    yield i, value
+                return
+        if path.suffix.lower() not in JSONL_SUFFIXES:
+            try:
+                json.loads(first_line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                # The first line is not a JSON value on its own: the file is one JSON document (maybe a
+                # pretty-printed object, maybe broken). Parse it whole for the exact error.
+                yield from self._document(path)
+                return
+        self.kind = "line"
+        with _open_binary(path) as f:
+            yield from _jsonl_lines(path, f)
+
+    def _document(self, path: Path) -> Iterator[tuple[int, Any]]:
+        text = _read_text(path)
         try:
-            json.loads(first)
-        except json.JSONDecodeError:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-        return _parse_jsonl(path, text)
-    if not isinstance(document, list):
-        raise DataError(
-            f"{path}: top level is a JSON {type(document).__name__}, expected a list of objects (or JSON Lines)"
-        )
-    return [(f"{path}: entry {i}", value) for i, value in enumerate(document)]
+        if not isinstance(document, list):
+            raise DataError(
+                f"{path}: top level is a JSON {type(document).__name__}, expected a list of objects (or JSON Lines)"
+            )
+        yield from enumerate(document)
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        count = 0
+        for number, value in self._values():
+            count += 1
+            yield number, validate_record(value, self.where(number), self.required, self.optional)
+        if count == 0:
+            raise DataError(f"{self.source}: no entries")
 
 
 def load_located_records(
     path: str | Path, required: dict[str, type], optional: dict[str, type] | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
     """Like `load_records`, with each record's location ("data.jsonl: line 7") for later error messages."""
-    path = Path(path)
-    text = _read_text(path)
-    if not text.strip():
-        raise DataError(f"{path}: empty file")
-    parsed = _parse(path, text)
-    if not parsed:
-        raise DataError(f"{path}: no entries")
-    return [(where, validate_record(value, where, required, optional)) for where, value in parsed]
+    stream = RecordStream(Path(path), required, optional)
+    return [(stream.where(number), record) for number, record in stream]
 
 
 def load_records(

@@ -76,7 +76,7 @@ class GRPOObjective(Objective):
         # A completion is scored in one forward over prompt + completion, so it must fit the context: each is
         # cut at min(rl_max_new_tokens, context - prompt length). A prompt must leave room for an answer.
         self.context = unwrap(trainer.model).config.context_length
-        longest = max(len(ex["prompt_ids"]) for ex in trainer.train_data.examples)
+        longest = int(trainer.train_data.lengths("prompt_ids").max())
         if self.context - longest < 16:
             raise ConfigError(f"context_length: the longest prompt ({longest} tokens) leaves fewer than 16 "
                               f"tokens of the model's context ({self.context}) to answer in")
