@@ -36,7 +36,7 @@ EXAMPLES: list[tuple[str, int]] = [
 
 
 def training_questions() -> set[str]:
-    """Every problem text in the training files (pretrain.txt, instructions.json, preferences.json)."""
+    """Every problem text in the training files (pretrain.txt.gz, instructions.json, preferences.json)."""
     paths = default_paths()
     texts = [d.split("### Instruction:\n")[1].split("\n\n")[0]
              for d in split_documents(paths["pretrain"].read_text(encoding="utf-8"))]

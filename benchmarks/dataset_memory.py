@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
+from llm_core.experiment import DATA_DIR  # noqa: E402
+
 
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
@@ -38,7 +40,7 @@ def peak_bytes() -> int:
 
 def write_jsonl(path: Path, megabytes: float) -> int:
     shared = SHARED / "data" / "instruction-data.json"
-    source = shared if shared.exists() else ROOT / "data" / "arith" / "instructions.json"
+    source = shared if shared.exists() else DATA_DIR / "instructions.json"
     records = json.loads(source.read_text(encoding="utf-8"))
     target, size, i = int(megabytes * 1e6), 0, 0
     with path.open("w", encoding="utf-8") as f:
@@ -85,7 +87,7 @@ def main() -> None:
         env.setdefault("TIKTOKEN_CACHE_DIR", str(cache))
         spec = "gpt2"
     else:
-        spec = str(ROOT / "data" / "arith" / "tokenizer")
+        spec = str(DATA_DIR / "tokenizer")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "instructions.jsonl"
         size = write_jsonl(path, args.mb)

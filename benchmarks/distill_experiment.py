@@ -2,8 +2,8 @@
 
 Three arms train the same student shape (`tiny-student`, 0.50M parameters; the teacher is `tiny`, 1.93M)
 for the same wall-clock training budget each, on the teacher's tokenizer:
-1. scratch: next-token prediction on pretrain.txt (the pretraining recipe);
-2. logits: logit distillation from the teacher on pretrain.txt (Hinton et al. 2015; T, alpha from the
+1. scratch: next-token prediction on pretrain.txt.gz (the pretraining recipe);
+2. logits: logit distillation from the teacher on pretrain.txt.gz (Hinton et al. 2015; T, alpha from the
    distill defaults or --set), the teacher's forward in every step, so fewer steps fit the budget;
 3. traces: the teacher first writes N chain-of-thought solutions for the first K problems of
    instructions.json, only verified ones are kept (DeepSeek-R1 style rejection sampling), and the student is

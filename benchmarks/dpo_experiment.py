@@ -2,16 +2,16 @@
 accuracy before and after DPO, from an instruction-finetuned (SFT) checkpoint.
 
     # the pipeline (each step writes a run folder under runs/):
-    workbench train --set name=pretrain                                   # pretraining on data/arith
+    workbench train --set name=pretrain                                   # pretraining on llm_core/experiment/data/arith
     workbench train --set stage=sft --set init_from=runs/pretrain --set name=sft
     python benchmarks/dpo_experiment.py --sft runs/sft                   # DPO (beta 0.1) + evaluation
     python benchmarks/dpo_experiment.py --sft runs/sft --lora --beta 0.2 --steps 100
     python benchmarks/dpo_experiment.py --sft runs/sft --dpo runs/dpo-exp  # evaluate an existing DPO run
 
-Reported on the held-out pairs (the run's validation split of data/arith/preferences.json, never trained
+Reported on the held-out pairs (the run's validation split of llm_core/experiment/data/arith/preferences.json, never trained
 on): the DPO reward accuracy (share of pairs whose implicit reward beta*log(pi/pi_ref) is higher for the
 chosen response) and margin, plus the plain preference accuracy logp(chosen) > logp(rejected) of the SFT
-and DPO models. Then greedy chain-of-thought accuracy on data/arith/eval.json for both models (the same
+and DPO models. Then greedy chain-of-thought accuracy on llm_core/experiment/data/arith/eval.json for both models (the same
 measurement as the CoT row of `workbench eval --n 1`).
 """
 from __future__ import annotations

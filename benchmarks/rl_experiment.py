@@ -10,7 +10,7 @@ chain-of-thought prompts, and SFT then RL (R1's recipe), each measured before an
 Every arm is `workbench rl` (the stage recipe: GRPO, G=8 completions for each of 8 prompts a step, accuracy
 + format rewards) with its own prompts; "pure" and "sft+rl" use neutral prompts (the bare problem: whether
 to work it out is the policy's choice), "cot" the chain-of-thought cue. For each starting checkpoint and
-each result it measures, on the held-out problems of data/arith/eval.json (greedy, the same numbers as
+each result it measures, on the held-out problems of llm_core/experiment/data/arith/eval.json (greedy, the same numbers as
 `workbench eval`): CoT accuracy, neutral-prompt accuracy and the share of neutral answers worked step by
 step. The rows print as the README's table.
 """
@@ -95,7 +95,7 @@ def main() -> None:
         run_dir, seconds, steps = run_arm(name, starts[start_name], prompts, args)
         rows.append((f"{start_name} + RL ({prompts} prompts)", str(steps), f"{seconds / 60:.1f} min",
                      evaluate(run_dir, records)))
-    print(f"\n{len(records)} held-out problems (data/arith/eval.json), greedy\n")
+    print(f"\n{len(records)} held-out problems (llm_core/experiment/data/arith/eval.json), greedy\n")
     print("| stage | steps | wall time | greedy CoT acc | neutral-prompt acc | step-by-step share |")
     print("| --- | --- | --- | --- | --- | --- |")
     for stage, steps, wall, m in rows:

@@ -6,7 +6,9 @@ the same way everywhere: one line naming the file and the problem, as the caller
 """
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,15 @@ from .errors import ConfigError, DataError, WorkbenchError
 
 def read_text_file(path: str | Path, error: type[WorkbenchError] = DataError, expected: str = "a text file",
                    missing: str = "file not found") -> str:
-    """The UTF-8 text of `path`; `error(...)` with one line when it is missing, a folder or not UTF-8."""
+    """The UTF-8 text of `path` (gunzipped when it ends in .gz); `error(...)` with one line when it is missing,
+    a folder, not gzip or not UTF-8."""
     path = Path(path)
     try:
+        if path.suffix == ".gz":
+            return gzip.decompress(path.read_bytes()).decode("utf-8")
         return path.read_text(encoding="utf-8")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise error(f"{path}: not a valid gzip file ({exc})") from None
     except FileNotFoundError:
         raise error(f"{path}: {missing}") from None
     except IsADirectoryError:

@@ -12,10 +12,11 @@ import torch
 from llm_core.data import InstructionDataset, PreferenceDataset
 from llm_core.data.packed import PackedSequences
 from llm_core.errors import DataError
+from llm_core.experiment import DATA_DIR
 from llm_core.formatting import encode_example
 
 ROOT = Path(__file__).resolve().parents[1]
-ARITH_TOKENIZER = ROOT / "data" / "arith" / "tokenizer"
+ARITH_TOKENIZER = DATA_DIR / "tokenizer"
 
 
 class ByteTokenizer:
@@ -111,7 +112,7 @@ print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1
 
 def test_big_jsonl_loads_within_four_times_its_size(tmp_path: Path) -> None:
     # Before packing, each example held two int64 tensors and its record: about 33x the file.
-    base = json.loads((ROOT / "data" / "arith" / "instructions.json").read_text(encoding="utf-8"))
+    base = json.loads((DATA_DIR / "instructions.json").read_text(encoding="utf-8"))
     path = tmp_path / "big.jsonl"
     with path.open("w", encoding="utf-8") as f:
         for i in range(40_000):

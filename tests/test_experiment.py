@@ -34,6 +34,7 @@ from llm_core.experiment.arithmetic import (
     worked_solution,
 )
 from llm_core.experiment.build import DOCUMENT_SEPARATOR, BuildConfig, build_experiment, split_documents
+from llm_core.io import read_text_file
 
 SMALL = BuildConfig(seed=3, n_pretrain=200, n_instructions=20, n_preferences=20, n_eval=20, n_paraphrase=20,
                     vocab_size=300)
@@ -254,7 +255,7 @@ def small_build(tmp_path_factory) -> Path:
 def test_build_is_byte_identical_for_the_same_seed(small_build, tmp_path):
     build_experiment(tmp_path / "again", SMALL)
     first, second = _tree_bytes(small_build), _tree_bytes(tmp_path / "again")
-    assert set(first) >= {"pretrain.txt", "instructions.json", "preferences.json", "eval.json",
+    assert set(first) >= {"pretrain.txt.gz", "instructions.json", "preferences.json", "eval.json",
                           "eval_paraphrase.json", "MANIFEST.json", "tokenizer/tokenizer.json",
                           "tokenizer/arith.tiktoken"}
     assert first == second
@@ -271,7 +272,7 @@ def _response(doc: str) -> str:
 
 
 def test_build_files_are_consistent(small_build):
-    docs = split_documents((small_build / "pretrain.txt").read_text())
+    docs = split_documents(read_text_file(small_build / "pretrain.txt.gz"))
     assert len(docs) == SMALL.n_pretrain
     assert all(d.startswith("Below is an instruction") and "<|endoftext|>" not in d for d in docs)
     assert any(COT_CUE in d for d in docs) and any(DIRECT_CUE in d for d in docs)
@@ -317,7 +318,7 @@ def test_neutral_prompts_answer_mostly_directly(tmp_path):
     config = BuildConfig(seed=5, n_pretrain=3000, n_instructions=1, n_preferences=1, n_eval=1, n_paraphrase=1,
                          vocab_size=258)
     build_experiment(tmp_path, config)
-    docs = split_documents((tmp_path / "pretrain.txt").read_text())
+    docs = split_documents(read_text_file(tmp_path / "pretrain.txt.gz"))
     neutral, worked = _neutral_shares(docs)
     assert abs(neutral - config.neutral_fraction) < 0.03
     assert abs(worked - config.neutral_cot_fraction) < 0.08  # a base model that rarely reasons unasked
@@ -332,7 +333,7 @@ def _problem_key(text: str) -> tuple[int, ...]:
 
 
 def _training_instructions(folder: Path) -> list[str]:
-    out = [_instruction(d) for d in split_documents((folder / "pretrain.txt").read_text())]
+    out = [_instruction(d) for d in split_documents(read_text_file(folder / "pretrain.txt.gz"))]
     for name in ("instructions.json", "preferences.json"):
         out += [r["instruction"] for r in json.loads((folder / name).read_text())]
     return out
@@ -419,10 +420,10 @@ def test_document_separator_round_trip():
 
 def test_committed_paraphrase_set_shares_no_template_with_training():
     if not default_paths()["manifest"].exists():
-        pytest.skip("data/arith has not been generated")
+        pytest.skip("the shipped data has not been generated")
     _assert_no_paraphrase_template_in(_training_instructions(DATA_DIR))
     # the committed pretraining text has the neutral share it was built with
-    neutral, worked = _neutral_shares(split_documents(default_paths()["pretrain"].read_text()))
+    neutral, worked = _neutral_shares(split_documents(read_text_file(default_paths()["pretrain"])))
     assert abs(neutral - BuildConfig().neutral_fraction) < 0.02
     assert abs(worked - BuildConfig().neutral_cot_fraction) < 0.05
 
@@ -430,7 +431,7 @@ def test_committed_paraphrase_set_shares_no_template_with_training():
 def test_committed_data_matches_its_manifest():
     paths = default_paths()
     if not paths["manifest"].exists():
-        pytest.skip("data/arith has not been generated")
+        pytest.skip("the shipped data has not been generated")
     manifest = json.loads(paths["manifest"].read_text())
     for name, digest in manifest["sha256"].items():
         assert hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() == digest, name
@@ -454,6 +455,6 @@ def test_cli_generate_into_tmp_dir(tmp_path, monkeypatch):
 
 def test_committed_data_equals_a_fresh_build(tmp_path):
     if not default_paths()["manifest"].exists():
-        pytest.skip("data/arith has not been generated")
+        pytest.skip("the shipped data has not been generated")
     build_experiment(tmp_path / "fresh", BuildConfig())  # about 3 s
     assert _tree_bytes(tmp_path / "fresh") == _tree_bytes(DATA_DIR)

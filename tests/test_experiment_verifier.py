@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from llm_core.experiment import DATA_DIR as DATA
 from llm_core.experiment.arithmetic import Problem, worked_solution
 from llm_core.experiment.verifier import is_worked_solution, verify
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "arith"
 PROBLEM = Problem((63, 43, 61), ("+", "-"), "Ruby has 63 cards. She gets 43 more, then loses 61. How many are left?")
 
 

@@ -26,9 +26,11 @@ def run_names(tmp_path) -> list[str]:
 def test_a_message_typed_after_c_and_the_checkpoint_picker_is_sent_and_starts_nothing(tmp_path) -> None:
     trained_run(tmp_path, "base", checkpoint_every=3, keep_last=3)  # two checkpoints: c opens the picker
     with Terminal(tmp_path) as term:
-        for key, then in (("3", "runs in"), ("c", "chat with which checkpoint?"), (ENTER, "base (step 6)")):
+        # Runs (its keys in the footer once its table has the focus), the picker, then the chat panel with
+        # the checkpoint loaded ...
+        for key, then in (("3", "a Attach"), ("c", "chat with which checkpoint?"), (ENTER, "base (step 6)")):
             term.press(key)
-            term.wait_for(then)  # Runs, the picker, then the chat panel with the checkpoint loaded ...
+            term.wait_for(then)
         term.type(MESSAGE)  # ... and the message input has the focus: every key is text
         term.press(ENTER)
         screen = term.wait_for("tok/s")  # the answer's info line: the message was sent and answered

@@ -1,8 +1,8 @@
-"""Build the embedded default experiment's files (`data/arith/`) from a seed.
+"""Build the embedded default experiment's files (`llm_core/experiment/data/arith/`) from a seed.
 
 Files written into the output folder:
 
-- `pretrain.txt`: documents, each an Alpaca prompt (`llm_core.formatting.format_prompt`) followed by its
+- `pretrain.txt.gz`: documents (gzip, written with mtime 0 so the bytes depend on the text alone), each an Alpaca prompt (`llm_core.formatting.format_prompt`) followed by its
   response, a mix of worked (chain-of-thought cue) and direct answers ("Answer directly." cue), plus a
   share of neutral prompts (the bare problem) answered mostly directly and sometimes worked: the habit of a
   base model that rarely reasons unless asked, which the RL stage starts from. DOCUMENT SEPARATOR: documents are
@@ -30,6 +30,7 @@ The same config (seed included) always gives byte-identical files.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -53,19 +54,19 @@ from .arithmetic import (
 
 DOCUMENT_SEPARATOR = f"\n{EOT_TOKEN}\n"
 TOKENIZER_NAME = "arith"
-FILES = ("pretrain.txt", "instructions.json", "preferences.json", "eval.json", "eval_paraphrase.json")
+FILES = ("pretrain.txt.gz", "instructions.json", "preferences.json", "eval.json", "eval_paraphrase.json")
 
 
 @dataclass
 class BuildConfig:
     seed: int = 0
-    n_pretrain: int = 14000  # documents in pretrain.txt
+    n_pretrain: int = 14000  # documents in pretrain.txt.gz
     n_instructions: int = 2000
     n_preferences: int = 1000
     n_eval: int = 200
     n_paraphrase: int = 200  # held-out problems in eval_paraphrase.json
-    direct_fraction: float = 0.2  # share of direct answers among cued prompts (pretrain.txt, instructions.json)
-    neutral_fraction: float = 0.1  # share of pretrain.txt documents with a neutral prompt
+    direct_fraction: float = 0.2  # share of direct answers among cued prompts (pretrain.txt.gz, instructions.json)
+    neutral_fraction: float = 0.1  # share of pretrain.txt.gz documents with a neutral prompt
     neutral_cot_fraction: float = 0.2  # of those, the share answered with a worked solution
     vocab_size: int = 512
 
@@ -81,7 +82,7 @@ class BuildConfig:
 
 
 def split_documents(text: str) -> list[str]:
-    """Inverse of the pretrain.txt layout: the documents between `<|endoftext|>` lines."""
+    """Inverse of the pretrain.txt.gz layout: the documents between `<|endoftext|>` lines."""
     docs = text.split(DOCUMENT_SEPARATOR)
     if docs and docs[-1].endswith("\n"):
         docs[-1] = docs[-1][:-1]
@@ -148,7 +149,8 @@ def build_experiment(out: str | Path, config: BuildConfig | None = None) -> dict
             m = cued_mode()
             prompt, response = make_prompt(p, m), solution(p, m)
         docs.append(prompt + response)
-    (out / "pretrain.txt").write_text(DOCUMENT_SEPARATOR.join(docs) + "\n", encoding="utf-8")
+    text = DOCUMENT_SEPARATOR.join(docs) + "\n"
+    (out / "pretrain.txt.gz").write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
 
     instructions = []
     for p in _problems(rng, config.n_instructions, held_out):

@@ -34,7 +34,8 @@ def default_experiment_file(kind: str) -> Path:
     if not path.exists():
         raise ConfigError(
             f"TrainConfig.data: the default experiment's {path.name} is missing in {path.parent} "
-            "(run `workbench data generate`)"
+            "(the install is incomplete: reinstall llm-workbench, or write the files with "
+            "`workbench data generate --out DIR` and train with --set data=DIR/<file>)"
         )
     return path
 

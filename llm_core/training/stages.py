@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 # "auto": by the data itself (distillation runs on text windows and on instruction data alike): the
-# default experiment's file of the stage, else a .txt file is text and a .json/.jsonl file instructions.
+# default experiment's file of the stage, else a .txt (or .txt.gz) file is text and a .json/.jsonl file instructions.
 DatasetKind = Literal["text", "instruction", "preference", "prompts", "auto"]
 
 SFT_RECIPE: dict[str, Any] = {
@@ -113,7 +113,7 @@ def dataset_kind(stage: str, data: str) -> DatasetKind:
     first = data.split(",")[0].strip().lower()
     if data == "arith":
         return "text" if spec.experiment_file == "pretrain" else "instruction"
-    return "text" if first.endswith(".txt") else "instruction"
+    return "text" if first.endswith((".txt", ".txt.gz")) else "instruction"
 
 
 def stage_names() -> str:

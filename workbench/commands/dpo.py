@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
     def dpo(
         init_from: str = typer.Option(..., "--from", help="Checkpoint to start from (run folder or step folder)."),
         data: str = typer.Option("arith", "--data", help="Preference JSON/JSONL (instruction, input, chosen, "
-                                                          "rejected), or 'arith' for data/arith/preferences.json."),
+                                                          "rejected), or 'arith' for llm_core/experiment/data/arith/preferences.json."),
         beta: Optional[float] = typer.Option(None, "--beta", help="DPO temperature (default 0.1); higher = stay "
                                                                    "closer to the reference."),
         lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters; the reference is the base (no copy)."),

@@ -48,14 +48,14 @@ def vote_credit(result: VoteResult, truth: int) -> float:
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
     limit: int = typer.Option(None, "--limit", help="Only the first N problems."),
-    data: Path = typer.Option(None, "--data", help="eval.json (default: data/arith/eval.json)."),
+    data: Path = typer.Option(None, "--data", help="eval.json (default: llm_core/experiment/data/arith/eval.json)."),
     temperature: float = typer.Option(VOTE_TEMPERATURE, "--temperature", help="Sampling temperature for the votes."),
     ns: str = typer.Option("1,4,8,16", "--n", help="Vote sizes, comma separated."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Token budget per sample."),
     seed: int = typer.Option(0, "--seed", help="Base seed (question q uses seed + q)."),
     paraphrase: Path = typer.Option(
         None, "--paraphrase",
-        help="Paraphrase set (default: data/arith/eval_paraphrase.json when --data is not given).",
+        help="Paraphrase set (default: llm_core/experiment/data/arith/eval_paraphrase.json when --data is not given).",
     ),
     search: bool = typer.Option(False, "--search", help="Add the search frontier: votes per temperature, beam "
                                 "search, verifier best-of-N, weighted vote, pass@N, and its plot."),

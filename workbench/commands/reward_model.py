@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     def reward_model(
         init_from: str = typer.Option(..., "--from", help="Checkpoint whose network reads the responses."),
         data: str = typer.Option("arith", "--data", help="Preference JSON/JSONL (instruction, input, chosen, "
-                                                          "rejected), or 'arith' for data/arith/preferences.json."),
+                                                          "rejected), or 'arith' for llm_core/experiment/data/arith/preferences.json."),
         steps: int = typer.Option(200, "--steps", help="Optimizer steps."),
         batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step."),
         lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
