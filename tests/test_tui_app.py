@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from textual import events
 from textual.widgets import Collapsible, DataTable, Input, OptionList, Select, Switch
 
 from training_helpers import tiny_config
@@ -329,3 +330,25 @@ async def test_rl_stage_shows_its_fields_validates_them_and_fills_its_recipe(tmp
         await pilot.pause()
         config = app.query_one("#form").config
         assert (config.stage, config.group_size, config.reward) == ("rl", 4, "accuracy:1,format:0.5")
+
+
+async def test_keys_right_after_a_panel_switch_go_to_the_new_panel(tmp_path) -> None:
+    # The keys arrive in one burst, as from a fast typist or a paste: the focus must move before the next
+    # key is handled, or the first letters land on the old panel's bindings (3 then "a" would attach).
+    trained_run(tmp_path, "base")
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+
+        async def burst(keys: list[str]) -> None:  # queued at once, as the terminal driver delivers them
+            for key in keys:
+                app.post_message(events.Key(key, key if len(key) == 1 else None))
+            await pilot.pause()
+            await pilot.pause()
+
+        await burst(["4", "s", "a", "q"])
+        assert app.panel == "chat" and app.query_one("#chat-input", Input).value == "saq"
+        await burst(["escape", "3", "2"])  # Esc, then digits are panel keys again, each taking effect at once
+        assert app.panel == "dashboard"
+        assert not app.training and sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["base"]

@@ -44,16 +44,31 @@ STATUS_HZ = 4.0
 PLOT_HZ = STATUS_HZ / len(PLOTS)  # one plot per status tick, in turn: each plot once a second
 
 
+class Panels(TabbedContent):
+    """The four panels. A TabbedContent follows the focus into a pane when a widget in it is focused, but
+    that news travels as a message: when queued keys have already moved on to another panel (4, Esc, 3 in
+    one burst), the stale message would drag the view back. Follow it only while the focus is still there."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        focused = self.screen.focused
+        if focused is None or event.tab_pane not in focused.ancestors_with_self:
+            event.stop()
+            event.prevent_default()  # Textual calls each class's handler in the MRO: skip TabbedContent's
+
+
 class WorkbenchApp(App):
     CSS_PATH = "workbench.tcss"
     TITLE = "LLM Workbench"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
-        Binding("1", "panel('run')", "Run"),
-        Binding("2", "panel('dashboard')", "Dashboard"),
-        Binding("3", "panel('runs')", "Runs"),
-        Binding("4", "panel('chat')", "Chat"),
-        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        # Priority: handled as the key arrives, before the next queued key is passed on to the focused widget
+        # (a non-priority binding is found only when the key has bubbled back up, after later keys of a burst
+        # have already gone to the old panel). check_action hands them to inputs and modal screens.
+        Binding("1", "panel('run')", "Run", priority=True),
+        Binding("2", "panel('dashboard')", "Dashboard", priority=True),
+        Binding("3", "panel('runs')", "Runs", priority=True),
+        Binding("4", "panel('chat')", "Chat", priority=True),
+        Binding("question_mark,f1", "help", "Help", key_display="?", priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -79,7 +94,7 @@ class WorkbenchApp(App):
 
     # --- layout ---------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        with TabbedContent(initial="run", id="panels"):
+        with Panels(initial="run", id="panels"):
             with TabPane("1 Run", id="run"):
                 yield RunForm(self.base_config, id="form")
             with TabPane("2 Dashboard", id="dashboard"):
@@ -114,13 +129,17 @@ class WorkbenchApp(App):
         tabs = self.query_one("#panels", TabbedContent)
         target = "chat-pane" if name == "chat" else name
         if tabs.active != target:
-            tabs.active = target  # the focus follows in on_tabbed_content_tab_activated
-        else:
-            self._focus_panel()
+            tabs.active = target
+        # Focus at once (and again on TabActivated): keys already queued behind this one, from a fast typist
+        # or a paste, must reach the new panel, not the old panel's bindings.
+        self._focus_panel()
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self._focus_panel()
+        # (a tab clicked with the mouse). A stale activation, for a panel already left again by a queued
+        # key, must not pull the focus back (TabbedContent would follow it to the old pane).
+        if event.pane.id == event.tabbed_content.active:
+            self._focus_panel()
 
     def _focus_panel(self) -> None:
         """Put the focus where the shown panel's keys work (so typed text never lands on app keys)."""
@@ -131,8 +150,8 @@ class WorkbenchApp(App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Belt and braces: while an input has the focus, no printable app key applies (an Input consumes
         printable keys anyway; this keeps the footer honest too)."""
-        if action in ("panel", "help") and isinstance(self.focused, Input):
-            return False
+        if action in ("panel", "help") and (isinstance(self.focused, Input) or len(self.screen_stack) > 1):
+            return False  # typed text, or a dialog / the help screen on top: the key is theirs
         return True
 
     # --- training -------------------------------------------------------------------------------------

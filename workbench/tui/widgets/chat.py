@@ -99,7 +99,7 @@ class ChatColumn(Vertical):
 
 class ChatPane(Vertical):
     BINDINGS = [
-        Binding("escape", "cancel", "Cancel", show=True),
+        Binding("escape", "cancel", "Cancel", show=True, priority=True),  # before queued keys (see the app)
         Binding("ctrl+r", "regenerate", "Regenerate"),
         Binding("ctrl+s", "export_chat", "Export .md"),
         Binding("ctrl+y", "copy_last", "Copy"),
@@ -133,7 +133,7 @@ class ChatPane(Vertical):
 
     def focus_here(self) -> None:
         """Showing the chat always puts the focus in the message input, so typing is typing."""
-        self.query_one("#chat-input", Input).focus()
+        self.screen.set_focus(self.query_one("#chat-input", Input))  # now: Widget.focus would defer it past queued keys
 
     def on_mount(self) -> None:
         self.query_one("#chat-b").display = False
@@ -275,7 +275,7 @@ class ChatPane(Vertical):
         for column in busy:
             column.cancel.set()
         if not busy:
-            self.query_one("#chat-a", ChatColumn).transcript.focus()
+            self.screen.set_focus(self.query_one("#chat-a", ChatColumn).transcript)  # now, not deferred
 
     def on_key(self, event) -> None:
         """A letter typed while the focus is elsewhere in the chat panel goes into the message input
@@ -327,7 +327,7 @@ class ChatPane(Vertical):
                 self._show_tokens(self.last_turn)
             panel.view.focus()
         else:
-            self.query_one("#chat-input", Input).focus()
+            self.screen.set_focus(self.query_one("#chat-input", Input))  # now: Widget.focus would defer it past queued keys
 
     def _show_tokens(self, turn: Turn) -> None:
         self.query_one("#chat-tokens", TokenPanel).show_tokens(turn.token_probs)

@@ -151,7 +151,7 @@ class Dashboard(Vertical, can_focus=True):
 
     def focus_here(self) -> None:
         """Where the focus goes when the dashboard is shown: the welcome button, or the dashboard."""
-        (self.query_one("#welcome-train", Button) if self.run is None else self).focus()
+        self.screen.set_focus(self.query_one("#welcome-train", Button) if self.run is None else self)  # now, not deferred
 
     def show_run(self, run: RunSeries | None, state: str = "", run_dir: Path | None = None) -> None:
         self.run, self.state, self.run_dir = run, state, run_dir

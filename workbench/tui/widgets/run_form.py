@@ -72,7 +72,7 @@ class RunForm(Vertical):
 
     BINDINGS = [
         Binding("ctrl+s", "start", "Start run"),
-        Binding("escape", "leave_field", show=False),
+        Binding("escape", "leave_field", show=False, priority=True),
     ]
 
     class Changed(Message):
@@ -205,7 +205,7 @@ class RunForm(Vertical):
 
     def focus_here(self) -> None:
         """The form itself (not a field) takes the focus, so typing a digit switches panels."""
-        self.query_one("#form-scroll", VerticalScroll).focus()
+        self.screen.set_focus(self.query_one("#form-scroll", VerticalScroll))  # now, not deferred
 
     def describe(self) -> str:
         """The configuration in a few words, e.g. 'pretrain: tiny on arith, 1500 steps'."""

@@ -123,7 +123,7 @@ class RunsList(Vertical):
         return self.runs[table.cursor_row]
 
     def focus_here(self) -> None:
-        self.query_one(DataTable).focus()
+        self.screen.set_focus(self.query_one(DataTable))  # now, not after the queued keys (Widget.focus defers)
 
     # --- keys -----------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
