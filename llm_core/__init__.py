@@ -2,7 +2,7 @@
 from .errors import CheckpointError, ConfigError, DataError, GenerationError, WorkbenchError
 from .model import GPT, GPTConfig, PRESETS
 from .device import pick_device
-from .adapters import add_adapters, merge_adapters
+from .adapters import add_adapters, load_peft_adapters, merge_adapters, save_peft_adapters
 from .moe import MoEFeedForward
 from .tokenizer import Tokenizer, load_tokenizer
 from .data import InstructionDataset, PreferenceDataset, TextDataset
@@ -18,6 +18,8 @@ __all__ = [
     "lr_at",
     "add_adapters",
     "merge_adapters",
+    "save_peft_adapters",
+    "load_peft_adapters",
     "MoEFeedForward",
     "TextDataset",
     "InstructionDataset",

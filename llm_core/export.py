@@ -1,5 +1,7 @@
-"""Exporting a checkpoint: the Hugging Face GPT-2 format (adapters merged into plain Linear weights) or the
-LoRA/DoRA adapters alone (a small file checked against the base model's hash when loaded back).
+"""Exporting a checkpoint: the Hugging Face GPT-2 format (adapters merged into plain Linear weights), the
+LoRA/DoRA adapters alone in the PEFT format (`adapters.peft_format`), or both: then the GPT-2 folder holds the
+base weights without the adapters, and the adapter folder names it as `base_model_name_or_path`, which is
+what `peft.PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(HF), ADAPTERS)` needs.
 
 Shared by `workbench export` and the TUI's `export:` commands.
 """
@@ -7,25 +9,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .adapters import adapter_layers, merge_adapters, save_adapters
+from .adapters import adapter_layers, merge_adapters, remove_adapters, save_peft_adapters
 from .errors import ConfigError
 from .training import load_checkpoint
 
 
 def export_checkpoint(checkpoint: str | Path, hf: str | Path | None = None,
                       adapters: str | Path | None = None) -> str:
-    """Export `checkpoint` (a run folder or a step folder) to exactly one of `hf` / `adapters`; return a
-    one-line description of what was written."""
-    if (hf is None) == (adapters is None):
-        raise ConfigError("export: give exactly one of --hf DIR or --adapters DIR")
+    """Export `checkpoint` (a run folder or a step folder) to `hf`, `adapters` or both (see the module doc);
+    return a one-line description of what was written."""
+    if hf is None and adapters is None:
+        raise ConfigError("export: give --hf DIR, --adapters DIR or both")
     loaded = load_checkpoint(checkpoint)
     model = loaded.model
+    written = []
     if adapters is not None:
         if not adapter_layers(model):
             raise ConfigError(f"{loaded.path}: this checkpoint has no adapters to export (its adapter setting is none)")
-        save_adapters(model, adapters)
-        return f"wrote the adapters of {loaded.path} to {adapters}"
-    if adapter_layers(model):
-        merge_adapters(model)  # the HF format has plain Linear weights: fold the adapters in
-    model.save_hf(hf)
-    return f"wrote {loaded.path} (step {loaded.step}) in the Hugging Face GPT-2 format to {hf}"
+        base = str(Path(hf).resolve()) if hf is not None else loaded.config.init_from
+        save_peft_adapters(model, adapters, base_model_name_or_path=base)
+        written.append(f"its adapters in the PEFT format to {adapters}")
+        if hf is not None:
+            remove_adapters(model)  # the base the adapters apply to
+    if hf is not None:
+        if adapter_layers(model):
+            merge_adapters(model)  # the HF format has plain Linear weights: fold the adapters in
+        model.save_hf(hf)
+        what = "the base weights" if adapters is not None else "the model"
+        written.append(f"{what} in the Hugging Face GPT-2 format to {hf}")
+    return f"wrote {loaded.path} (step {loaded.step}): " + " and ".join(written)

@@ -1,15 +1,14 @@
-"""LoRA adapters: the formula, injection by target, merge/unmerge, tied head, save/load, MoE, finetuning."""
+"""LoRA adapters: the formula, injection by target, merge/unmerge, tied head, MoE, finetuning (saving and
+loading them: test_adapters_peft.py)."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from llm_core.adapters import (
     DoRALinear,
@@ -17,14 +16,11 @@ from llm_core.adapters import (
     adapter_summary,
     adapters_disabled,
     add_adapters,
-    base_model_hash,
-    load_adapters,
     merge_adapters,
     resolve_targets,
-    save_adapters,
     set_merged,
 )
-from llm_core.errors import CheckpointError, ConfigError
+from llm_core.errors import ConfigError
 from llm_core.model import GPT, GPTConfig
 
 
@@ -158,49 +154,6 @@ def test_adapters_disabled_gives_the_base_model() -> None:
             torch.testing.assert_close(model(idx), base_out, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(model(idx), adapted, atol=1e-5, rtol=1e-5)
         assert model.blocks[0].attn.qkv.merged == merged
-
-
-@pytest.mark.parametrize("kind", ["lora", "dora"])
-def test_save_load_round_trip(tmp_path, kind: str) -> None:
-    model = add_adapters(_gpt(), kind=kind, rank=4, targets="attn,mlp")
-    _randomise_adapters(model)
-    idx = _tokens()
-    expected = model(idx)
-    weights = save_adapters(model, tmp_path / "adapter")
-    meta = json.loads((tmp_path / "adapter" / "adapter.json").read_text())
-    assert meta["config"]["kind"] == kind and meta["base_model_hash"] == base_model_hash(_gpt())
-    # Only adapter tensors: far smaller than the model.
-    stored = load_file(str(weights))
-    assert all(k.endswith((".A", ".B", ".m")) for k in stored)
-    assert sum(t.numel() for t in stored.values()) == adapter_summary(model).trainable
-
-    fresh = _gpt()  # the same base checkpoint, no adapters yet
-    load_adapters(fresh, tmp_path / "adapter")
-    assert fresh.adapter_config == model.adapter_config
-    torch.testing.assert_close(fresh(idx), expected, atol=1e-6, rtol=1e-6)
-    # Merged mode and save/load agree on the base hash.
-    set_merged(fresh, True)
-    assert base_model_hash(fresh) == meta["base_model_hash"]
-
-
-def test_load_refuses_other_base_and_bad_shapes(tmp_path) -> None:
-    model = add_adapters(_gpt(), rank=4)
-    save_adapters(model, tmp_path / "a.safetensors")
-    assert (tmp_path / "a.json").is_file()
-    with pytest.raises(CheckpointError, match="trained on base model") as info:
-        load_adapters(_gpt(seed=1), tmp_path / "a.safetensors")
-    assert "\n" not in str(info.value)
-    # Same base, but a tensor of the wrong shape in the file.
-    tensors = load_file(str(tmp_path / "a.safetensors"))
-    tensors["blocks.0.attn.qkv.A"] = torch.zeros(32, 3)
-    save_file(tensors, str(tmp_path / "a.safetensors"))
-    with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.qkv\.A has shape \[32, 3\]"):
-        load_adapters(_gpt(), tmp_path / "a.safetensors")
-    with pytest.raises(CheckpointError, match="not found"):
-        load_adapters(_gpt(), tmp_path / "missing")
-    # A model that already has different adapters.
-    with pytest.raises(CheckpointError, match="differs"):
-        load_adapters(add_adapters(_gpt(), rank=2), tmp_path / "a.safetensors")
 
 
 def test_lora_on_moe_model_reaches_attention_and_experts() -> None:

@@ -1,8 +1,9 @@
 """Parameter-efficient finetuning: LoRA (Hu et al., 2021) and DoRA (Liu et al., 2024) adapters.
 
 - `layers`: `LoRALinear`, `DoRALinear` (the math, merge/unmerge of one layer)
-- `inject`: `add_adapters`, `merge_adapters`, merged mode, `adapters_disabled`, `adapter_summary`
-- `io`: `save_adapters` / `load_adapters` (adapter-only safetensors + JSON, checked against the base hash)
+- `inject`: `add_adapters`, `merge_adapters`, `remove_adapters`, merged mode, `adapters_disabled`, `adapter_summary`
+- `peft_format`: `save_peft_adapters` / `load_peft_adapters` (the Hugging Face PEFT adapter folder that
+  `peft.PeftModel.from_pretrained` reads, checked against a fingerprint of the base weights)
 """
 from .inject import (
     TARGET_GROUPS,
@@ -13,13 +14,14 @@ from .inject import (
     adapters_disabled,
     add_adapters,
     merge_adapters,
+    remove_adapters,
     resolve_targets,
     set_merged,
     unmerge_adapters,
     unmerged,
 )
-from .io import adapter_state_dict, base_model_hash, load_adapters, save_adapters
 from .layers import DoRALinear, LoRALinear
+from .peft_format import base_fingerprint, load_peft_adapters, save_peft_adapters
 
 __all__ = [
     "LoRALinear",
@@ -36,8 +38,8 @@ __all__ = [
     "adapter_summary",
     "adapter_layers",
     "resolve_targets",
-    "adapter_state_dict",
-    "base_model_hash",
-    "save_adapters",
-    "load_adapters",
+    "remove_adapters",
+    "base_fingerprint",
+    "save_peft_adapters",
+    "load_peft_adapters",
 ]

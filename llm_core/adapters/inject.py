@@ -164,6 +164,25 @@ def merge_adapters(model: nn.Module) -> nn.Module:
     return model
 
 
+def remove_adapters(model: nn.Module) -> nn.Module:
+    """Take the adapters out, putting back each plain base `nn.Linear` (the exact W0, the adapters discarded),
+    and return the model as it was before `add_adapters` (all parameters trainable again, ties kept).
+
+    What `workbench export --hf DIR --adapters DIR` writes as the base next to the adapter folder."""
+    unmerge_adapters(model)
+    for name, layer in adapter_layers(model).items():
+        linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                           device=layer.weight.device, dtype=layer.weight.dtype)
+        linear.weight = layer.weight  # the same Parameter: a head tied to the embedding stays tied
+        if layer.bias is not None:
+            linear.bias = layer.bias
+        _set_submodule(model, name, linear)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.adapter_config = None  # type: ignore[assignment]
+    return model
+
+
 @contextlib.contextmanager
 def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block every adapted layer computes its base layer (e.g. the frozen DPO reference model)."""

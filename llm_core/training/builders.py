@@ -116,7 +116,31 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, init_model: GPT | Non
     else:
         model = GPT(model_config_for(config, tokenizer.n_vocab))
         model.reset_parameters(generator=generator)
+    if config.init_adapters:
+        return load_init_adapters(model, config)
     return apply_adapters(model, config, generator)
+
+
+def load_init_adapters(model: GPT, config: TrainConfig) -> GPT:
+    """`model` with the PEFT adapters of `config.init_adapters`, trained on from there. Their dropout is
+    TrainConfig's (none), as for adapters a resume rebuilds with `apply_adapters`."""
+    from ..adapters import load_peft_adapters
+
+    load_peft_adapters(model, config.init_adapters, dropout=0.0)
+    kind = model.adapter_config.kind
+    if kind != config.adapter:
+        raise ConfigError(
+            f"TrainConfig.adapter: {config.adapter!r}, but init_adapters {config.init_adapters} holds {kind} adapters",
+            field="adapter",
+        )
+    return model
+
+
+def with_adapter_settings(config: TrainConfig, model: GPT) -> TrainConfig:
+    """`config` with the rank, alpha and targets of the adapters `init_adapters` gave `model`, so that the
+    run's config.json rebuilds the same modules on resume."""
+    adapters = model.adapter_config
+    return config.with_overrides(lora_rank=adapters.rank, lora_alpha=adapters.alpha, adapter_targets=adapters.targets)
 
 
 def model_from_configs(model_config: dict[str, Any], config: TrainConfig) -> GPT:

@@ -43,6 +43,9 @@ class TrainConfig:
     context_length: int = 0
     dropout: float = 0.0
     init_from: str | None = None  # a checkpoint (run dir or step dir) to start from, e.g. SFT after pretrain
+    # A PEFT LoRA/DoRA adapter folder to continue training (its base is init_from; the folder's r, alpha and
+    # targets replace lora_rank, lora_alpha and adapter_targets, `adapter` must name its kind).
+    init_adapters: str | None = None
 
     # --- Default experiment recipe (tuned for `workbench train` on 2 CPU cores; change it HERE) ----
     # Measured on 2 shared cores (tiny preset, arith BPE vocab 512, the 1-3 operation data with paraphrase
@@ -205,6 +208,8 @@ class TrainConfig:
             fail("dpo_label_smoothing", "must be in [0, 0.5)")
         if not self.dpo_sft_weight >= 0.0:
             fail("dpo_sft_weight", "must be >= 0")
+        if self.init_adapters is not None and (self.adapter == "none" or not self.init_from):
+            fail("init_adapters", "needs adapter=lora or dora (the folder's kind) and init_from (its base model)")
         if self.dpo_reference == "adapters" and self.adapter == "none":
             fail("dpo_reference", "'adapters' needs adapter=lora or dora")
         if self.group_size < 2:

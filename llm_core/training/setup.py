@@ -17,7 +17,7 @@ from ..io import read_json_object
 from ..model import GPT
 from ..tokenizer import Tokenizer, load_tokenizer
 from . import checkpoint as ckpt
-from .builders import build_datasets, build_model, build_tokenizer, model_from_configs
+from .builders import build_datasets, build_model, build_tokenizer, model_from_configs, with_adapter_settings
 from .config import MODEL_CONFIG_KEY, TrainConfig
 from .loading import TOKENIZER_DIR, load_checkpoint
 from .runs import CONFIG_FILE
@@ -25,6 +25,7 @@ from .runs import CONFIG_FILE
 
 @dataclass
 class RunParts:
+    config: TrainConfig  # as given, or with the adapter settings that `init_adapters` loaded
     model: GPT
     tokenizer: Tokenizer | None  # None only for a given model + data: then no samples, no tokenizer/ folder
     train_data: Any
@@ -42,6 +43,8 @@ def build_run_parts(config: TrainConfig, model: GPT | None = None, tokenizer: To
         tokenizer = build_tokenizer(config, init.tokenizer if init else None)
     if model is None:
         model = build_model(config, tokenizer, init.model if init else None)
+        if config.init_adapters:
+            config = with_adapter_settings(config, model)
     if check_model is not None:
         check_model(model)
     if train_data is None:
@@ -51,7 +54,7 @@ def build_run_parts(config: TrainConfig, model: GPT | None = None, tokenizer: To
     if collate_fn is None:
         pad_id = tokenizer.eot_id if tokenizer is not None else 0
         collate_fn = lambda items: collate_lm(items, pad_id)  # noqa: E731
-    return RunParts(model, tokenizer, train_data, val_data, collate_fn)
+    return RunParts(config, model, tokenizer, train_data, val_data, collate_fn)
 
 
 def resume_target(path: str | Path) -> tuple[Path, Path | None]:

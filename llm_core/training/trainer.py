@@ -90,6 +90,7 @@ class Trainer:
         early_check = None if force or STAGES[config.stage].dataset != "text" else (
             lambda m: check_memory_fits(m, config, self.device))
         parts = build_run_parts(config, model, tokenizer, train_data, val_data, collate_fn, early_check)
+        self.config = config = parts.config  # what config.json records (init_adapters' settings filled in)
         self.tokenizer, self.model = parts.tokenizer, parts.model.to(self.device)
         self.train_data, self.val_data, self.collate_fn = parts.train_data, parts.val_data, parts.collate_fn
         self.batches = BatchIterator(

@@ -4,7 +4,8 @@ One prompt per input line; blank lines are skipped; each line is a new single-tu
 (defined in `llm_core.engine.conversation`): greedy, sample, cot (chain of thought: reasoning and extracted
 answer shown separately), vote (majority vote over N chain-of-thought samples), beam (beam search of
 --width beams over the chain of thought, every final beam listed). A prompt longer than the
-model's context is left-truncated (chat opts in) and a note says so.
+model's context is left-truncated (chat opts in) and a note says so. `--adapters DIR` puts a PEFT LoRA/DoRA
+adapter folder (`workbench export --adapters`, or one peft wrote) onto the checkpoint first.
 
 Input is read as bytes and decoded as UTF-8 with replacement, and output replaces what the terminal's
 encoding cannot show: under a strict locale (LC_ALL=C, PYTHONIOENCODING=ascii) a stray byte on stdin or a
@@ -14,10 +15,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Optional
 
 import typer
 
+from llm_core.adapters import load_peft_adapters
 from llm_core.engine import MODES, ChatOptions, Conversation, Engine, Turn
 from llm_core.engine.reasoning import VoteResult
 from llm_core.errors import DataError, GenerationError
@@ -88,6 +90,7 @@ def _chat_line(chat: Conversation, line: str, options: ChatOptions) -> None:
 
 def chat(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
+    adapters: Optional[Path] = typer.Option(None, "--adapters", help="A PEFT LoRA/DoRA adapter folder to apply."),
     mode: str = typer.Option("greedy", "--mode", help="greedy | sample | cot | vote | beam"),
     n: int = typer.Option(8, "--n", help="Samples for --mode vote."),
     width: int = typer.Option(4, "--width", help="Beams for --mode beam."),
@@ -107,13 +110,16 @@ def chat(
     options = ChatOptions(mode=mode, temperature=temperature, top_k=top_k, top_p=top_p, n=n, width=width,
                           max_new_tokens=max_new_tokens, seed=seed)  # validated before the checkpoint loads
     loaded = _load(checkpoint)
+    if adapters is not None:
+        load_peft_adapters(loaded.model, adapters).eval()
     engine = Engine(loaded.model, loaded.tokenizer)
     # The engine's own left truncation (the last context-length tokens), no per-token view: a plain pipe.
     chat = Conversation(engine, leave_room=False, token_view=False)
     interactive = sys.stdin.isatty()
     _tolerant_output()
     if interactive:
-        typer.echo(f"{loaded.path} (step {loaded.step}), mode {mode}; Ctrl-D to quit")
+        extra = f" + adapters {adapters}" if adapters is not None else ""
+        typer.echo(f"{loaded.path} (step {loaded.step}){extra}, mode {mode}; Ctrl-D to quit")
     lines = _input_lines(sys.stdin)
     while True:
         if interactive:

@@ -24,7 +24,7 @@ APP_COMMANDS = [
      "chat_compare"),
     ("export: Hugging Face format", "The highlighted run's checkpoint to runs/<name>/export-hf", "#runs-list",
      "export_hf"),
-    ("export: adapters only", "The highlighted run's LoRA/DoRA adapters to runs/<name>/export-adapters",
+    ("export: adapters only", "The highlighted run's LoRA/DoRA adapters (PEFT format) to runs/<name>/export-adapters",
      "#runs-list", "export_adapters"),
 ]
 
