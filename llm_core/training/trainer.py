@@ -9,8 +9,9 @@ The loop is driven from one thread (`run()` blocks) and controlled from others: 
 e.g. DPO's beta) take effect at the next step boundary. Every step emits an event to subscribers, to
 `metrics.jsonl` (schema: `events.py`) and to the experiment trackers of `config.loggers` (`loggers/`:
 CSV, TensorBoard, W&B; fed only by `emit`, closed when the run ends or dies); the objective's `on_step`
-hook sees each step and eval event and may add alarms through the same public `emit`. The loop knows no stage: everything
-stage-specific is the objective's (`objectives.Objective`) or the registry's (`stages.STAGES`).
+hook sees each step and eval event and may add alarms through the same public `emit`. The loop knows no
+stage: everything stage-specific is the objective's (`objectives.Objective`) or the registry's
+(`stages.STAGES`).
 
 Exact resume: a checkpoint holds the weights, AdamW state, the torch RNG state and the data position
 (epoch, index), and nothing else in the loop is random, so a resumed run replays the uninterrupted one.

@@ -7,7 +7,8 @@ file, TensorBoard or Weights & Biases (`TrainConfig(loggers=("csv", "tensorboard
 - `csv_logger`, `tensorboard_logger`, `wandb_logger`: the three built-in trackers
 """
 from .base import SCALAR_EVENTS, Logger, RunStart, scalars
-from .registry import LOGGERS, LoggerSet, LoggerSpec, build_loggers, check_logger_names, register_logger
+from .registry import (LOGGERS, LoggerSet, LoggerSpec, build_loggers, check_logger_names, register_logger,
+                       require_packages)
 
 __all__ = ["LOGGERS", "Logger", "LoggerSet", "LoggerSpec", "RunStart", "SCALAR_EVENTS", "build_loggers",
-           "check_logger_names", "register_logger", "scalars"]
+           "check_logger_names", "register_logger", "require_packages", "scalars"]
