@@ -23,6 +23,7 @@ from llm_core.training.loggers import LOGGERS, LoggerSpec, RunStart, build_logge
 from llm_core.training.loggers.wandb_logger import wandb_mode
 from training_helpers import tiny_config
 from test_dpo_training import preference_items
+from test_rl_training import rl_config
 from workbench.cli import app
 
 PREFIX = {"step": "train", "eval": "eval"}
@@ -156,6 +157,16 @@ def test_dpo_margins_reach_the_trackers(tmp_path) -> None:
     trainer.run()
     assert {"reward_margin", "reward_accuracy", "beta"} <= set(_csv_rows(trainer.run_dir / "metrics.csv")[0])
     assert "val_reward_margin" in _csv_rows(trainer.run_dir / "eval_metrics.csv")[0]
+    _assert_csv_matches(trainer.run_dir)
+    _assert_tensorboard_matches(trainer.run_dir)
+
+
+def test_rl_rewards_and_greedy_accuracy_reach_the_trackers(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    trainer = Trainer(rl_config(tmp_path, name="rl", loggers=("csv", "tensorboard")))
+    trainer.run()
+    assert {"reward_mean", "accuracy", "kl", "completion_length"} <= set(_csv_rows(trainer.run_dir / "metrics.csv")[0])
+    assert "eval_neutral_accuracy" in _csv_rows(trainer.run_dir / "eval_metrics.csv")[0]
     _assert_csv_matches(trainer.run_dir)
     _assert_tensorboard_matches(trainer.run_dir)
 
