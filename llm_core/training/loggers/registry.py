@@ -37,8 +37,8 @@ class LoggerSpec:
 
 
 def _lazy(module: str, name: str) -> Callable[[], Logger]:
-    """A factory importing its module on first use (the tensorboard and wandb modules import their
-    packages only in `open`, but this keeps config validation free of them altogether)."""
+    """A factory importing its module on first use: config.py imports this registry to check names, and
+    csv_logger imports runs.py, which imports config.py; importing the trackers here would be a cycle."""
     def make() -> Logger:
         return getattr(importlib.import_module(module, __package__), name)()
     return make
@@ -94,9 +94,6 @@ class LoggerSet:
     def __init__(self, loggers: list[Logger]) -> None:
         self.loggers = loggers
         self._open: list[Logger] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.loggers)
 
     def __call__(self, event: Event) -> None:
         kind = event.get("type")
