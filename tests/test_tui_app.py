@@ -352,3 +352,30 @@ async def test_keys_right_after_a_panel_switch_go_to_the_new_panel(tmp_path) -> 
         await burst(["escape", "3", "2"])  # Esc, then digits are panel keys again, each taking effect at once
         assert app.panel == "dashboard"
         assert not app.training and sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["base"]
+
+
+async def test_trackers_field_checks_names_and_packages_and_the_run_writes_them(tmp_path, monkeypatch) -> None:
+    import sys
+
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path, name="tracked"))
+    async with app.run_test(size=SIZE) as pilot:
+        form, field = app.query_one("#form"), app.query_one("#f-loggers", Input)
+        assert field.value == "" and form.config.loggers == ()
+        field.value = "csv,nope"
+        await pilot.pause()
+        assert "unknown logger 'nope'" in str(app.query_one("#e-loggers").render()) and form.config is None
+        monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+        field.value = "csv, tensorboard"
+        await pilot.pause()
+        assert "tensorboard needs the package 'tensorboard': pip install 'llm-workbench[tensorboard]'" in str(
+            app.query_one("#e-loggers").render())
+        assert form.config is None
+        field.value = "csv"
+        await pilot.pause()
+        assert form.config.loggers == ("csv",)
+        await pilot.press("1", "ctrl+s")
+        await app.workers.wait_for_complete()
+    trainer = app.session.trainer
+    assert trainer.state == "finished"
+    rows = (trainer.run_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,lr,loss") and len(rows) == 1 + trainer.config.max_steps

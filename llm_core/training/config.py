@@ -15,6 +15,7 @@ from typing import Any, Literal
 from ..config import from_dict, parse_overrides, to_dict
 from ..errors import ConfigError
 from ..io import read_json_object
+from .loggers.registry import check_logger_names
 from .stages import STAGES, stage_names
 
 # The registered stage names (pretrain, sft, dpo): a Literal, so `--set stage=x` lists the choices.
@@ -82,6 +83,9 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_every: int = 500
     keep_last: int = 2
+    # Experiment trackers that also get metrics.jsonl's step and eval scalars (training/loggers): any of
+    # csv, tensorboard, wandb; () = metrics.jsonl only. `--set loggers=csv,tensorboard`.
+    loggers: tuple[str, ...] = ()
 
     # --- Execution --------------------------------------------------------------------------------
     seed: int = 1337
@@ -164,6 +168,12 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(name, "must be a positive integer")
+        if isinstance(self.loggers, str) or not isinstance(self.loggers, (list, tuple)):
+            fail("loggers", "must be a list of tracker names, e.g. ('csv', 'tensorboard')")
+        try:
+            self.loggers = check_logger_names(self.loggers)
+        except ConfigError as exc:
+            fail("loggers", str(exc))
         if self.sample_tokens < 0:
             fail("sample_tokens", "must be >= 0")
         if self.schedule not in ("cosine", "linear", "constant"):

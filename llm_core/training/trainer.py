@@ -6,10 +6,12 @@ the learning rate `lr_at(step) * lr_scale`. A non-finite loss or gradient never 
 
 The loop is driven from one thread (`run()` blocks) and controlled from others: `pause()`,
 `resume_training()`, `stop()`, `set_lr_scale()`, `set_tunable()` (the objective's live hyperparameters,
-e.g. DPO's beta) take effect at the next step boundary. Every step emits an event to subscribers and to
-`metrics.jsonl` (schema: `events.py`); the objective's `on_step` hook sees each step and eval
-event and may add alarms through the same public `emit`. The loop knows no stage: everything
-stage-specific is the objective's (`objectives.Objective`) or the registry's (`stages.STAGES`).
+e.g. DPO's beta) take effect at the next step boundary. Every step emits an event to subscribers, to
+`metrics.jsonl` (schema: `events.py`) and to the experiment trackers of `config.loggers` (`loggers/`:
+CSV, TensorBoard, W&B; fed only by `emit`, closed when the run ends or dies); the objective's `on_step`
+hook sees each step and eval event and may add alarms through the same public `emit`. The loop knows no
+stage: everything stage-specific is the objective's (`objectives.Objective`) or the registry's
+(`stages.STAGES`).
 
 Exact resume: a checkpoint holds the weights, AdamW state, the torch RNG state and the data position
 (epoch, index), and nothing else in the loop is random, so a resumed run replays the uninterrupted one.
@@ -46,6 +48,7 @@ from .events import Event
 from .objectives import Objective
 from .optim import build_optimizer, clip_gradients, layer_grad_norms
 from .lock import RunLock
+from .loggers import build_loggers
 from .runs import METRICS_FILE, MetricsWriter, claim_new_run_dir, prepare_run_dir, truncate_metrics
 from .schedule import lr_at
 from .setup import build_run_parts, load_for_resume, resume_target
@@ -84,6 +87,8 @@ class Trainer:
         """`force` skips the refusal of a run whose memory estimate exceeds the device's memory; `run_lock`
         is the already held lock of `run_dir` (Trainer.resume takes it before reading the folder)."""
         self.config = config
+        # The trackers first: a missing optional package is refused before anything is built or written.
+        self._loggers = build_loggers(config.loggers)
         self.ctx, self.device = setup_distributed(pick_device(config.device))
         # --- model, tokenizer (None only for a given model + data: no samples then), data ----------
         # A pretraining window is a full context, so an impossible one is refused before the corpus is read.
@@ -251,6 +256,7 @@ class Trainer:
         if self._metrics is None:
             self._metrics = MetricsWriter(self.run_dir / METRICS_FILE)
         self._metrics.write(event)
+        self._loggers(event)  # the experiment trackers (config.loggers): the same events, as scalars
         for fn in list(self._subscribers):
             fn(event)
         if event_type in ("step", "eval"):
@@ -454,6 +460,7 @@ class Trainer:
                     self._checkpoint_or_alarm()
             self._control.set_state("stopping")
             self._checkpoint_or_alarm()
+            self._loggers.close()  # before the end event: a tracker that fails to close fails the run
             reason = "stopped" if stopped else "finished"
             by = f" by {self._stop_cause}" if stopped and self._stop_cause else ""
             fields = {"signal": self._stop_cause} if stopped and self._stop_cause else {}
@@ -479,6 +486,10 @@ class Trainer:
                 raise
             return end
         finally:
+            try:
+                self._loggers.close(failed=True)  # a no-op after a clean close; else the run died or was interrupted
+            except Exception:
+                pass  # the run's own error (or interrupt) is the one to report
             if self._metrics is not None:
                 try:
                     self._metrics.close()

@@ -29,6 +29,7 @@ from llm_core.errors import WorkbenchError
 from llm_core.training import TrainConfig, Trainer, list_runs, stage_config
 from llm_core.training.distributed import shutdown
 from llm_core.training.estimate import format_bytes
+from llm_core.training.loggers import LOGGERS
 
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -70,6 +71,9 @@ def _print_estimates(console: Console, trainer: Trainer, estimate: dict[str, Any
         + ", ".join(f"{k} {format_bytes(v)}" for k, v in mem.items() if k != "total")
         + f" = [bold]{format_bytes(mem['total'])}[/]"
     )
+    if cfg.loggers:
+        console.print("trackers: " + ", ".join(f"{n} -> {LOGGERS[n].writes}" for n in cfg.loggers)
+                      + f" (in {trainer.run_dir})", markup=False, highlight=False)
     if "seconds_per_step" in estimate:
         minutes = estimate["remaining_seconds"] / 60
         console.print(

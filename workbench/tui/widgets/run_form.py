@@ -1,7 +1,8 @@
 """`RunForm`: the run panel. Stage, data, starting checkpoint, model preset, the technique switches
-(LoRA / DoRA / MoE, DPO beta) and the optimisation knobs, each validated inline through `TrainConfig`
-(its `__post_init__` is the one source of truth: the form shows its message next to the field), with the
-planned learning-rate schedule redrawn as the fields change.
+(LoRA / DoRA / MoE, DPO beta), the optimisation knobs and the experiment trackers, each validated inline
+through `TrainConfig` (its `__post_init__` is the one source of truth: the form shows its message next to
+the field; a tracker whose package is missing too), with the planned learning-rate schedule redrawn as
+the fields change.
 
 It owns its keys: ctrl+s asks the app to start the run (a modifier, so it never fires while typing a
 value), Esc leaves a field so the panel keys (1-4) apply again.
@@ -19,6 +20,7 @@ from textual.widgets import Input, Label, Select, Static, Switch
 from llm_core.errors import WorkbenchError
 from llm_core.model import PRESETS
 from llm_core.training import TrainConfig, planned_schedule, stage_recipe
+from llm_core.training.loggers import LOGGERS, require_packages
 from llm_core.training.stages import STAGES
 from workbench.plotting import PlotSpec, Series, MAIN_COLOR
 
@@ -49,10 +51,16 @@ RL_FIELDS: list[tuple[str, str, str]] = [
     ("mu", "passes mu", "int"),
     ("rl_prompt", "prompts", "str"),
 ]
+# Experiment trackers (llm_core.training.loggers): comma-separated names, empty = metrics.jsonl only.
+TRACKING_FIELDS: list[tuple[str, str, str]] = [
+    ("loggers", "trackers", "list"),
+]
 
 
 def _parse(kind: str, text: str) -> Any:
     text = text.strip()
+    if kind == "list":
+        return [part.strip() for part in text.split(",") if part.strip()]
     if kind.endswith("?") and text.lower() in ("", "none", "off", "auto"):
         return None
     if kind.startswith("int"):
@@ -63,6 +71,8 @@ def _parse(kind: str, text: str) -> Any:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -123,7 +133,11 @@ class RunForm(Vertical):
             yield Static("Optimisation", classes="section")
             for name, label, _ in NUMBER_FIELDS:
                 yield from self._text_row(name, label, self._field_text(b, name), self._placeholder(b, name))
-            yield Static("", id="form-error", classes="error")
+            yield Static("Tracking", classes="section")
+            for name, label, _ in TRACKING_FIELDS:
+                yield from self._text_row(name, label, _show(getattr(b, name)),
+                                          f"{', '.join(LOGGERS)} (empty: metrics.jsonl only)")
+            yield Static("", id="form-error", classes="error", markup=False)  # messages quote values: "[x]"
         yield MetricPlot(id="lr-preview")
 
     @staticmethod
@@ -140,7 +154,7 @@ class RunForm(Vertical):
         with Horizontal(classes="row"):
             yield Label(label, classes="label")
             yield Input(value, placeholder=placeholder, id=f"f-{name}")
-            yield Static("", id=f"e-{name}", classes="field-error")
+            yield Static("", id=f"e-{name}", classes="field-error", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#rl-fields").display = self.base.stage == "rl"
@@ -158,7 +172,7 @@ class RunForm(Vertical):
         lora, dora = self.query_one("#f-lora", Switch).value, self.query_one("#f-dora", Switch).value
         values["adapter"] = "dora" if dora else "lora" if lora else "none"
         moe = self.query_one("#f-moe", Switch).value
-        for name, _, kind in TECHNIQUE_FIELDS + RL_FIELDS + NUMBER_FIELDS:
+        for name, _, kind in TECHNIQUE_FIELDS + RL_FIELDS + NUMBER_FIELDS + TRACKING_FIELDS:
             text = self.query_one(f"#f-{name}", Input).value
             try:
                 values[name] = _parse(kind, text)
@@ -175,7 +189,9 @@ class RunForm(Vertical):
         if not errors:
             try:
                 config = self.base.with_overrides(**values)
+                require_packages(config.loggers)  # a missing tensorboard / wandb shows here, not at ctrl+s
             except WorkbenchError as exc:
+                config = None
                 message = str(exc)
                 field = getattr(exc, "field", None)
                 if field and self.query(f"#e-{field}"):
