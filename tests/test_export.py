@@ -20,7 +20,7 @@ def _train(tmp_path, **overrides):
 def test_export_hf_round_trips_logits_with_adapters_merged(tmp_path):
     run = _train(tmp_path, adapter="lora", lora_rank=2, name="lora")
     out = tmp_path / "hf"
-    result = CliRunner().invoke(app, ["export", str(run), "--hf", str(out)])
+    result = CliRunner().invoke(app, ["export", "-c", str(run), "--hf", str(out)])
     assert result.exit_code == 0, result.output
     original = load_checkpoint(run).model
     exported = GPT.from_hf(out).eval()
@@ -31,7 +31,7 @@ def test_export_hf_round_trips_logits_with_adapters_merged(tmp_path):
 def test_export_adapters_reload_on_their_base_and_only_there(tmp_path):
     run = _train(tmp_path, adapter="dora", lora_rank=2, name="dora")
     out = tmp_path / "adapters"
-    result = CliRunner().invoke(app, ["export", str(run), "--adapters", str(out)])
+    result = CliRunner().invoke(app, ["export", "-c", str(run), "--adapters", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "adapter.safetensors").is_file() and (out / "adapter.json").is_file()
     trained = load_checkpoint(run).model
@@ -47,9 +47,9 @@ def test_export_adapters_reload_on_their_base_and_only_there(tmp_path):
 def test_export_refuses_bad_requests(tmp_path):
     run = _train(tmp_path, name="plain")
     runner = CliRunner()
-    both = runner.invoke(app, ["export", str(run)])
+    both = runner.invoke(app, ["export", "-c", str(run)])
     assert both.exit_code != 0 and "exactly one of --hf DIR or --adapters DIR" in str(both.exception or both.output)
-    none = runner.invoke(app, ["export", str(run), "--adapters", str(tmp_path / "a")])
+    none = runner.invoke(app, ["export", "-c", str(run), "--adapters", str(tmp_path / "a")])
     assert "has no adapters to export" in str(none.exception or none.output)
-    missing = runner.invoke(app, ["export", str(tmp_path / "nope"), "--hf", str(tmp_path / "h")])
+    missing = runner.invoke(app, ["export", "-c", str(tmp_path / "nope"), "--hf", str(tmp_path / "h")])
     assert "no such run folder or checkpoint" in str(missing.exception or missing.output)
