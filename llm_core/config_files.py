@@ -60,9 +60,9 @@ def _load_yaml(path: Path, text: str, error: type[WorkbenchError]) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         what = " ".join(str(exc.problem or exc.context or "invalid").split())
-        raise error(f"{path}: not valid YAML ({what}{where})") from None
+        raise error(f"{path}: not valid YAML{where}: {what}") from None
     except yaml.YAMLError as exc:  # no position (e.g. a reader error on a control character)
-        raise error(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        raise error(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 # YAML 1.2's float forms that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot ("3e-4", "1E5").
