@@ -129,7 +129,8 @@ def test_export_takes_checkpoint_and_its_old_positional_form(tmp_path) -> None:
 
 @pytest.mark.parametrize("adapter, lora, dora, expected", [
     ("none", False, False, "none"), ("lora", False, False, "lora"), ("none", True, False, "lora"),
-    ("none", False, True, "dora"), ("dora", False, True, "dora"), ("lora", False, True, None), ("none", True, True, None),
+    ("none", False, True, "dora"), ("dora", False, True, "dora"),
+    ("lora", False, True, None), ("none", True, True, None),  # two different kinds
 ])
 def test_adapter_choice_and_the_old_lora_dora_flags(adapter, lora, dora, expected) -> None:
     if expected is None:
@@ -186,8 +187,10 @@ def test_yaml_and_json_configs_load_the_same(tmp_path) -> None:
 @pytest.mark.parametrize("text, needle", [
     ("max_steps: 7\nbatch_size: 4\n\tpeak_lr: 1\n", "not valid YAML at line 3 column 1"),
     ("max_steps: 7\npeak_lr: [0.1, 0.2\nseed: 3\n", "not valid YAML at line 3"),
-    ("max_steps: 7\nbatch_size: 4\nmax_steps: 8\n", "at line 3 column 1: key 'max_steps' given twice (first at line 1)"),
-    ("seed: !!python/object/apply:os.system ['echo unsafe']\n", "at line 1 column 7: could not determine a constructor"),
+    ("max_steps: 7\nbatch_size: 4\nmax_steps: 8\n",
+     "at line 3 column 1: key 'max_steps' given twice (first at line 1)"),
+    ("seed: !!python/object/apply:os.system ['echo unsafe']\n",  # refused, never run
+     "at line 1 column 7: could not determine a constructor"),
     ("- max_steps\n- 7\n", "expected a mapping of TrainConfig keys, got list"),
     ("", "got an empty file"),
     ("max_stepz: 7\n", "unknown key 'max_stepz'"),

@@ -2,11 +2,11 @@
 
 - A checkpoint is `--checkpoint/-c` (chat, eval, export, dpo, rl, reward-model, distill). Older spellings
   (`--from`, `--teacher`) keep working as hidden aliases: `renamed(...)` goes into a command's
-  `context_settings` and maps the old option name to the new one while click parses, so `--help`,
+  `context_settings` and maps the old option name to the new one while typer parses, so `--help`,
   completion and error messages only know the new name.
-- Choices are `Literal`s that typer turns into `click.Choice` (listed in `--help`, completed by the shell,
-  refused with the valid values): taken from where the values are defined (`TrainConfig`'s field types,
-  whose stage type is built from the stage registry), never written out again here.
+- Choices are `Literal`s, which typer lists in `--help`, completes in the shell and checks (a wrong value
+  is a usage error naming the valid ones): taken from where the values are defined (`TrainConfig`'s field
+  types, whose stage type is built from the stage registry), never written out again here.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def renamed(old_to_new: dict[str, str]) -> dict[str, Any]:
     """`context_settings` for a command whose options were renamed: renamed({"from": "checkpoint"}) makes
     `--from X` (and `--from=X`) parse as `--checkpoint X`."""
 
-    def normalize(token: str) -> str:  # click passes option names without their dashes (and choice values)
+    def normalize(token: str) -> str:  # the parser passes option names without their dashes (and choice values)
         return old_to_new.get(token, token)
 
     return {"token_normalize_func": normalize}
