@@ -2,7 +2,8 @@
 
 Every config in llm_core is a dataclass validated in `__post_init__`. These helpers add what the CLI and
 run folders need: unknown keys are errors, values given as strings (`--set lr=3e-4`) are parsed to the
-field's type, and a config serialises to plain JSON.
+field's type, a config serialises to plain JSON, and each field can carry a one-line help in its metadata
+(`setting(default, help)`) that `describe_fields` lists with the field's type and default.
 """
 from __future__ import annotations
 
@@ -17,6 +18,52 @@ from .errors import ConfigError
 from .io import read_json_object
 
 T = TypeVar("T")
+HELP = "help"  # the dataclass field metadata key holding a field's one-line help
+
+
+def setting(default: Any, help: str) -> Any:
+    """A dataclass field with default `default` (immutable) and its one-line `help` in the metadata."""
+    return dataclasses.field(default=default, metadata={HELP: help})
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    """One config key as the CLI lists it: name, type (as `--set` reads it), default, help."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+def type_name(tp: Any) -> str:
+    """A field type as a user writes its values: 'int', 'float or none', 'cosine|linear|constant'."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "|".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        names = [type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names + (["none"] if type(None) in args else []))
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (str,)
+        return f"comma-separated {type_name(inner)}s"
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe_fields(cls: type) -> list[FieldInfo]:
+    """Every field of dataclass `cls` in declaration order, with the help from its metadata ("" if none)."""
+    types_ = _field_types(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:  # a required field
+            default = None
+        out.append(FieldInfo(f.name, type_name(types_[f.name]), default, f.metadata.get(HELP, "")))
+    return out
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from llm_core.distill.recipe import distill_config
 from llm_core.training import Trainer, read_metrics
+from cli_helpers import plain
 from training_helpers import tiny_config
 from workbench.cli import app
 
@@ -18,7 +19,7 @@ def test_distill_cli_trains_a_preset_student_with_the_teachers_tokenizer(tmp_pat
     sets = dict(data=tmp_path / "corpus.txt", d_model=16, n_layers=1, n_heads=2, context_length=16, max_steps=4,
                 batch_size=4, warmup_steps=1, eval_every=2, eval_batches=1, sample_tokens=2, bf16="false",
                 device="cpu", name="student", num_threads=1, kd_alpha=0.9)
-    args = ["distill", "--teacher", str(teacher.run_dir), "--student", "tiny-student", "--mode", "logits",
+    args = ["distill", "-c", str(teacher.run_dir), "--student", "tiny-student", "--mode", "logits",
             "--out", str(tmp_path / "runs"), "--estimate-steps", "0"]
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]
@@ -37,9 +38,9 @@ def test_distill_cli_trains_a_preset_student_with_the_teachers_tokenizer(tmp_pat
 def test_bad_student_and_mode_are_one_line_errors(tmp_path) -> None:
     teacher = Trainer(tiny_config(tmp_path, name="teacher", max_steps=1, warmup_steps=0))
     teacher.run()
-    result = runner.invoke(app, ["distill", "--teacher", str(teacher.run_dir), "--student", "nope"])
+    result = runner.invoke(app, ["distill", "-c", str(teacher.run_dir), "--student", "nope"])
     assert result.exit_code != 0 and "neither a model preset" in str(result.exception)
-    result = runner.invoke(app, ["distill", "--teacher", str(teacher.run_dir), "--mode", "soft"])
-    assert result.exit_code != 0 and "must be logits or traces" in str(result.exception)
+    result = runner.invoke(app, ["distill", "-c", str(teacher.run_dir), "--mode", "soft"])
+    assert result.exit_code == 2 and "'soft' is not one of 'logits', 'traces'" in plain(result.output)
     config = distill_config(str(teacher.run_dir), str(teacher.run_dir), max_steps=3)  # a checkpoint student
     assert config.init_from == str(teacher.run_dir) and config.model == "tiny-student" and config.tokenizer == "auto"

@@ -78,7 +78,7 @@ def test_workbench_dpo_cli_with_lora(tmp_path) -> None:
                                   "rejected": str(i + 2)} for i in range(8)]))
     sets = dict(max_steps=3, batch_size=2, eval_every=3, eval_batches=1, sample_tokens=0, device="cpu",
                 bf16="false", name="dpo", num_threads=1, val_fraction=0.25)
-    args = ["dpo", "--from", base, "--data", str(prefs), "--beta", "0.2", "--lora", "--out", str(tmp_path / "runs"),
+    args = ["dpo", "-c", base, "--data", str(prefs), "--beta", "0.2", "--adapter", "lora", "--out", str(tmp_path / "runs"),
             "--estimate-steps", "0"] + [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -91,15 +91,15 @@ def test_workbench_dpo_cli_with_lora(tmp_path) -> None:
     steps = [e for e in read_metrics(run_dir) if e["type"] == "step"]
     assert len(steps) == 3 and DPO_KEYS <= set(steps[-1])
 
-    missing = CliRunner().invoke(app, ["dpo", "--from", base, "--data", str(tmp_path / "nope.json")])
+    missing = CliRunner().invoke(app, ["dpo", "-c", base, "--data", str(tmp_path / "nope.json")])
     assert isinstance(missing.exception, WorkbenchError) and "nope.json" in str(missing.exception)
 
 
-@pytest.mark.parametrize("extra, needle", [(["--lora", "--dora"], "exclude"),
-                                           ([], "neither a run folder"),  # --from is not a checkpoint
+@pytest.mark.parametrize("extra, needle", [(["--adapter", "lora", "--dora"], "exclude"),
+                                           ([], "neither a run folder"),  # -c is not a checkpoint
                                            (["--set", "stage=sft"], "stage")])
 def test_workbench_dpo_bad_input_is_one_line_error(tmp_path, extra: list[str], needle: str) -> None:
-    result = CliRunner().invoke(app, ["dpo", "--from", str(tmp_path), "--out", str(tmp_path)] + extra)
+    result = CliRunner().invoke(app, ["dpo", "-c", str(tmp_path), "--out", str(tmp_path)] + extra)
     assert isinstance(result.exception, WorkbenchError), result.output
     assert needle in str(result.exception) and "\n" not in str(result.exception)
 

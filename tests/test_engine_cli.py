@@ -42,7 +42,6 @@ def test_chat_modes_through_stdin(fake_checkpoint):
     (["--temperature", "-1"], "temperature"),
     (["--top-p", "1.5"], "top_p"),
     (["--mode", "vote", "--n", "0"], "--n"),
-    (["--mode", "beams"], "--mode"),
     (["--mode", "beam", "--width", "0"], "width"),
 ])
 def test_chat_bad_options_are_one_line_errors(fake_checkpoint, args, match):

@@ -24,7 +24,7 @@ def _train(tmp_path, **overrides):
 def test_export_hf_round_trips_logits_with_adapters_merged(tmp_path):
     run = _train(tmp_path, adapter="lora", lora_rank=2, name="lora")
     out = tmp_path / "hf"
-    result = CliRunner().invoke(app, ["export", str(run), "--hf", str(out)])
+    result = CliRunner().invoke(app, ["export", "-c", str(run), "--hf", str(out)])
     assert result.exit_code == 0, result.output
     original = load_checkpoint(run).model
     exported = GPT.from_hf(out).eval()
@@ -40,7 +40,7 @@ def test_export_base_and_adapters_for_peft_then_chat_and_train_from_them(tmp_pat
     base_run = _train(tmp_path, name="base")
     run = _train(tmp_path, adapter="dora", lora_rank=2, lora_alpha=4.0, init_from=str(base_run), name="dora")
     hf, out = tmp_path / "hf", tmp_path / "adapters"
-    result = CliRunner().invoke(app, ["export", str(run), "--hf", str(hf), "--adapters", str(out)])
+    result = CliRunner().invoke(app, ["export", "-c", str(run), "--hf", str(hf), "--adapters", str(out)])
     assert result.exit_code == 0, result.output
     assert "adapters in the PEFT format" in result.output and "the base weights" in result.output
     config = json.loads((out / "adapter_config.json").read_text())
@@ -89,9 +89,9 @@ def test_export_base_and_adapters_for_peft_then_chat_and_train_from_them(tmp_pat
 def test_export_refuses_bad_requests(tmp_path):
     run = _train(tmp_path, name="plain")
     runner = CliRunner()
-    both = runner.invoke(app, ["export", str(run)])
+    both = runner.invoke(app, ["export", "-c", str(run)])
     assert both.exit_code != 0 and "give --hf DIR, --adapters DIR or both" in str(both.exception or both.output)
-    none = runner.invoke(app, ["export", str(run), "--adapters", str(tmp_path / "a")])
+    none = runner.invoke(app, ["export", "-c", str(run), "--adapters", str(tmp_path / "a")])
     assert "has no adapters to export" in str(none.exception or none.output)
-    missing = runner.invoke(app, ["export", str(tmp_path / "nope"), "--hf", str(tmp_path / "h")])
+    missing = runner.invoke(app, ["export", "-c", str(tmp_path / "nope"), "--hf", str(tmp_path / "h")])
     assert "no such run folder or checkpoint" in str(missing.exception or missing.output)

@@ -93,8 +93,8 @@ def test_plot_and_report_commands_on_a_real_run(tmp_path) -> None:
     assert f"| max_steps | {params['max_steps']} |" in text
 
 
-@pytest.mark.parametrize("args, needle", [(["nope"], "no such run folder"), (["RUN", "-m", "speed"], "--metric"),
-                                          (["RUN", "--smooth", "1.5"], "--smooth"), (["BROKEN"], "broken run")])
+@pytest.mark.parametrize("args, needle", [(["nope"], "no such run folder"), (["RUN", "--smooth", "1.5"], "--smooth"),
+                                          (["BROKEN"], "broken run")])
 def test_plot_bad_input_is_one_line_error(tmp_path, args, needle) -> None:
     run = trained_run(tmp_path, "base")
     broken = tmp_path / "broken"

@@ -99,7 +99,7 @@ def test_workbench_rl_trains_from_a_checkpoint_and_plot_shows_the_reward(tmp_pat
                                val_fraction=0.3))
     base.run()
     runner = CliRunner()
-    args = ["rl", "--from", str(base.run_dir), "--data", str(prompt_file(tmp_path)), "--out", str(tmp_path / "runs"),
+    args = ["rl", "--checkpoint", str(base.run_dir), "--data", str(prompt_file(tmp_path)), "--out", str(tmp_path / "runs"),
             "--estimate-steps", "0"]
     for pair in ("name=cli", "max_steps=2", "batch_size=2", "group_size=2", "rl_max_new_tokens=4",
                  "rl_eval_problems=1", "eval_every=1", "sample_tokens=0"):

@@ -194,7 +194,7 @@ def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monke
     assert not list((trainer.run_dir / "checkpoints").glob(".tmp-*"))  # the space is given back
     from workbench import cli
 
-    monkeypatch.setattr(cli, "app", lambda: (_ for _ in ()).throw(trainer.failure))
+    monkeypatch.setattr(cli, "app", lambda **_: (_ for _ in ()).throw(trainer.failure))
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 1

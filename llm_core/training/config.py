@@ -3,7 +3,8 @@
 One dataclass serves every stage of `stages.STAGES` (pretraining, instruction finetuning, DPO). Its
 defaults ARE the recipe of the embedded default experiment (`data=arith`): the block marked "Default experiment recipe" is the one place
 to change it. A run folder's `config.json` holds `to_dict(TrainConfig)` plus the resolved model shape
-under `model_config`, so `TrainConfig.from_file(runs/<name>/config.json)` reproduces the run.
+under `model_config`, so `TrainConfig.from_file(runs/<name>/config.json)` reproduces the run (`from_file`
+reads YAML too). Every field carries a one-line help in its metadata (`llm_core.config.setting`).
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import from_dict, parse_overrides, to_dict
+from ..config import from_dict, parse_overrides, setting, to_dict
 from ..errors import ConfigError
-from ..io import read_json_object
+from ..config_files import read_config_file
 from .loggers.registry import check_logger_names
 from .stages import STAGES, stage_names
 
@@ -27,26 +28,33 @@ MODEL_CONFIG_KEY = "model_config"
 
 @dataclass
 class TrainConfig:
+    """Every knob of a training run. Each field's one-line help is in its metadata (`setting`):
+    `workbench config` lists them all with their types and defaults."""
+
     # --- What to train on -------------------------------------------------------------------------
-    stage: Stage = "pretrain"
-    data: str = "arith"  # a path (txt/json/jsonl, or a comma-separated list of txt files) or "arith"
-    val_data: str | None = None  # a separate validation file; else `val_fraction` of `data` is held out
-    val_fraction: float = 0.05
-    tokenizer: str = "auto"  # "auto" = the data's own tokenizer (arith) / the init checkpoint's, else "gpt2"
-    stride: int = 0  # pretraining window stride; 0 = context_length (non-overlapping windows)
-    separator: str | None = None  # pretraining: split text files into documents on this string (arith: auto)
+    stage: Stage = setting("pretrain", "the training stage: its objective, dataset kind and recipe")
+    data: str = setting("arith", "training data: a .txt/.json/.jsonl path, comma-separated .txt files, or arith "
+                                 "(the default experiment's file for the stage)")
+    val_data: str | None = setting(None, "a separate validation file; none = hold out val_fraction of data")
+    val_fraction: float = setting(0.05, "share of data held out for validation when val_data is none")
+    tokenizer: str = setting("auto", "gpt2, a tokenizer folder, or auto (the data's own for arith, the "
+                                     "init checkpoint's, else gpt2)")
+    stride: int = setting(0, "pretraining window stride in tokens; 0 = context_length (no overlap)")
+    separator: str | None = setting(None, "pretraining: split text files into documents on this string "
+                                          "(arith: <|endoftext|>); none = whole files")
 
     # --- Model ------------------------------------------------------------------------------------
-    model: str = "tiny"  # a GPTConfig preset name
-    d_model: int = 0  # 0 = the preset's value
-    n_layers: int = 0
-    n_heads: int = 0
-    context_length: int = 0
-    dropout: float = 0.0
-    init_from: str | None = None  # a checkpoint (run dir or step dir) to start from, e.g. SFT after pretrain
-    # A PEFT LoRA/DoRA adapter folder to continue training (its base is init_from; the folder's r, alpha and
-    # targets replace lora_rank, lora_alpha and adapter_targets, `adapter` must name its kind).
-    init_adapters: str | None = None
+    model: str = setting("tiny", "a GPTConfig preset name (tiny, tiny-student, gpt2-mini, gpt2-small, ...)")
+    d_model: int = setting(0, "model width; 0 = the preset's")
+    n_layers: int = setting(0, "transformer blocks; 0 = the preset's")
+    n_heads: int = setting(0, "attention heads; 0 = the preset's")
+    context_length: int = setting(0, "context length in tokens; 0 = the preset's")
+    dropout: float = setting(0.0, "dropout probability in [0, 1)")
+    init_from: str | None = setting(None, "a checkpoint (run folder or step folder) to start from, e.g. SFT "
+                                          "after pretraining; none = fresh weights")
+    init_adapters: str | None = setting(None, "a PEFT LoRA/DoRA adapter folder to continue training (its base is "
+                                              "init_from; its r, alpha and targets replace lora_rank, lora_alpha "
+                                              "and adapter_targets; adapter must name its kind)")
 
     # --- Default experiment recipe (tuned for `workbench train` on 2 CPU cores; change it HERE) ----
     # Measured on 2 shared cores (tiny preset, arith BPE vocab 512, the 1-3 operation data with paraphrase
@@ -54,93 +62,107 @@ class TrainConfig:
     # 78.5% on the paraphrase set; 1500 steps gave 89% / 54% (data without openers; README, "Default
     # experiment"). 1800 steps are 7.4M tokens: about 7 min at the 17,400 tokens/s of an otherwise idle
     # machine (10.4 min measured while other jobs shared the cores).
-    max_steps: int = 1800
-    batch_size: int = 16
-    grad_accum: int = 1
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    initial_lr: float = 0.0
-    peak_lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int | None = None  # None or -1: use warmup_fraction * max_steps
-    warmup_fraction: float = 0.034  # 61 of 1800 steps; a fraction so that a shorter --set max_steps still works
-    weight_decay: float = 0.1
-    decay_embeddings: bool = False
-    beta1: float = 0.9
-    beta2: float = 0.95
-    max_norm: float | None = 1.0  # global-norm gradient clipping; None = off
-    clip_during_warmup: bool = True
+    max_steps: int = setting(1800, "optimizer steps of the run")
+    batch_size: int = setting(16, "sequences (DPO: pairs, RL: prompts) per micro-batch")
+    grad_accum: int = setting(1, "micro-batches accumulated per optimizer step")
+    schedule: Literal["cosine", "linear", "constant"] = setting("cosine", "learning-rate decay after warmup")
+    initial_lr: float = setting(0.0, "learning rate at step 0 (warmup starts here)")
+    peak_lr: float = setting(3e-3, "learning rate at the end of warmup")
+    min_lr: float = setting(3e-4, "learning rate at the last step (cosine / linear end point)")
+    # A fraction by default, so that a shorter --set max_steps still warms up (61 of the 1800 steps).
+    warmup_steps: int | None = setting(None, "warmup length in steps; none or -1 = warmup_fraction * max_steps")
+    warmup_fraction: float = setting(0.034, "warmup length as a share of max_steps (when warmup_steps is none)")
+    weight_decay: float = setting(0.1, "AdamW weight decay (matrices only)")
+    decay_embeddings: bool = setting(False, "apply weight decay to the embeddings too")
+    beta1: float = setting(0.9, "AdamW beta1")
+    beta2: float = setting(0.95, "AdamW beta2")
+    max_norm: float | None = setting(1.0, "global gradient-norm clipping threshold; none = no clipping")
+    clip_during_warmup: bool = setting(True, "clip gradients during warmup too")
     # ------------------------------------------------------------------------------------------------
 
     # --- Safety -----------------------------------------------------------------------------------
-    nonfinite: Literal["stop", "skip"] = "stop"
-    max_nonfinite_in_a_row: int = 5
+    nonfinite: Literal["stop", "skip"] = setting("stop", "on a NaN/inf loss: stop the run, or skip the step")
+    max_nonfinite_in_a_row: int = setting(5, "with nonfinite=skip: stop after this many bad steps in a row")
 
     # --- Monitoring and checkpoints ---------------------------------------------------------------
-    eval_every: int = 200
-    eval_batches: int = 8
-    sample_prompt: str | None = None  # None = a stage-appropriate prompt from the validation data
-    sample_tokens: int = 32
-    log_every: int = 1
-    checkpoint_every: int = 500
-    keep_last: int = 2
-    # Experiment trackers that also get metrics.jsonl's step and eval scalars (training/loggers): any of
-    # csv, tensorboard, wandb; () = metrics.jsonl only. `--set loggers=csv,tensorboard`.
-    loggers: tuple[str, ...] = ()
+    eval_every: int = setting(200, "steps between evaluations (validation loss, sample, stage metrics)")
+    eval_batches: int = setting(8, "validation batches per evaluation")
+    sample_prompt: str | None = setting(None, "prompt of the sample at each eval; none = one from the "
+                                              "validation data, fit for the stage")
+    sample_tokens: int = setting(32, "tokens generated for the sample at each eval (0 = no sample)")
+    log_every: int = setting(1, "steps between step events in metrics.jsonl")
+    checkpoint_every: int = setting(500, "steps between checkpoints (the last step always writes one)")
+    keep_last: int = setting(2, "checkpoints kept besides the best one")
+    loggers: tuple[str, ...] = setting((), "experiment trackers that also get the step and eval scalars: any of "
+                                           "csv, tensorboard, wandb; none = metrics.jsonl only")
 
     # --- Execution --------------------------------------------------------------------------------
-    seed: int = 1337
-    device: str = "auto"
-    bf16: bool = True
-    num_threads: int | None = None
+    seed: int = setting(1337, "random seed (weights, data order, sampling)")
+    device: str = setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    bf16: bool = setting(True, "bf16 autocast where the hardware computes bf16")
+    num_threads: int | None = setting(None, "torch CPU threads; none = torch's default")
 
     # --- Parameter-efficient finetuning and Mixture-of-Experts ------------------------------------
-    adapter: Literal["none", "lora", "dora"] = "none"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    adapter_targets: str = "attn,mlp"  # groups (attn, mlp, head) or glob patterns on module names
-    moe_experts: int = 0
-    moe_top_k: int = 2
-    moe_aux_weight: float = 0.01
-    moe_z_weight: float = 0.0
+    adapter: Literal["none", "lora", "dora"] = setting("none", "train LoRA or DoRA adapters instead of all "
+                                                               "weights")
+    lora_rank: int = setting(8, "adapter rank r")
+    lora_alpha: float = setting(16.0, "adapter scale numerator (the update is scaled by alpha / rank)")
+    adapter_targets: str = setting("attn,mlp", "where adapters go: groups (attn, mlp, head) or glob patterns "
+                                               "on module names, comma-separated")
+    moe_experts: int = setting(0, "Mixture-of-Experts: experts per MoE layer; 0 = dense MLPs")
+    moe_top_k: int = setting(2, "experts each token is routed to")
+    moe_aux_weight: float = setting(0.01, "weight of the Switch load-balancing loss")
+    moe_z_weight: float = setting(0.0, "weight of the router z-loss")
 
     # --- DPO --------------------------------------------------------------------------------------
-    beta: float = 0.1  # the one default of DPO's beta (the DPO recipe keeps it)
-    dpo_reference: Literal["auto", "copy", "adapters"] = "auto"
-    dpo_loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
-    dpo_label_smoothing: float = 0.0  # conservative DPO (Mitchell, 2023): assumed share of flipped labels
-    dpo_average_logps: bool = False  # False = summed response log-probs (the paper's); True = per-token mean
-    dpo_cache_reference: bool = False  # compute each pair's reference log-probs once and reuse them
-    dpo_sft_weight: float = 0.0  # add this times the chosen responses' NLL (keeps chosen likelihood up)
-    drop_identical_pairs: bool = False  # skip preference pairs whose chosen == rejected instead of refusing
+    beta: float = setting(0.1, "DPO temperature; higher = stay closer to the reference")  # the DPO recipe keeps it
+    dpo_reference: Literal["auto", "copy", "adapters"] = setting(
+        "auto", "reference model: a frozen copy, or the network with adapters off; auto = adapters if any")
+    dpo_loss_type: Literal["sigmoid", "ipo"] = setting("sigmoid", "sigmoid (DPO) or ipo (Azar et al. 2023)")
+    dpo_label_smoothing: float = setting(0.0, "conservative DPO (Mitchell 2023): assumed share of flipped "
+                                              "labels, in [0, 0.5)")
+    dpo_average_logps: bool = setting(False, "per-token mean response log-probs instead of their sum (the "
+                                             "paper's)")
+    dpo_cache_reference: bool = setting(False, "compute each pair's reference log-probs once and reuse them")
+    dpo_sft_weight: float = setting(0.0, "add this times the chosen responses' NLL (keeps them likely)")
+    drop_identical_pairs: bool = setting(False, "skip preference pairs whose chosen == rejected instead of "
+                                                "refusing the file")
 
     # --- RL (GRPO; llm_core.rl) ---------------------------------------------------------------------
-    group_size: int = 8  # G completions sampled per prompt (the batch is batch_size prompts)
-    reward: str = "accuracy,format"  # terms name[:weight], comma-separated: accuracy, format, model:PATH
-    kl_beta: float = 0.0  # weight of the k3 KL to the starting model; 0 = no reference forward at all
-    clip_eps: float = 0.2  # PPO clip range of the ratio pi / pi_old
-    mu: int = 1  # optimizer steps per sampled batch (1: REINFORCE with the group baseline)
-    advantage: Literal["std", "none", "rloo"] = "std"  # GRPO / Dr. GRPO / RLOO
-    rl_aggregation: Literal["sequence", "token"] = "token"  # per-sequence mean (GRPO) or per token (DAPO)
-    rl_prompt: Literal["as_is", "neutral", "cot"] = "neutral"  # the prompt: the bare problem, or + CoT cue
-    rl_temperature: float = 1.0
-    rl_top_p: float = 1.0
-    rl_max_new_tokens: int = 192  # the default experiment's worked solutions are up to ~170 tokens
-    rl_eval_problems: int = 32  # held-out prompts each eval answers greedily (neutral and CoT)
+    group_size: int = setting(8, "G: completions sampled per prompt (the batch is batch_size prompts)")
+    reward: str = setting("accuracy,format", "reward terms name[:weight], comma-separated: accuracy, format, "
+                                             "model:PATH")
+    kl_beta: float = setting(0.0, "weight of the k3 KL to the starting model; 0 = no reference forward")
+    clip_eps: float = setting(0.2, "PPO clip range of the ratio pi / pi_old")
+    mu: int = setting(1, "optimizer steps per sampled batch (1 = REINFORCE with the group baseline)")
+    advantage: Literal["std", "none", "rloo"] = setting("std", "advantages: std (GRPO), none (Dr. GRPO), rloo "
+                                                               "(leave-one-out)")
+    rl_aggregation: Literal["sequence", "token"] = setting("token", "loss averaged per sequence (GRPO) or per "
+                                                                    "token (DAPO)")
+    rl_prompt: Literal["as_is", "neutral", "cot"] = setting("neutral", "prompts: as written, the bare problem "
+                                                                       "(neutral), or with the CoT cue")
+    rl_temperature: float = setting(1.0, "sampling temperature of the rollouts")
+    rl_top_p: float = setting(1.0, "nucleus sampling mass of the rollouts, in (0, 1]")
+    # The default experiment's worked solutions are up to ~170 tokens.
+    rl_max_new_tokens: int = setting(192, "token budget per rollout")
+    rl_eval_problems: int = setting(32, "held-out prompts each eval answers greedily (neutral and CoT)")
 
     # --- Distillation (llm_core.distill) -------------------------------------------------------------
-    teacher: str | None = None  # the teacher checkpoint (run folder or step folder); stage distill needs it
-    distill_mode: Literal["logits", "traces"] = "logits"  # match its logits / SFT on its verified traces
-    kd_temperature: float = 2.0  # T: softens both distributions (Hinton et al. used 1..20)
-    kd_alpha: float = 0.5  # weight of the T^2 * KL term; 1 - alpha weights the labels' cross-entropy
-    kd_reverse: bool = False  # KL(student || teacher) instead (MiniLLM, Gu et al. 2024)
-    trace_samples: int = 4  # traces mode: worked solutions the teacher samples per training problem
-    trace_temperature: float = 0.8
-    trace_problems: int = 0  # traces mode: the first N problems of the instruction file; 0 = all
-    trace_max_new_tokens: int = 256  # the default experiment's worked solutions are up to ~170 tokens
+    teacher: str | None = setting(None, "the teacher checkpoint (run or step folder); stage distill needs it")
+    distill_mode: Literal["logits", "traces"] = setting("logits", "match the teacher's logits, or SFT on its "
+                                                                  "verified traces")
+    kd_temperature: float = setting(2.0, "T: softens both distributions (Hinton et al. used 1..20)")
+    kd_alpha: float = setting(0.5, "weight of the T^2 * KL term; 1 - alpha weights the labels' cross-entropy")
+    kd_reverse: bool = setting(False, "KL(student || teacher) instead (MiniLLM, Gu et al. 2024)")
+    trace_samples: int = setting(4, "traces mode: worked solutions the teacher samples per training problem")
+    trace_temperature: float = setting(0.8, "traces mode: the teacher's sampling temperature")
+    trace_problems: int = setting(0, "traces mode: the first N problems of the instruction file; 0 = all")
+    # The default experiment's worked solutions are up to ~170 tokens.
+    trace_max_new_tokens: int = setting(256, "traces mode: token budget per trace")
 
     # --- Run folder -------------------------------------------------------------------------------
-    name: str = ""  # "" = <stage>-<timestamp>
-    out: str = "runs"
+    name: str = setting("", "run folder name; empty = <stage>-<timestamp>")
+    out: str = setting("runs", "folder holding the run folders")
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> None:
@@ -280,8 +302,10 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
-        """A JSON config file (a run's config.json works too: its `model_config` is ignored)."""
-        return cls.from_dict(read_json_object(path, ConfigError), where=str(path))
+        """A JSON or YAML config file (`llm_core.config_files`; a run's config.json works too: its
+        `model_config` is ignored). Unknown keys and wrong types are one-line ConfigErrors naming the file."""
+        return cls.from_dict(read_config_file(path, ConfigError, expected="a mapping of TrainConfig keys"),
+                             where=str(path))
 
     def with_overrides(self, pairs: list[str] | None = None, **values: Any) -> "TrainConfig":
         """A validated copy with `key=value` strings (CLI --set) and/or keyword values applied."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO, Iterator, Literal, Optional
 
 import typer
 
@@ -25,7 +25,10 @@ from llm_core.engine.reasoning import VoteResult
 from llm_core.errors import DataError, GenerationError
 from llm_core.training import load_checkpoint
 
+from .options import checkpoint_option
+
 _load = load_checkpoint  # the tests replace it with a tiny in-memory checkpoint
+ChatMode = Literal[MODES]  # type: ignore[valid-type]  # the engine's modes, listed by --help
 
 
 def _input_lines(stream: IO[str]) -> Iterator[str]:
@@ -89,9 +92,10 @@ def _chat_line(chat: Conversation, line: str, options: ChatOptions) -> None:
 
 
 def chat(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
+    checkpoint: Path = checkpoint_option(),
     adapters: Optional[Path] = typer.Option(None, "--adapters", help="A PEFT LoRA/DoRA adapter folder to apply."),
-    mode: str = typer.Option("greedy", "--mode", help="greedy | sample | cot | vote | beam"),
+    mode: ChatMode = typer.Option("greedy", "--mode", help="greedy / sample stream the answer; cot shows the reasoning "
+                                  "and the answer; vote: majority of --n samples; beam: --width beams."),
     n: int = typer.Option(8, "--n", help="Samples for --mode vote."),
     width: int = typer.Option(4, "--width", help="Beams for --mode beam."),
     temperature: float = typer.Option(0.8, "--temperature", help="For sample and vote (0 = greedy)."),
@@ -101,8 +105,6 @@ def chat(
     seed: int = typer.Option(0, "--seed", help="Seed for sampling (sample i of a vote uses a seed derived from it)."),
 ) -> None:
     """Chat line by line: one prompt per stdin line (blank lines skipped); scriptable with a pipe."""
-    if mode not in MODES:
-        raise GenerationError(f"--mode: must be one of {', '.join(MODES)}, got {mode!r}")
     if n < 1:
         raise GenerationError(f"--n: must be >= 1, got {n}")
     if max_new_tokens < 1:

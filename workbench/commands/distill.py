@@ -1,6 +1,6 @@
 """`workbench distill`: a small student learns from a teacher, by its logits or by its verified traces.
 
-    workbench distill --teacher runs/pretrain [--student tiny-student | --student CKPT] [--mode logits|traces]
+    workbench distill -c runs/pretrain [--student tiny-student | --student CKPT] [--mode logits|traces]
                       [--out DIR] [--set key=value ...]
 
 logits: a Trainer run of stage "distill" (the teacher runs frozen in every step; same run folder, checkpoints,
@@ -9,6 +9,8 @@ metrics.jsonl and resume as `workbench train`; continue it with `workbench train
 traces: the teacher first writes `trace_samples` worked solutions per problem of the instruction file, the
 verified ones go to RUN/traces.json (stats in RUN/traces_stats.json), then the student is SFT'd on them.
 Settings start from the distill recipe (`llm_core.training.stages.DISTILL_RECIPE`), then `--set`.
+The teacher is `--checkpoint/-c`, the option every command names its checkpoint with (`--teacher` still
+works, unlisted).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from llm_core.errors import WorkbenchError
 from llm_core.io import read_json_object
 from llm_core.training import TrainConfig, Trainer
 
+from .options import DistillMode, checkpoint_option, renamed, set_option
 from .train import _print_estimates, run_to_end
 
 
@@ -33,7 +36,7 @@ def build_distill_config(teacher: str, student: str, mode: str, out: Optional[st
         raise WorkbenchError("stage: workbench distill runs stage 'distill'")
     for key in ("teacher", "distill_mode", "init_from"):
         if key in values:
-            raise WorkbenchError(f"{key}: set it with --teacher / --mode / --student, not --set")
+            raise WorkbenchError(f"{key}: set it with --checkpoint / --mode / --student, not --set")
     if out:
         values["out"] = out
     return distill_config(teacher, student, mode, **values)
@@ -52,20 +55,18 @@ def print_distill_metrics(console: Console, trainer: Trainer, lines: int = 20) -
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("distill")
+    @app.command("distill", context_settings=renamed({"teacher": "checkpoint"}))
     def distill(
-        teacher: str = typer.Option(..., "--teacher", help="Teacher checkpoint (run folder or step folder)."),
+        teacher: str = checkpoint_option("The teacher checkpoint (run folder or step folder)."),
         student: str = typer.Option("tiny-student", "--student", help="A model preset (fresh student, the "
                                                                        "teacher's tokenizer) or a checkpoint."),
-        mode: str = typer.Option("logits", "--mode", help="logits (match the teacher's distributions) or traces "
-                                                          "(SFT on its verified worked solutions)."),
+        mode: DistillMode = typer.Option("logits", "--mode", help="logits (match the teacher's distributions) or "
+                                                                  "traces (SFT on its verified worked solutions)."),
         out: Optional[str] = typer.Option(None, "--out", help="Folder holding the run folders (default runs)."),
-        sets: list[str] = typer.Option([], "--set", help="Override a config key: --set kd_alpha=0.9 (repeatable)."),
+        sets: list[str] = set_option("kd_alpha=0.9"),
         estimate_steps: int = typer.Option(1, "--estimate-steps", help="Steps timed for the time estimate (0 = skip)."),
     ) -> None:
         """Distil a teacher into a small student, by logits (Hinton et al.) or by verified traces (R1-style)."""
-        if mode not in ("logits", "traces"):
-            raise WorkbenchError(f"--mode: must be logits or traces, got {mode!r}")
         config = build_distill_config(teacher, student, mode, out, sets)
         console = Console()
         if mode == "traces":

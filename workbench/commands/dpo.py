@@ -1,10 +1,11 @@
 """`workbench dpo`: preference tuning with Direct Preference Optimization from a checkpoint.
 
-    workbench dpo --from runs/sft --data arith --beta 0.1 [--lora | --dora] [--out DIR] [--set key=value ...]
+    workbench dpo -c runs/sft --data arith --beta 0.1 [--adapter lora|dora] [--out DIR] [--set key=value ...]
 
 The run is a Trainer run with stage "dpo" (same run folder, checkpoints, metrics.jsonl and resume as
 `workbench train`; continue it with `workbench train --resume RUN`). Settings start from the DPO recipe
-(`llm_core.dpo.DPO_RECIPE`), then an optional `--config` JSON, then `--set`, then the explicit flags.
+(`llm_core.dpo.DPO_RECIPE`), then an optional `--config` file (JSON or YAML), then `--set`, then the explicit
+flags. (`--from` for `--checkpoint` and `--lora` / `--dora` for `--adapter` still work, unlisted.)
 Besides the training progress line, it prints the DPO metrics (reward margin / accuracy, policy
 log-probs) and the collapse alarms.
 """
@@ -19,15 +20,17 @@ from rich.console import Console
 from llm_core.config import parse_overrides
 from llm_core.dpo import dpo_config
 from llm_core.errors import ConfigError, WorkbenchError
-from llm_core.io import read_json_object
+from llm_core.config_files import read_config_file
 from llm_core.training import TrainConfig, Trainer
 
+from .options import (AdapterKind, adapter_option, checkpoint_option, config_option, hidden_flag, pick_adapter,
+                      renamed, set_option)
 from .train import _print_estimates, print_stage_metrics, run_to_end
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
-    """The keys a JSON config file sets (only those: the rest keep the DPO recipe's values)."""
-    data = read_json_object(path, ConfigError, expected="a JSON object of TrainConfig keys")
+def _read_config_keys(path: Path) -> dict[str, Any]:
+    """The keys a JSON or YAML config file sets (only those: the rest keep the DPO recipe's values)."""
+    data = read_config_file(path, ConfigError, expected="a mapping of TrainConfig keys")
     data.pop("model_config", None)  # a run's config.json also records the model shape
     return data
 
@@ -38,7 +41,7 @@ def build_dpo_config(
 ) -> TrainConfig:
     values: dict[str, Any] = {}
     if config_file is not None:
-        values.update(_read_json_object(config_file))
+        values.update(_read_config_keys(config_file))
     values.update(parse_overrides(TrainConfig, sets))
     explicit: dict[str, Any] = {"data": data}
     if beta is not None:
@@ -75,25 +78,23 @@ def print_dpo_metrics(console: Console, trainer: Trainer, lines: int = 20) -> No
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("dpo")
+    @app.command("dpo", context_settings=renamed({"from": "checkpoint"}))
     def dpo(
-        init_from: str = typer.Option(..., "--from", help="Checkpoint to start from (run folder or step folder)."),
+        init_from: str = checkpoint_option("Checkpoint to start from (run folder or step folder)."),
         data: str = typer.Option("arith", "--data", help="Preference JSON/JSONL (instruction, input, chosen, "
                                                           "rejected), or 'arith' for llm_core/experiment/data/arith/preferences.json."),
         beta: Optional[float] = typer.Option(None, "--beta", help="DPO temperature (default 0.1); higher = stay "
                                                                    "closer to the reference."),
-        lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters; the reference is the base (no copy)."),
-        dora: bool = typer.Option(False, "--dora", help="Train DoRA adapters; the reference is the base (no copy)."),
+        adapter: AdapterKind = adapter_option("the reference is then the base weights, no copy"),
+        lora: bool = hidden_flag("--lora"),
+        dora: bool = hidden_flag("--dora"),
         out: Optional[str] = typer.Option(None, "--out", help="Folder holding the run folders (default runs)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of TrainConfig keys."),
-        sets: list[str] = typer.Option([], "--set", help="Override a config key: --set max_steps=100 (repeatable)."),
+        config: Optional[Path] = config_option(),
+        sets: list[str] = set_option("max_steps=100"),
         estimate_steps: int = typer.Option(2, "--estimate-steps", help="Steps timed for the time estimate (0 = skip)."),
     ) -> None:
         """Preference-tune a checkpoint with DPO (reward margin and accuracy shown as it trains)."""
-        if lora and dora:
-            raise WorkbenchError("--lora and --dora exclude each other")
-        adapter = "lora" if lora else "dora" if dora else "none"
-        cfg = build_dpo_config(init_from, data, beta, adapter, out, config, sets)
+        cfg = build_dpo_config(init_from, data, beta, pick_adapter(adapter, lora, dora), out, config, sets)
         trainer = Trainer(cfg)
         console = Console(quiet=not trainer.ctx.is_main)
         obj = trainer.objective

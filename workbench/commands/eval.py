@@ -20,6 +20,8 @@ from llm_core.engine.reasoning import VoteResult, experiment_prompt
 from llm_core.errors import DataError, GenerationError
 from llm_core.training import load_checkpoint
 
+from .options import checkpoint_option
+
 EVAL_RESULTS = "evaluation.json"  # written into the evaluated checkpoint's step folder
 _load = load_checkpoint  # the tests replace it with a tiny in-memory checkpoint
 
@@ -46,7 +48,7 @@ def vote_credit(result: VoteResult, truth: int) -> float:
 
 
 def evaluate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Run folder or checkpoint step folder."),
+    checkpoint: Path = checkpoint_option(),
     limit: int = typer.Option(None, "--limit", help="Only the first N problems."),
     data: Path = typer.Option(None, "--data", help="eval.json (default: llm_core/experiment/data/arith/eval.json)."),
     temperature: float = typer.Option(VOTE_TEMPERATURE, "--temperature", help="Sampling temperature for the votes."),

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +15,9 @@ import typer
 from llm_core.errors import ConfigError
 from llm_core.training.runs import read_run
 from workbench.plotting import METRICS, RunSeries, compare_spec, render_text, spec_for
+
+# An Enum, not a Literal: typer takes list[Enum] (repeatable --metric) but not list[Literal[...]].
+Metric = Enum("Metric", {name: name for name in METRICS}, type=str)
 
 
 def load_series(path: Path) -> RunSeries:
@@ -31,7 +35,8 @@ def load_series(path: Path) -> RunSeries:
 
 def plot(
     run: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
-    metric: list[str] = typer.Option([], "--metric", "-m", help=f"One of {', '.join(METRICS)} (repeatable)."),
+    metric: list[Metric] = typer.Option([], "--metric", "-m", show_default=False,
+                                        help="A plot (repeatable; default loss, lr and grad_norm)."),
     smooth: float = typer.Option(0.0, "--smooth", help="EMA smoothing weight for the loss, in [0, 1)."),
     log: bool = typer.Option(False, "--log", help="Log scale for the loss."),
     compare: Optional[Path] = typer.Option(None, "--compare", help="A second run: plot both losses."),
@@ -44,15 +49,12 @@ def plot(
         raise ConfigError(f"--smooth: must be in [0, 1), got {smooth}")
     if width < 20 or height < 5:
         raise ConfigError(f"--width/--height: at least 20 x 5, got {width} x {height}")
-    unknown = [m for m in metric if m not in METRICS]
-    if unknown:
-        raise ConfigError(f"--metric: unknown {unknown[0]!r} (choose from {', '.join(METRICS)})")
     series = load_series(run)
     if compare is not None:
         other = load_series(compare)
         typer.echo(render_text(compare_spec(series, other, smooth, log), width, height, color))
         return
-    for name in metric or ["loss", "lr", "grad_norm"]:
+    for name in [m.value for m in metric] or ["loss", "lr", "grad_norm"]:
         typer.echo(render_text(spec_for(name, series, smooth, log), width, height, color))
 
 

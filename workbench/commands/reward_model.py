@@ -1,10 +1,11 @@
 """`workbench reward-model`: train a learned reward model (a GPT with a scalar head) on preference pairs.
 
-    workbench reward-model --from runs/sft [--data arith] [--steps 200] [--name rm]
-    workbench rl --from runs/pretrain --set reward=model:runs/rm            # then RL against it
-    workbench rl --from runs/pretrain --set reward=accuracy,model:runs/rm:0.5
+    workbench reward-model -c runs/sft [--data arith] [--steps 200] [--name rm]
+    workbench rl -c runs/pretrain --set reward=model:runs/rm            # then RL against it
+    workbench rl -c runs/pretrain --set reward=accuracy,model:runs/rm:0.5
 
 It reports the held-out pair accuracy (the share of held-out pairs whose chosen response it scores higher).
+(`--from` for `--checkpoint` still works, unlisted.)
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from llm_core.experiment import default_paths
 from llm_core.rl.reward_model import train_reward_model
 from llm_core.training import load_checkpoint
 
+from .options import checkpoint_option, renamed
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("reward-model")
+    @app.command("reward-model", context_settings=renamed({"from": "checkpoint"}))
     def reward_model(
-        init_from: str = typer.Option(..., "--from", help="Checkpoint whose network reads the responses."),
+        init_from: str = checkpoint_option("Checkpoint whose network reads the responses."),
         data: str = typer.Option("arith", "--data", help="Preference JSON/JSONL (instruction, input, chosen, "
                                                           "rejected), or 'arith' for llm_core/experiment/data/arith/preferences.json."),
         steps: int = typer.Option(200, "--steps", help="Optimizer steps."),

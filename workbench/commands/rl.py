@@ -1,13 +1,14 @@
 """`workbench rl`: reinforcement learning with GRPO from a checkpoint (verifiable rewards).
 
-    workbench rl --from runs/pretrain [--data arith] [--lora | --dora] [--out DIR] [--set key=value ...]
+    workbench rl -c runs/pretrain [--data arith] [--adapter lora|dora] [--out DIR] [--set key=value ...]
 
 A Trainer run with stage "rl" (same run folder, checkpoints, metrics.jsonl and resume as `workbench
 train`). Settings start from the RL recipe (`llm_core.training.stages.RL_RECIPE`), then `--set`. The main
 knobs: `group_size` (G), `reward` (accuracy,format), `kl_beta`, `clip_eps`, `mu`, `advantage`
 (std / none / rloo), `rl_prompt` (neutral: the bare problem, R1-Zero style; cot: with the cue).
 Besides the progress line it prints the reward, accuracy, KL and step-by-step share as it goes, and
-each evaluation's held-out greedy accuracies.
+each evaluation's held-out greedy accuracies. (`--from` for `--checkpoint` and `--lora` / `--dora` for
+`--adapter` still work, unlisted.)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from llm_core.config import parse_overrides
 from llm_core.errors import WorkbenchError
 from llm_core.training import TrainConfig, Trainer, stage_config
 
+from .options import AdapterKind, adapter_option, checkpoint_option, hidden_flag, pick_adapter, renamed, set_option
 from .train import _print_estimates, print_stage_metrics, run_to_end
 
 
@@ -29,9 +31,14 @@ def build_rl_config(init_from: str, data: str, adapter: str, out: Optional[str],
     if values.pop("stage", "rl") != "rl":
         raise WorkbenchError("stage: workbench rl runs stage 'rl'")
     values.pop("init_from", None)
+    # The flags win over --set, except at their defaults: --set adapter=lora / data=F work too.
+    if data != "arith" or "data" not in values:
+        values["data"] = data
+    if adapter != "none" or "adapter" not in values:
+        values["adapter"] = adapter
     if out:
         values["out"] = out
-    return stage_config("rl", adapter=adapter, init_from=init_from, data=data, **values)
+    return stage_config("rl", init_from=init_from, **values)
 
 
 def rl_line(event: dict[str, Any]) -> str:
@@ -49,23 +56,21 @@ def print_rl_metrics(console: Console, trainer: Trainer, lines: int = 20) -> Non
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("rl")
+    @app.command("rl", context_settings=renamed({"from": "checkpoint"}))
     def rl(
-        init_from: str = typer.Option(..., "--from", help="Checkpoint to start from (run folder or step folder)."),
+        init_from: str = checkpoint_option("Checkpoint to start from (run folder or step folder)."),
         data: str = typer.Option("arith", "--data", help="Prompts with answers: an Alpaca JSON/JSONL file (answer "
                                                           "read from 'answer' or from the output's answer line), "
                                                           "or 'arith'."),
-        lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (the KL reference is the base)."),
-        dora: bool = typer.Option(False, "--dora", help="Train DoRA adapters (the KL reference is the base)."),
+        adapter: AdapterKind = adapter_option("the KL reference is then the base weights"),
+        lora: bool = hidden_flag("--lora"),
+        dora: bool = hidden_flag("--dora"),
         out: Optional[str] = typer.Option(None, "--out", help="Folder holding the run folders (default runs)."),
-        sets: list[str] = typer.Option([], "--set", help="Override a config key: --set group_size=8 (repeatable)."),
+        sets: list[str] = set_option("group_size=8"),
         estimate_steps: int = typer.Option(1, "--estimate-steps", help="Steps timed for the time estimate (0 = skip)."),
     ) -> None:
         """Reinforcement learning with GRPO: G sampled answers per prompt, rewarded by rules (accuracy, format)."""
-        if lora and dora:
-            raise WorkbenchError("--lora and --dora exclude each other")
-        adapter = "lora" if lora else "dora" if dora else "none"
-        trainer = Trainer(build_rl_config(init_from, data, adapter, out, sets))
+        trainer = Trainer(build_rl_config(init_from, data, pick_adapter(adapter, lora, dora), out, sets))
         console = Console(quiet=not trainer.ctx.is_main)
         c = trainer.config
         console.print(f"GRPO: {c.batch_size} prompts x G={c.group_size} completions a step, reward {c.reward}, "

@@ -1,6 +1,6 @@
 """`workbench train` (headless training with a live progress line) and `workbench runs` (the run folders).
 
-train: a TrainConfig from the defaults (the embedded default experiment), an optional JSON `--config`, and
+train: a TrainConfig from the defaults (the embedded default experiment), an optional JSON or YAML `--config`, and
 `--set key=value` overrides; or `--resume RUN` to continue a run from its latest valid checkpoint (with
 `--set max_steps=N` to extend it), or `--resume RUN/checkpoints/step-N` to continue from an older one. Memory
 and time estimates are printed before the first step.
@@ -25,11 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from llm_core.config import parse_overrides
-from llm_core.errors import WorkbenchError
+from llm_core.errors import ConfigError, WorkbenchError
 from llm_core.training import TrainConfig, Trainer, list_runs, stage_config
 from llm_core.training.distributed import shutdown
 from llm_core.training.estimate import format_bytes
 from llm_core.training.loggers import LOGGERS
+
+from .options import config_option, set_option
 
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -219,8 +221,8 @@ def run_to_end(console: Console, trainer: Trainer) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of TrainConfig keys."),
-        sets: list[str] = typer.Option([], "--set", help="Override a config key: --set max_steps=500 (repeatable)."),
+        config: Optional[Path] = config_option(),
+        sets: list[str] = set_option("max_steps=500"),
         out: Optional[str] = typer.Option(None, "--out", help="Folder holding the run folders (default runs)."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its latest checkpoint."),
         estimate_steps: int = typer.Option(2, "--estimate-steps", help="Steps timed for the time estimate (0 = skip)."),
@@ -238,6 +240,8 @@ def register(app: typer.Typer) -> None:
     @app.command("runs")
     def runs(root: Path = typer.Option(Path("runs"), "--root", help="Folder holding the run folders.")) -> None:
         """List training runs with their status, losses and checkpoints."""
+        if not root.is_dir():  # a mistyped --root is not "no runs yet"
+            raise ConfigError(f"{root}: no such folder (--root names the folder holding the run folders)")
         infos = list_runs(root)
         console = Console()
         if not infos:
