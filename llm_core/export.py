@@ -1,5 +1,6 @@
-"""Exporting a checkpoint: the Hugging Face GPT-2 format (adapters merged into plain Linear weights) or the
-LoRA/DoRA adapters alone (a small file checked against the base model's hash when loaded back).
+"""Exporting a checkpoint: a complete Hugging Face GPT-2 folder (adapters merged into plain Linear weights;
+weights, config, generation config and the run's tokenizer, see `llm_core.hf`) or the LoRA/DoRA adapters
+alone (a small file checked against the base model's hash when loaded back).
 
 Shared by `workbench export` and the TUI's `export:` commands.
 """
@@ -27,5 +28,7 @@ def export_checkpoint(checkpoint: str | Path, hf: str | Path | None = None,
         return f"wrote the adapters of {loaded.path} to {adapters}"
     if adapter_layers(model):
         merge_adapters(model)  # the HF format has plain Linear weights: fold the adapters in
-    model.save_hf(hf)
-    return f"wrote {loaded.path} (step {loaded.step}) in the Hugging Face GPT-2 format to {hf}"
+    written = model.save_hf(hf, loaded.tokenizer)
+    tok = loaded.tokenizer
+    return (f"wrote {loaded.path} (step {loaded.step}) in the Hugging Face GPT-2 format to {hf}: "
+            f"{', '.join(written)} (tokenizer {tok.name!r}, {tok.n_vocab} tokens; eos = bos = pad = {tok.eot_id})")
