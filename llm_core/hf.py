@@ -15,6 +15,7 @@ Weights are read and written with safetensors only: loading a file never runs pi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,7 +250,14 @@ def save_hf(model: "GPT", folder: str | Path, tokenizer: "Tokenizer | None" = No
     folder.mkdir(parents=True, exist_ok=True)
     hf_cfg = hf_config(config, eos_token_id)
     write_atomic(folder / CONFIG_FILE, json.dumps(hf_cfg, indent=2) + "\n")
-    replace_atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+    def write_weights(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        # safetensors creates its file owner-only (0600); an export is for sharing: the mode (umask) of the
+        # config file just written, like every other file of the folder.
+        os.chmod(tmp, (folder / CONFIG_FILE).stat().st_mode & 0o777)
+
+    replace_atomic(folder / WEIGHTS_FILE, write_weights)
     (folder / INDEX_FILE).unlink(missing_ok=True)  # a sharded export written here before is not this model
     written = [CONFIG_FILE, WEIGHTS_FILE]
     if hf_cfg["eos_token_id"] is not None:

@@ -98,3 +98,18 @@ def test_old_run_folders_with_tokenizer_json_still_load_and_export(tmp_path):
     result = CliRunner().invoke(app, ["export", str(run), "--hf", str(out)])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out).tokenizer.encode("the cat") == list(b"the cat")
+
+
+def test_a_bad_hf_folder_is_one_line_naming_the_file(tmp_path):
+    run = _train(tmp_path, name="plain")
+    out = tmp_path / "hf"
+    assert CliRunner().invoke(app, ["export", str(run), "--hf", str(out)]).exit_code == 0
+    data = json.loads((out / "tokenizer.json").read_text())
+    (out / "tokenizer.json").write_text(json.dumps({**data, "model": {**data["model"], "type": "Unigram"}}))
+    bad = CliRunner().invoke(app, ["export", str(out), "--hf", str(tmp_path / "again")])  # CKPT may be HF too
+    assert bad.exit_code != 0
+    message = str(bad.exception)
+    assert "\n" not in message and "tokenizer.json: model type 'Unigram' is not supported" in message
+    (out / "tokenizer.json").unlink()
+    missing = CliRunner().invoke(app, ["chat", "-c", str(out)], input="hi\n")
+    assert missing.exit_code != 0 and "tokenizer.json: file not found" in str(missing.exception or missing.output)

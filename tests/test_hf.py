@@ -227,6 +227,12 @@ def test_gpt2_export_is_gpt2s_published_files(gpt2_cache, tmp_path):
     assert [m for m in ours if m] == [m for m in published if m]  # 50,000 merges, in GPT-2's order
     _hf_ids_equal_ours(tok, tmp_path, VARIED)
     assert load_checkpoint(tmp_path).tokenizer.builtin == "gpt2"  # imported back: the builtin, not a copy
+    # The other ways a GPT-2 folder holds its tokenizer: re-saved by transformers itself, and only GPT-2's
+    # original vocab.json + merges.txt.
+    transformers.AutoTokenizer.from_pretrained(tmp_path).save_pretrained(tmp_path / "resaved")
+    assert load_tokenizer(tmp_path / "resaved").builtin == "gpt2"
+    (tmp_path / "tokenizer.json").unlink()
+    assert load_tokenizer(tmp_path).builtin == "gpt2"
 
 
 def _chain_model(tok, chain: list[int]) -> GPT:

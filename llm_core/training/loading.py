@@ -87,11 +87,12 @@ def load_hf_checkpoint(folder: str | Path, device: str | None = None) -> LoadedC
     tokenizer = load_tokenizer(folder)
     if tokenizer.n_vocab > model.config.vocab_size:
         raise CheckpointError(
-            f"{folder}: tokenizer has {tokenizer.n_vocab} tokens, the model (config.json) only {model.config.vocab_size}"
+            f"{folder}: tokenizer has {tokenizer.n_vocab} tokens, the model (config.json) only "
+            f"{model.config.vocab_size}"
         )
     c = model.config
     config = TrainConfig(d_model=c.d_model, n_layers=c.n_layers, n_heads=c.n_heads, context_length=c.context_length,
-                         tokenizer="gpt2" if tokenizer.builtin else str(folder), name=folder.name)
+                         tokenizer=tokenizer.builtin or str(folder), name=folder.name)
     if device is not None:
         model.to(device)
     return LoadedCheckpoint(model=model, tokenizer=tokenizer, config=config, step=0, path=folder)
