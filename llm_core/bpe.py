@@ -35,8 +35,10 @@ EOT_TOKEN = "<|endoftext|>"
 # which is what lets a small model learn column-wise arithmetic.
 DEFAULT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
-TOKENIZER_JSON = "tokenizer.json"
-_FORMAT = "llm-workbench-bpe"
+# Not "tokenizer.json": that is Hugging Face's file name, and an exported folder holds one of those.
+TOKENIZER_JSON = "workbench_tokenizer.json"
+LEGACY_TOKENIZER_JSON = "tokenizer.json"  # what folders written before the rename hold (still read)
+BPE_FORMAT = "llm-workbench-bpe"
 
 
 def _check_args(vocab_size: int, special_tokens: tuple[str, ...], pattern: str) -> None:
@@ -172,7 +174,7 @@ def save_bpe(
     special_tokens: tuple[str, ...] | list[str] = (EOT_TOKEN,),
     name: str = "bpe",
 ) -> Path:
-    """Write `<name>.tiktoken` (base64 token, space, rank per line) and `tokenizer.json` into `folder`.
+    """Write `<name>.tiktoken` (base64 token, space, rank per line) and `workbench_tokenizer.json` into `folder`.
 
     Special tokens get the ids right after the highest rank, in the order given. Output depends only on
     the arguments, so the same ranks always give byte-identical files.
@@ -188,14 +190,27 @@ def save_bpe(
     lines = [f"{base64.b64encode(tok).decode('ascii')} {rank}\n" for tok, rank in ordered]
     (folder / vocab_file).write_text("".join(lines), encoding="ascii")
     meta = {
-        "format": _FORMAT,
+        "format": BPE_FORMAT,
         "name": name,
         "pattern": pattern,
         "special_tokens": {s: len(ordered) + i for i, s in enumerate(special_tokens)},
         "vocab_file": vocab_file,
     }
     (folder / TOKENIZER_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    remove_legacy_meta(folder)
     return folder
+
+
+def remove_legacy_meta(folder: Path) -> None:
+    """Delete a pre-rename workbench `tokenizer.json` next to a new `workbench_tokenizer.json` (two files
+    describing one tokenizer would drift apart); a Hugging Face `tokenizer.json` there is left alone."""
+    legacy = folder / LEGACY_TOKENIZER_JSON
+    try:
+        meta = json.loads(legacy.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent, unreadable or not JSON: not ours to delete
+        return
+    if isinstance(meta, dict) and (meta.get("format") == BPE_FORMAT or "builtin" in meta):
+        legacy.unlink()
 
 
 def read_ranks(path: Path) -> dict[bytes, int]:

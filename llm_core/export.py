@@ -1,7 +1,8 @@
-"""Exporting a checkpoint: the Hugging Face GPT-2 format (adapters merged into plain Linear weights), the
-LoRA/DoRA adapters alone in the PEFT format (`adapters.peft_format`), or both: then the GPT-2 folder holds the
-base weights without the adapters, and the adapter folder names it as `base_model_name_or_path`, which is
-what `peft.PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(HF), ADAPTERS)` needs.
+"""Exporting a checkpoint: a complete Hugging Face GPT-2 folder (adapters merged into plain Linear weights;
+weights, config, generation config and the run's tokenizer, see `llm_core.hf`), the LoRA/DoRA adapters alone
+in the PEFT format (`adapters.peft_format`), or both: then the GPT-2 folder holds the base weights without
+the adapters, and the adapter folder names it as `base_model_name_or_path`, which is what
+`peft.PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(HF), ADAPTERS)` needs.
 
 Shared by `workbench export` and the TUI's `export:` commands.
 """
@@ -34,7 +35,9 @@ def export_checkpoint(checkpoint: str | Path, hf: str | Path | None = None,
     if hf is not None:
         if adapter_layers(model):
             merge_adapters(model)  # the HF format has plain Linear weights: fold the adapters in
-        model.save_hf(hf)
+        files = model.save_hf(hf, loaded.tokenizer)
         what = "the base weights" if adapters is not None else "the model"
-        written.append(f"{what} in the Hugging Face GPT-2 format to {hf}")
+        tok = loaded.tokenizer
+        written.append(f"{what} in the Hugging Face GPT-2 format to {hf}: {', '.join(files)} (tokenizer "
+                       f"{tok.name!r}, {tok.n_vocab} tokens; eos = bos = pad = {tok.eot_id})")
     return f"wrote {loaded.path} (step {loaded.step}): " + " and ".join(written)

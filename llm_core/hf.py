@@ -1,7 +1,10 @@
 """Hugging Face GPT-2 checkpoints: import into `GPT` and export from it.
 
 The format is what transformers' `GPT2LMHeadModel.save_pretrained` writes: `config.json` plus
-`model.safetensors` (or shards listed in `model.safetensors.index.json`). Two things differ from our model:
+`model.safetensors` (or shards listed in `model.safetensors.index.json`); an export with its tokenizer also
+gets `generation_config.json` (end-of-text as eos / bos / pad, so `generate` stops) and the tokenizer files
+of `llm_core.hf_tokenizer`, making a folder `AutoTokenizer` / `AutoModelForCausalLM` load as is. Two
+things differ from our model:
 - names: `transformer.h.{i}.attn.c_attn` is our `blocks.{i}.attn.qkv`, and so on (see `_name_map`);
 - layout: GPT-2 was written with a `Conv1D` layer that stores its weight as (in, out), the transpose of
   `nn.Linear`'s (out, in), so those four matrices per block are transposed on the way in and out.
@@ -12,6 +15,7 @@ Weights are read and written with safetensors only: loading a file never runs pi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +24,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError
-from .io import read_json_object
+from .hf_tokenizer import save_hf_tokenizer
+from .io import read_json_object, replace_atomic, write_atomic
 
 if TYPE_CHECKING:
     from .model import GPT, GPTConfig
+    from .tokenizer import Tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
 # Both are the tanh approximation of GELU, which is what our MLP computes.
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 # Causal-mask buffers that old transformers versions saved with the weights; we build the mask ourselves.
@@ -187,8 +194,26 @@ def hf_config(config: "GPTConfig", eos_token_id: int | None = None) -> dict[str,
     }
 
 
-def save_hf(model: "GPT", folder: str | Path, eos_token_id: int | None = None) -> Path:
-    """Write `config.json` + `model.safetensors` that transformers' GPT2LMHeadModel.from_pretrained loads."""
+def is_hf_folder(path: str | Path) -> bool:
+    """Does `path` look like a Hugging Face model folder (config.json next to weights)?"""
+    path = Path(path)
+    return (path / CONFIG_FILE).is_file() and any(
+        (path / name).is_file() for name in (WEIGHTS_FILE, INDEX_FILE, "pytorch_model.bin"))
+
+
+def generation_config(eos_token_id: int) -> dict[str, Any]:
+    """generation_config.json: `generate` stops at end-of-text and pads with it (GPT-2 has no pad token)."""
+    return {"bos_token_id": eos_token_id, "eos_token_id": eos_token_id, "pad_token_id": eos_token_id}
+
+
+def save_hf(model: "GPT", folder: str | Path, tokenizer: "Tokenizer | None" = None,
+            eos_token_id: int | None = None) -> list[str]:
+    """Write the Hugging Face GPT-2 folder of `model`; return the names of the files written.
+
+    `config.json` + `model.safetensors` always (what `GPT2LMHeadModel.from_pretrained` loads), plus
+    `generation_config.json` when the end-of-text id is known (from `tokenizer`, `eos_token_id`, or GPT-2's
+    vocabulary size), plus the tokenizer's files (`llm_core.hf_tokenizer.save_hf_tokenizer`) with `tokenizer`.
+    Every file is replaced atomically."""
     config = model.config
     kinds = {type(m).__name__ for m in model.modules()}
     adapters = sorted(k for k in kinds if "LoRA" in k or "DoRA" in k)
@@ -201,6 +226,11 @@ def save_hf(model: "GPT", folder: str | Path, eos_token_id: int | None = None) -
         raise CheckpointError(
             f"cannot export a Mixture-of-Experts model (moe_experts={config.moe_experts}) to GPT-2 format"
         )
+    if tokenizer is not None:
+        if tokenizer.n_vocab > config.vocab_size:
+            raise CheckpointError(f"cannot export: the tokenizer has {tokenizer.n_vocab} tokens, the model only "
+                                  f"{config.vocab_size}")
+        eos_token_id = tokenizer.eot_id
     state = model.state_dict()
     names = _name_map(config)
     extra = sorted(set(state) - set(names) - ({"lm_head.weight"} if config.tie_weights else set()))
@@ -218,6 +248,22 @@ def save_hf(model: "GPT", folder: str | Path, eos_token_id: int | None = None) -
         tensors[key] = tensor.contiguous().clone()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(hf_config(config, eos_token_id), indent=2) + "\n")
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    return folder
+    hf_cfg = hf_config(config, eos_token_id)
+    write_atomic(folder / CONFIG_FILE, json.dumps(hf_cfg, indent=2) + "\n")
+
+    def write_weights(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        # safetensors creates its file owner-only (0600); an export is for sharing: the mode (umask) of the
+        # config file just written, like every other file of the folder.
+        os.chmod(tmp, (folder / CONFIG_FILE).stat().st_mode & 0o777)
+
+    replace_atomic(folder / WEIGHTS_FILE, write_weights)
+    (folder / INDEX_FILE).unlink(missing_ok=True)  # a sharded export written here before is not this model
+    written = [CONFIG_FILE, WEIGHTS_FILE]
+    if hf_cfg["eos_token_id"] is not None:
+        write_atomic(folder / GENERATION_CONFIG_FILE, json.dumps(generation_config(hf_cfg["eos_token_id"]), indent=2)
+                     + "\n")
+        written.append(GENERATION_CONFIG_FILE)
+    if tokenizer is not None:
+        written += save_hf_tokenizer(tokenizer, folder, model_max_length=config.context_length)
+    return written

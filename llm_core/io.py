@@ -1,16 +1,20 @@
-"""Reading the project's small files with one-line errors: UTF-8 text and JSON objects.
+"""Reading the project's small files with one-line errors (UTF-8 text and JSON objects), and writing files
+atomically.
 
 Every user-facing file read (configs, manifests, tokenizer and adapter metadata, datasets, tokenizer
-training text) goes through these two functions, so a missing, undecodable or malformed file is reported
+training text) goes through the two readers, so a missing, undecodable or malformed file is reported
 the same way everywhere: one line naming the file and the problem, as the caller's error class.
+Writes that matter go through `replace_atomic`: a temporary file, fsynced, renamed over the target, so a
+crash leaves the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError, DataError, WorkbenchError
 
@@ -49,3 +53,37 @@ def read_json_object(path: str | Path, error: type[WorkbenchError] = ConfigError
     if not isinstance(data, dict):
         raise error(f"{path}: expected {expected}")
     return data
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a rename into it) durable; a no-op where folders can't be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Replace `path` with what `write(temporary_path)` writes, in one rename (file fsynced first, then the
+    folder). The temporary file is removed if `write` fails."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Replace `path` with `text` (UTF-8 when a str) in one rename, see `replace_atomic`."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    replace_atomic(path, lambda tmp: tmp.write_bytes(data))

@@ -15,13 +15,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
 
 
 @dataclass
@@ -289,8 +292,9 @@ class GPT(nn.Module):
 
         return load_hf(folder)
 
-    def save_hf(self, folder: str | Path) -> None:
-        """Write config.json + model.safetensors in the Hugging Face GPT-2 format."""
+    def save_hf(self, folder: str | Path, tokenizer: "Tokenizer | None" = None) -> list[str]:
+        """Write config.json + model.safetensors in the Hugging Face GPT-2 format; with `tokenizer` also
+        generation_config.json and the tokenizer files. Returns the file names."""
         from .hf import save_hf
 
-        save_hf(self, folder)
+        return save_hf(self, folder, tokenizer)

@@ -9,7 +9,9 @@ A `Tokenizer` wraps a `tiktoken.Encoding` and adds the policy the rest of llm_co
 - ids are range-checked before decoding.
 
 `load_tokenizer("gpt2")` is the GPT-2 vocabulary (Radford et al., 2019); `load_tokenizer(folder)` loads a
-BPE trained by `llm_core.bpe` (or a folder written by `save_tokenizer_ref`).
+BPE trained by `llm_core.bpe` (or a folder written by `save_tokenizer_ref`), or the byte-level BPE of a
+Hugging Face folder (`tokenizer.json`, or GPT-2's `vocab.json` + `merges.txt`, see `llm_core.hf_tokenizer`);
+a Hugging Face copy of GPT-2's vocabulary becomes the builtin "gpt2".
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from typing import Iterable
 
 import tiktoken
 
-from .bpe import EOT_TOKEN, TOKENIZER_JSON, read_ranks, save_bpe
+from .bpe import (BPE_FORMAT, EOT_TOKEN, LEGACY_TOKENIZER_JSON, TOKENIZER_JSON, read_ranks, remove_legacy_meta,
+                  save_bpe)
 from .errors import ConfigError, DataError
+from .hf_tokenizer import GPT2_PATTERN, encoding_name, is_hf_tokenizer_folder, read_hf_tokenizer
 from .io import read_json_object
 
 BUILTIN_TOKENIZERS = ("gpt2",)
@@ -109,11 +113,51 @@ def _load_builtin(name: str) -> Tokenizer:
     return Tokenizer(encoding, builtin=name)
 
 
+def _project_meta(folder: Path) -> tuple[Path, dict] | None:
+    """The workbench tokenizer file of `folder` and its contents: `workbench_tokenizer.json`, or the
+    `tokenizer.json` of a folder written before the rename (told apart from Hugging Face's by its keys)."""
+    path = folder / TOKENIZER_JSON
+    if path.is_file():
+        return path, read_json_object(path, DataError)
+    legacy = folder / LEGACY_TOKENIZER_JSON
+    if legacy.is_file():
+        meta = read_json_object(legacy, DataError)
+        if meta.get("format") == BPE_FORMAT or "builtin" in meta:
+            return legacy, meta
+    return None
+
+
+def _encoding(path: Path, name: str, pattern: str, ranks: dict[bytes, int], special: dict[str, int]) -> Tokenizer:
+    if EOT_TOKEN not in special:
+        raise DataError(f"{path}: special_tokens must include {EOT_TOKEN!r}")
+    try:
+        encoding = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
+    except Exception as exc:  # e.g. a pattern the Rust regex engine rejects
+        raise DataError(f"{path}: cannot build the encoding ({exc})") from None
+    return Tokenizer(encoding)
+
+
+def _load_hf_folder(folder: Path) -> Tokenizer:
+    bpe = read_hf_tokenizer(folder)
+    if len(bpe.ranks) == 50256 and bpe.special_tokens == {EOT_TOKEN: 50256}:  # cheap test first: GPT-2's shape
+        try:
+            gpt2 = _load_builtin("gpt2")
+        except ConfigError:
+            gpt2 = None  # no cached GPT-2 files to compare with: keep the folder's own copy
+        if gpt2 is not None and bpe.pattern in (GPT2_PATTERN, gpt2.encoding._pat_str) \
+                and bpe.ranks == gpt2.encoding._mergeable_ranks:
+            return gpt2
+    return _encoding(bpe.source, encoding_name(folder), bpe.pattern, bpe.ranks, bpe.special_tokens)
+
+
 def _load_folder(folder: Path) -> Tokenizer:
-    meta_path = folder / TOKENIZER_JSON
-    if not meta_path.is_file():
-        raise ConfigError(f"{folder}: not a tokenizer folder (no {TOKENIZER_JSON})")
-    meta = read_json_object(meta_path, DataError)
+    found = _project_meta(folder)
+    if found is None:
+        if is_hf_tokenizer_folder(folder):
+            return _load_hf_folder(folder)
+        raise ConfigError(f"{folder}: not a tokenizer folder (no {TOKENIZER_JSON}, nor a Hugging Face "
+                          f"tokenizer.json or vocab.json + merges.txt)")
+    meta_path, meta = found
     if "builtin" in meta:  # a reference written by save_tokenizer_ref, e.g. {"builtin": "gpt2"}
         if meta["builtin"] not in BUILTIN_TOKENIZERS:
             raise DataError(f"{meta_path}: unknown builtin tokenizer {meta['builtin']!r}")
@@ -128,19 +172,12 @@ def _load_folder(folder: Path) -> Tokenizer:
     special = meta["special_tokens"]
     if sorted(special.values()) != list(range(len(ranks), len(ranks) + len(special))):
         raise DataError(f"{meta_path}: special token ids must follow the {len(ranks)} ranks, got {special}")
-    try:
-        encoding = tiktoken.Encoding(
-            name=meta["name"], pat_str=meta["pattern"], mergeable_ranks=ranks, special_tokens=special
-        )
-    except Exception as exc:  # e.g. a pattern the Rust regex engine rejects
-        raise DataError(f"{meta_path}: cannot build the encoding ({exc})") from None
-    if EOT_TOKEN not in special:
-        raise DataError(f"{meta_path}: special_tokens must include {EOT_TOKEN!r}")
-    return Tokenizer(encoding)
+    return _encoding(meta_path, meta["name"], meta["pattern"], ranks, special)
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
-    """`"gpt2"` (tiktoken's GPT-2 BPE, cached offline via TIKTOKEN_CACHE_DIR) or a tokenizer folder."""
+    """`"gpt2"` (tiktoken's GPT-2 BPE, cached offline via TIKTOKEN_CACHE_DIR), a tokenizer folder, or a
+    Hugging Face folder with a byte-level BPE."""
     if isinstance(spec, str) and spec in BUILTIN_TOKENIZERS:
         return _load_builtin(spec)
     path = Path(spec)
@@ -157,6 +194,7 @@ def save_tokenizer_ref(tokenizer: Tokenizer, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer.builtin is not None:
         (folder / TOKENIZER_JSON).write_text(json.dumps({"builtin": tokenizer.builtin}, indent=2) + "\n")
+        remove_legacy_meta(folder)
         return folder
     enc = tokenizer.encoding
     specials = sorted(enc._special_tokens, key=enc._special_tokens.__getitem__)

@@ -101,14 +101,14 @@ def test_file_format_is_tiktoken(tmp_path, monkeypatch):
     save_bpe(ranks, tmp_path, name="arith")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # read the file directly, no cache copy
     assert tiktoken.load.load_tiktoken_bpe(str(tmp_path / "arith.tiktoken")) == ranks
-    meta = (tmp_path / "tokenizer.json").read_text()
+    meta = (tmp_path / "workbench_tokenizer.json").read_text()
     assert '"<|endoftext|>": 399' in meta and '"vocab_file": "arith.tiktoken"' in meta
 
 
 def test_deterministic_files(tmp_path):
     save_bpe(_train(), tmp_path / "a")
     save_bpe(_train(), tmp_path / "b")
-    for name in ("bpe.tiktoken", "tokenizer.json"):
+    for name in ("bpe.tiktoken", "workbench_tokenizer.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 

@@ -256,7 +256,7 @@ def test_build_is_byte_identical_for_the_same_seed(small_build, tmp_path):
     build_experiment(tmp_path / "again", SMALL)
     first, second = _tree_bytes(small_build), _tree_bytes(tmp_path / "again")
     assert set(first) >= {"pretrain.txt.gz", "instructions.json", "preferences.json", "eval.json",
-                          "eval_paraphrase.json", "MANIFEST.json", "tokenizer/tokenizer.json",
+                          "eval_paraphrase.json", "MANIFEST.json", "tokenizer/workbench_tokenizer.json",
                           "tokenizer/arith.tiktoken"}
     assert first == second
     build_experiment(tmp_path / "other", BuildConfig(**{**SMALL.__dict__, "seed": 4}))
@@ -450,7 +450,7 @@ def test_cli_generate_into_tmp_dir(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "eval.json" in result.output
     assert len(json.loads((tmp_path / "d" / "eval.json").read_text())) == 20
-    assert (tmp_path / "d" / "tokenizer" / "tokenizer.json").exists()
+    assert (tmp_path / "d" / "tokenizer" / "workbench_tokenizer.json").exists()
 
 
 def test_committed_data_equals_a_fresh_build(tmp_path):

@@ -83,7 +83,7 @@ def test_project_bpe_folder_and_ref_round_trip(tmp_path):
     assert tok.n_vocab == len(ranks) + 1 and tok.eot_id == len(ranks) and tok.name == "tiny"
     assert tok.eot_id not in tok.encode("x<|endoftext|>y")
     save_tokenizer_ref(tok, tmp_path / "run" / "tokenizer")
-    for f in ("tiny.tiktoken", "tokenizer.json"):
+    for f in ("tiny.tiktoken", "workbench_tokenizer.json"):
         assert (tmp_path / "run" / "tokenizer" / f).read_bytes() == (tmp_path / "bpe" / f).read_bytes()
     again = load_tokenizer(tmp_path / "run" / "tokenizer")
     assert again.encode("the mat") == tok.encode("the mat")
@@ -91,7 +91,7 @@ def test_project_bpe_folder_and_ref_round_trip(tmp_path):
 
 def test_gpt2_ref_round_trip(gpt2, tmp_path):
     save_tokenizer_ref(gpt2, tmp_path)
-    assert json.loads((tmp_path / "tokenizer.json").read_text()) == {"builtin": "gpt2"}
+    assert json.loads((tmp_path / "workbench_tokenizer.json").read_text()) == {"builtin": "gpt2"}
     assert load_tokenizer(tmp_path).encode("Hello world") == [15496, 995]
 
 
@@ -101,6 +101,25 @@ def test_corrupt_folder_errors(tmp_path):
         f.write("!!notbase64 7\n")
     with pytest.raises(DataError, match=r"bpe\.tiktoken:\d+: expected '<base64 token> <rank>'"):
         load_tokenizer(tmp_path)
-    (tmp_path / "tokenizer.json").write_text("{")
-    with pytest.raises(DataError, match=r"tokenizer\.json: not valid JSON"):
+    (tmp_path / "workbench_tokenizer.json").write_text("{")
+    with pytest.raises(DataError, match=r"workbench_tokenizer\.json: not valid JSON"):
         load_tokenizer(tmp_path)
+
+
+def test_folders_written_before_the_rename_still_load(tmp_path):
+    """The project file used to be called tokenizer.json (Hugging Face's name): still read, replaced on save."""
+    save_bpe(train_bpe(["the cat sat on the mat"] * 5, 270), tmp_path, name="old")
+    new = load_tokenizer(tmp_path)
+    (tmp_path / "workbench_tokenizer.json").rename(tmp_path / "tokenizer.json")
+    old = load_tokenizer(tmp_path)
+    assert old.encode("the mat sat") == new.encode("the mat sat") and old.n_vocab == new.n_vocab > 257
+    save_tokenizer_ref(old, tmp_path)  # writing the folder again leaves one file, under the new name
+    assert (tmp_path / "workbench_tokenizer.json").is_file() and not (tmp_path / "tokenizer.json").exists()
+    (tmp_path / "workbench_tokenizer.json").unlink()
+    with pytest.raises(ConfigError, match=r"not a tokenizer folder \(no workbench_tokenizer\.json"):
+        load_tokenizer(tmp_path)
+
+
+def test_old_gpt2_reference_still_loads(gpt2, tmp_path):
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"builtin": "gpt2"}))
+    assert load_tokenizer(tmp_path).builtin == "gpt2"

@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
 from ..errors import CheckpointError, DiskFullError
-from ..io import read_json_object
+from ..io import fsync_dir as _fsync_dir, read_json_object
 
 FORMAT_VERSION = 1
 CHECKPOINTS = "checkpoints"
@@ -62,17 +62,6 @@ def _sha256(path: Path) -> str:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms can't open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def weights_are_finite(model: nn.Module) -> bool:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import write_atomic
 from ..tokenizer import Tokenizer, save_tokenizer_ref
-from .checkpoint import _fsync_dir, clean_temporary, list_checkpoints
+from .checkpoint import clean_temporary, list_checkpoints
 from .config import TrainConfig
 from .events import Event, RunHistory, parse_event
 from .loading import TOKENIZER_DIR
@@ -93,17 +94,6 @@ def truncate_metrics(path: str | Path, step: int) -> None:
             continue
         keep.append(json.dumps(event))
     write_atomic(path, "".join(line + "\n" for line in keep))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename (temporary file fsynced first, then the folder)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _check_new(path: Path) -> None:

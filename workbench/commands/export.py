@@ -1,6 +1,6 @@
 """`workbench export`: a checkpoint to the Hugging Face GPT-2 format, its adapters in the PEFT format, or both.
 
-    workbench export -c runs/demo --hf out/demo-hf          # a complete HF folder (adapters merged)
+    workbench export -c runs/demo --hf out/demo-hf          # weights (adapters merged), configs, tokenizer files
     workbench export -c runs/demo-lora --adapters out/lora  # adapter_config.json + adapter_model.safetensors
     workbench export -c runs/demo-lora --hf out/base --adapters out/lora   # the base (no adapters) + the adapters
 
@@ -21,7 +21,8 @@ from .options import CHECKPOINT_HELP, checkpoint_option, legacy_positional
 def export(
     ctx: typer.Context,
     checkpoint: Optional[Path] = checkpoint_option(CHECKPOINT_HELP + " Required.", required=False),
-    hf: Optional[Path] = typer.Option(None, "--hf", help="write the Hugging Face GPT-2 format to this folder"),
+    hf: Optional[Path] = typer.Option(
+        None, "--hf", help="write a Hugging Face GPT-2 folder here (model, configs, tokenizer: transformers loads it)"),
     adapters: Optional[Path] = typer.Option(None, "--adapters", help="write the LoRA/DoRA adapters here (PEFT format)"),
 ) -> None:
     """Export a checkpoint's weights (Hugging Face GPT-2 folder), its adapters (PEFT folder), or both."""

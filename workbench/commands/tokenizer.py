@@ -24,7 +24,7 @@ def _read_texts(files: list[Path]) -> list[str]:
 def train(
     files: list[Path] = typer.Argument(..., help="UTF-8 text files to learn merges from."),
     vocab_size: int = typer.Option(..., "--vocab-size", help="Total vocabulary incl. <|endoftext|> (>= 257)."),
-    out: Path = typer.Option(..., "--out", help="Folder for <name>.tiktoken and tokenizer.json."),
+    out: Path = typer.Option(..., "--out", help="Folder for <name>.tiktoken and workbench_tokenizer.json."),
     name: str = typer.Option("bpe", "--name", help="Tokenizer name (also the vocabulary file name)."),
 ) -> None:
     """Train a byte-level BPE (every digit its own token) and save it in tiktoken's format."""
