@@ -60,8 +60,8 @@ class TrainConfig:
     # Measured on 2 shared cores (tiny preset, arith BPE vocab 512, the 1-3 operation data with paraphrase
     # set): 1800 steps of 16 x 256 tokens give 95% greedy chain-of-thought accuracy in distribution and
     # 78.5% on the paraphrase set; 1500 steps gave 89% / 54% (data without openers; README, "Default
-    # experiment"). 1800 steps are 7.4M tokens: about 7 min at the 17,400 tokens/s of an otherwise idle
-    # machine (10.4 min measured while other jobs shared the cores).
+    # experiment"). 1800 steps are 7.4M tokens: 8 min 7 s of wall time at about 19,400 tokens/s with the
+    # machine to itself, evaluations included.
     max_steps: int = setting(1800, "optimizer steps of the run")
     batch_size: int = setting(16, "sequences (DPO: pairs, RL: prompts) per micro-batch")
     grad_accum: int = setting(1, "micro-batches accumulated per optimizer step")
