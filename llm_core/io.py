@@ -14,7 +14,7 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from .errors import ConfigError, DataError, WorkbenchError
 
@@ -30,14 +30,28 @@ def read_text_file(path: str | Path, error: type[WorkbenchError] = DataError, ex
         return path.read_text(encoding="utf-8")
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise error(f"{path}: not a valid gzip file ({exc})") from None
-    except FileNotFoundError:
-        raise error(f"{path}: {missing}") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory, expected {expected}") from None
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
     except OSError as exc:
-        raise error(f"{path}: cannot read ({exc.strerror})") from None
+        raise _read_error(path, exc, error, expected, missing) from None
+
+
+def open_binary(path: str | Path, error: type[WorkbenchError] = DataError, expected: str = "a file",
+                missing: str = "file not found") -> IO[bytes]:
+    """`path` opened for reading bytes (to stream a large file); the same one-line errors as read_text_file."""
+    path = Path(path)
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise _read_error(path, exc, error, expected, missing) from None
+
+
+def _read_error(path: Path, exc: OSError, error: type[WorkbenchError], expected: str, missing: str) -> WorkbenchError:
+    if isinstance(exc, FileNotFoundError):
+        return error(f"{path}: {missing}")
+    if isinstance(exc, IsADirectoryError):
+        return error(f"{path}: is a directory, expected {expected}")
+    return error(f"{path}: cannot read ({exc.strerror})")
 
 
 def read_json_object(path: str | Path, error: type[WorkbenchError] = ConfigError, expected: str = "a JSON object",

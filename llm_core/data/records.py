@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from ..errors import DataError
-from ..io import read_text_file
+from ..io import open_binary, read_text_file
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 # The name used in error messages for records handed over in memory instead of read from a file.
@@ -80,15 +80,8 @@ def _read_text(path: Path) -> str:
     return read_text_file(path, DataError, expected="a JSON or JSONL file")
 
 
-def _open_binary(path: Path):
-    try:
-        return path.open("rb")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a JSON or JSONL file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+def _open_binary(path: Path) -> IO[bytes]:
+    return open_binary(path, DataError, expected="a JSON or JSONL file")
 
 
 def _jsonl_lines(path: Path, lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
