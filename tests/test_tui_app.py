@@ -379,3 +379,18 @@ async def test_trackers_field_checks_names_and_packages_and_the_run_writes_them(
     assert trainer.state == "finished"
     rows = (trainer.run_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,lr,loss") and len(rows) == 1 + trainer.config.max_steps
+
+
+async def test_run_form_takes_a_peft_adapter_folder_to_continue(tmp_path) -> None:
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        form = app.query_one("#form")
+        app.query_one("#f-init_adapters", Input).value = str(tmp_path / "adapters")
+        await pilot.pause()
+        assert form.config is None  # no adapter kind and no base: refused next to the field
+        assert "needs adapter=lora or dora" in str(app.query_one("#e-init_adapters").render())
+        app.query_one("#f-init_from", Input).value = str(tmp_path / "base")
+        app.query_one("#f-dora", Switch).value = True
+        await pilot.pause()
+        assert form.config is not None and form.config.init_adapters == str(tmp_path / "adapters")
+        assert form.config.adapter == "dora"

@@ -111,6 +111,8 @@ class RunForm(Vertical):
                 yield Select([(s, s) for s in STAGES], value=b.stage, allow_blank=False, id="f-stage")
             yield from self._text_row("data", "data", b.data, "a file or 'arith'")
             yield from self._text_row("init_from", "start from", b.init_from or "", "checkpoint (empty = fresh)")
+            yield from self._text_row("init_adapters", "adapters from", b.init_adapters or "",
+                                      "a PEFT adapter folder to continue (LoRA/DoRA on)")
             with Horizontal(classes="row"):
                 yield Label("model", classes="label")
                 yield Select([(p, p) for p in PRESETS], value=b.model, allow_blank=False, id="f-model")
@@ -169,6 +171,7 @@ class RunForm(Vertical):
         values["model"] = self.query_one("#f-model", Select).value
         values["data"] = self.query_one("#f-data", Input).value.strip()
         values["init_from"] = self.query_one("#f-init_from", Input).value.strip() or None
+        values["init_adapters"] = self.query_one("#f-init_adapters", Input).value.strip() or None
         lora, dora = self.query_one("#f-lora", Switch).value, self.query_one("#f-dora", Switch).value
         values["adapter"] = "dora" if dora else "lora" if lora else "none"
         moe = self.query_one("#f-moe", Switch).value
