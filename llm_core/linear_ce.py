@@ -56,17 +56,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             for s in range(0, N, chunk):
                 e = min(N, s + chunk)
                 t = targets[s:e, None]  # (R, 1)
-                if compute_dtype == acc and grad_z is not None:
-                    z = torch.mm(hc[s:e], wc.t(), out=grad_z[s:e])  # (R, V) written where the gradient goes
-                else:
-                    z = torch.mm(hc[s:e], wc.t()).to(acc)  # (R, V) fp32: log-sum-exp needs it
-                lse = torch.logsumexp(z, dim=1, keepdim=True)  # (R, 1)
-                losses[s:e] = (lse - z.gather(1, t)).squeeze(1)
+                z = torch.mm(hc[s:e], wc.t())  # (R, V) in the compute dtype, as F.linear makes them
+                logp = torch.log_softmax(z, dim=1, dtype=acc)  # (R, V) fp32: one fused kernel
+                losses[s:e] = -logp.gather(1, t).squeeze(1)
                 if grad_z is not None:
-                    z.sub_(lse).exp_()  # softmax, in place
-                    z.scatter_add_(1, t, torch.full_like(t, -1.0, dtype=z.dtype))  # - onehot(y)
-                    if z.data_ptr() != grad_z[s:e].data_ptr():
-                        grad_z[s:e].copy_(z)  # rounded to the compute dtype
+                    p = logp.exp_()  # softmax, in place
+                    p.scatter_add_(1, t, torch.full(t.shape, -1.0, dtype=acc, device=p.device))  # - onehot(y)
+                    grad_z[s:e].copy_(p)  # rounded to the compute dtype
         if grad_z is not None:
             ctx.save_for_backward(hc, wc, grad_z)
         ctx.dtypes = (h.dtype, weight.dtype)

@@ -30,6 +30,7 @@ import torch
 
 from ..errors import GenerationError
 from .beam import BeamResult, beam_search
+from .fast import OFF as FAST_OFF, Decoder, FastPaths
 from .kv_cache import KVCache
 from .params import GREEDY, SamplingParams
 from .reasoning import Extractor, ReasonedAnswer, VoteResult, experiment_prompt, run_vote, split_answer
@@ -64,15 +65,27 @@ def _fresh_seed() -> int:
 class Engine:
     """Generation on top of a GPT and a tokenizer. See the module docstring for the window rule."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, fast: FastPaths | bool = True) -> None:
+        """`fast`: the decode paths allowed (`fast.FastPaths`; True = every exact one this device has, False =
+        the model's plain forward on the cache). `notices` lists what was asked for but is not available."""
+        if isinstance(fast, bool):
+            fast = FastPaths() if fast else FAST_OFF
+        if not isinstance(fast, FastPaths):
+            raise GenerationError(f"fast: must be true, false or a FastPaths, got {type(fast).__name__}")
         self.model = model
         self.tokenizer = tokenizer
         self.context_length: int = model.config.context_length
         self.vocab_size: int = model.config.vocab_size
         self.device = next(model.parameters()).device
+        self.decoder = Decoder(model, fast)
         self.cache: KVCache | None = None
         self.last_stats = GenerationStats()
         self.reset()
+
+    @property
+    def notices(self) -> list[str]:
+        """One-line notices about fast paths that were asked for and are not in use (and why)."""
+        return list(self.decoder.notices)
 
     # --- conversation state ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -132,7 +145,7 @@ class Engine:
         self.model.eval()
         try:
             with torch.inference_mode():
-                logits = self.model(tokens, positions=positions, cache=self.cache)[:, -1]  # (B, V)
+                logits = self.decoder(tokens, positions, self.cache)  # (B, V)
         finally:
             self.model.train(was_training)
         self.cache.advance(T)
@@ -141,8 +154,9 @@ class Engine:
 
     def _prefill(self, ids: list[int], rows: int, W: int, stats: GenerationStats) -> torch.Tensor:
         """Make the cache hold the prompt (reusing the previous turn when it is a prefix); logits (rows, V)."""
-        if self.cache is None or not self.cache.matches(self.model, rows, W):
-            self.cache = KVCache.for_model(self.model, rows, W)
+        run_model = self.decoder.model()  # the model itself, or its bf16 copy
+        if self.cache is None or not self.cache.matches(run_model, rows, W):
+            self.cache = KVCache.for_model(run_model, rows, W)
             self._valid = False
         cache = self.cache
         P = len(ids)
