@@ -72,5 +72,18 @@ def sample_next(
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = next_token_probs(logits, temperature, top_k, top_p)  # (B, V)
-    picks = [torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(probs.shape[0])]
-    return torch.cat(picks)
+    return draw(probs, generators)
+
+
+def draw(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of `probs` (B, V) by inverse transform sampling: row i draws u_i ~ U[0, 1) from
+    generators[i] and takes the first token whose cumulative probability exceeds u_i times the row's
+    total (a zero-probability token is never taken). One random number per row: torch.multinomial's
+    single-draw path makes V exponential variates per row, 1.2 ms per row at V = 50257 on the benchmark
+    CPU, more than a gpt2-mini layer costs. The cumulative sum is in fp64 so 50k small terms add up
+    exactly enough. -> (B,)"""
+    cdf = probs.double().cumsum(dim=-1)  # (B, V)
+    u = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64, device=probs.device)
+                   for i in range(probs.shape[0])])  # (B,)
+    picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)  # (B,)
+    return picks.clamp_(max=probs.shape[-1] - 1)
