@@ -141,7 +141,7 @@ def test_compile_failure_falls_back_with_one_line_notice(model, monkeypatch):
     assert len(engine.notices) == 1  # said once, not every step
 
 
-@pytest.mark.parametrize("kwargs,field", [({"dtype": "fp16"}, "dtype"), ({"compile": "yes"}, "compile"),
+@pytest.mark.parametrize("kwargs,field", [({"dtype": "fp16"}, "dtype"), ({"compile": "yes"}, "compile"), ({"threads": 0}, "threads"),
                                           ({"enabled": 1}, "enabled")])
 def test_fast_paths_are_validated(kwargs, field):
     with pytest.raises(GenerationError, match=f"FastPaths.{field}"):
@@ -160,3 +160,19 @@ def test_cuda_compiles_with_cuda_graphs_by_default_and_stays_exact():
     got = engine.generate_ids(PROMPT, 20, NO_STOP)
     assert engine.decoder.describe()["compile"] and engine.notices == []
     assert got == reference_greedy(model, PROMPT, 20, 16)
+
+
+def test_threads_setting_applies_during_a_step_and_is_restored(model, monkeypatch):
+    seen = []
+    engine = Engine(model, ByteTokenizer(), FastPaths(threads=1))
+    features = model.features
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return features(*args, **kwargs)
+
+    monkeypatch.setattr(model, "features", spy)
+    before = torch.get_num_threads()
+    got = engine.generate_ids(PROMPT, 6, NO_STOP)
+    assert set(seen) == {1} and len(seen) == 6 and torch.get_num_threads() == before
+    assert got == reference_greedy(model, PROMPT, 6, 16)

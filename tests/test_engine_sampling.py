@@ -187,3 +187,23 @@ def test_draw_follows_the_distribution_and_never_picks_a_zero_probability_token(
     first = [draw(probs, again).tolist() for _ in range(5)]
     again = seeded_generators([11, 12], torch.device("cpu"))
     assert first == [draw(probs, again).tolist() for _ in range(5)]  # seeded: reproducible
+
+
+def test_two_level_draw_equals_a_flat_inverse_cdf_over_many_blocks():
+    from llm_core.engine.sampling import draw
+
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(6, 5000, generator=g) ** 4
+    probs[:, 1024:3000] = 0.0  # whole zero blocks
+    probs[2, :] = 0.0
+    probs[2, 4999] = 1.0  # the last token only
+    probs = probs / probs.sum(-1, keepdim=True)
+    gens = seeded_generators(list(range(6)), torch.device("cpu"))
+    for _ in range(200):
+        states = [x.get_state() for x in gens]
+        got = draw(probs, gens)
+        u = torch.cat([torch.rand(1, generator=torch.Generator().set_state(s), dtype=torch.float64) for s in states])
+        cdf = probs.double().cumsum(-1)
+        want = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
+        assert torch.equal(got, want)
+        assert bool((probs[torch.arange(6), got] > 0).all())

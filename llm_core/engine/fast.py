@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..device import supports_bf16
+from ..device import num_threads, supports_bf16
 from ..errors import GenerationError
 from .kv_cache import KVCache
 
@@ -56,12 +56,17 @@ class FastPaths:
     - `compile`: "auto" compiles the one-token step on CUDA (with CUDA graphs) and not on CPU, where it
       does not pay (module docstring); "on" compiles anywhere, "off" never.
     - `compile_backend`: torch.compile's backend ("inductor"; "eager" traces without generating code).
+    - `threads`: torch intra-op threads while a step runs (None: torch's setting, restored after each step).
+      A decode step is a chain of ~100 small kernels, each a parallel region: on cores other processes
+      also use, every region waits for its slowest thread, and on 2 shared cores (load average 3) one
+      thread decoded gpt2-mini 3-6x faster than two (`benchmarks/decode_speed.py --threads`).
     """
 
     enabled: bool = True
     dtype: str | None = None
     compile: str = "auto"
     compile_backend: str = "inductor"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -73,6 +78,9 @@ class FastPaths:
                                   f"got {self.compile!r}")
         if not isinstance(self.compile_backend, str) or not self.compile_backend:
             raise GenerationError(f"FastPaths.compile_backend: must be a backend name, got {self.compile_backend!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise GenerationError(f"FastPaths.threads: must be a positive integer or None, got {self.threads!r}")
 
     def wants_compile(self, device: torch.device) -> bool:
         return self.enabled and (self.compile == "on" or (self.compile == "auto" and device.type == "cuda"))
@@ -87,9 +95,49 @@ def _weights_key(model: nn.Module) -> tuple:
     return tuple((p.data_ptr(), p._version) for p in model.parameters())
 
 
+def _tensor_key(w: torch.Tensor) -> tuple:
+    return (w.data_ptr(), w._version, w.dtype, w.device)
+
+
+def onednn_packing(weight: torch.Tensor) -> bool:
+    """oneDNN's pre-packed linear (the kernel inductor's CPU backend uses for frozen weights) exists for
+    this weight: a CPU build with oneDNN, and fp32 or bf16 (it has no fp64)."""
+    return (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class PackedLinear(nn.Module):
+    """An inference-only copy of a Linear with its weight packed once in oneDNN's blocked layout, so no
+    call re-lays it out. For a few rows this is where a CPU matmul is fastest: the bf16 gpt2-mini head at
+    one row took 1.5 ms packed vs 6.7 ms for `F.linear` (AMX re-packs a plain bf16 weight on every call),
+    and the fp32 head at 8 rows 7.5 ms vs 14 ms for `h @ W_t` (one thread, `benchmarks/decode_speed.py`)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        with torch.no_grad():
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+            self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Replace every plain nn.Linear of `model` (an inference copy) by a PackedLinear; how many."""
+    count = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, name, PackedLinear(child))
+                count += 1
+    return count
+
+
 class InferenceCopy:
-    """The model the Engine runs: the model itself, or a copy cast to `dtype`, refreshed when the source
-    weights change."""
+    """The model the Engine runs: the model itself, or a copy cast to `dtype` with its Linears packed for
+    oneDNN where it has them, rebuilt when the source weights change."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype | None) -> None:
         self.source = model
@@ -102,37 +150,53 @@ class InferenceCopy:
         if self.dtype is None or next(source.parameters()).dtype == self.dtype:
             return source
         key = _weights_key(source)
-        if self._copy is None:
-            self._copy = copy.deepcopy(source).to(self.dtype).eval()
-        elif key != self._key:
+        if self._copy is None or key != self._key:
             with torch.no_grad():
-                for dst, src in zip(self._copy.parameters(), source.parameters()):
-                    dst.copy_(src)
-        self._key = key
+                clone = copy.deepcopy(source).to(self.dtype).eval()
+                clone.requires_grad_(False)
+                if onednn_packing(next(clone.parameters())):
+                    pack_linears(clone)
+            self._copy, self._key = clone, key
         return self._copy
 
 
 class InferenceHead:
-    """The output head with its weight in the layout a few-row matmul wants: a contiguous (C, V) copy of
-    W^T (plus the bias), rebuilt when the weight changes. A head that is not a plain Linear (an adapter
-    on it) is called as it is."""
+    """The output head in the layout a few-row CPU matmul wants: for one row a contiguous (C, V) copy of
+    W^T (`h @ W_t`), for more rows (batched sampling, beams) a oneDNN-packed copy; each rebuilt when the
+    weight changes. A head that is not a plain Linear (an adapter on it, a PackedLinear), or one on a
+    GPU, is called as it is."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._wt: torch.Tensor | None = None
+        self._packed_key: tuple | None = None
+        self._packed: PackedLinear | None = None
 
     def weight_t(self, head: nn.Module) -> torch.Tensor | None:
-        if type(head) is not nn.Linear:
-            return None
-        w = head.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if type(head) is not nn.Linear or head.weight.device.type != "cpu":
+            return None  # (cuBLAS runs the transposed operand at full speed: no copy on a GPU)
+        key = _tensor_key(head.weight)
         if key != self._key:
-            self._wt = w.detach().t().contiguous()  # (C, V)
+            self._wt = head.weight.detach().t().contiguous()  # (C, V)
             self._key = key
         return self._wt
 
+    def packed(self, head: nn.Linear) -> PackedLinear | None:
+        if not onednn_packing(head.weight):
+            return None
+        key = _tensor_key(head.weight)
+        if key != self._packed_key:
+            self._packed, self._packed_key = PackedLinear(head), key
+        return self._packed
+
     def __call__(self, head: nn.Module, h: torch.Tensor) -> torch.Tensor:
         """h (B, C) -> logits (B, V)."""
+        if type(head) is not nn.Linear:
+            return head(h)
+        if h.shape[0] > 1:
+            packed = self.packed(head)
+            if packed is not None:
+                return packed(h)
         wt = self.weight_t(head)
         if wt is None:
             return head(h)
@@ -187,6 +251,10 @@ class Decoder:
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """tokens (B, T) at absolute `positions` (T,) -> logits (B, V) of the last position (fp32 or the
         run model's dtype)."""
+        with num_threads(self.paths.threads if self.paths.enabled else None):
+            return self._run(tokens, positions, cache)
+
+    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         model = self.model()
         if not self.paths.enabled or not hasattr(model, "features"):
             return model(tokens, positions=positions, cache=cache)[:, -1]
@@ -202,13 +270,14 @@ class Decoder:
               wt: torch.Tensor) -> torch.Tensor:
         mask = (torch.arange(cache.max_len, device=pos.device) <= pos)[None, None, None, :]  # (1, 1, 1, L)
         h = model.features(tokens, pos, _StaticStep(cache, pos, mask))[:, -1]  # (B, C)
-        return h @ wt
+        return h @ wt if wt is not None else model.lm_head(h)
 
     def _compiled_step(self, model: nn.Module, tokens: torch.Tensor, positions: torch.Tensor,
                        cache: KVCache) -> torch.Tensor | None:
-        wt = self.head.weight_t(model.lm_head)
-        if wt is None or model.lm_head.bias is not None:
-            return None  # an adapted head: the eager path
+        head = model.lm_head
+        wt = self.head.weight_t(head) if tokens.shape[0] == 1 else None  # else: the head module itself
+        if head.bias is not None if type(head) is nn.Linear else False:
+            return None  # a biased plain head: the eager path
         if self._compiled is None:
             mode = "reduce-overhead" if tokens.device.type == "cuda" else None  # CUDA graphs on CUDA
             self._compiled = torch.compile(self._step, backend=self.paths.compile_backend, mode=mode,
