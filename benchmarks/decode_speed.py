@@ -59,7 +59,8 @@ def prompt_of(n: int, seed: int = 1) -> list[int]:
 
 def report(title: str, new_tokens: int, times: dict[str, list[float]], bound: float | None = None,
            ours: str = "ours") -> None:
-    print(f"\n{title}")
+    if title:
+        print(f"\n{title}")
     for name, ts in times.items():
         rate = new_tokens / statistics.median(ts)
         extra = f"  {rate / bound:5.1%} of the bound" if bound else ""

@@ -170,6 +170,7 @@ def hf_model(model: GPT) -> torch.nn.Module:
     """transformers' GPT2LMHeadModel loaded from our `save_hf` folder (same weights), in our dtype, eval."""
     transformers = _require("transformers")
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
         model.save_hf(tmp)
         hf = transformers.GPT2LMHeadModel.from_pretrained(tmp, dtype=next(model.parameters()).dtype)

@@ -16,6 +16,11 @@ Context and window (documented behaviour; the tests compare against exactly this
 
 Every public method takes the decoding settings as one validated `SamplingParams` (`params.py`).
 
+How a forward pass runs is the `Decoder`'s (`fast.py`): by default the fastest exact path on the device
+(the head on the last position only, from a layout copy of its weight; compiled on CUDA), with bf16,
+compile on CPU and thread settings as opt-in `FastPaths`; `Engine(model, tok, fast=False)` runs the
+model's plain forward on the cache.
+
 Multi-turn: the engine remembers the tokens of the last single-row call (prompt + generated). When the next
 prompt extends them, only the new tokens are prefilled and `last_stats.reused_tokens` says how many cached
 positions were reused. `reset()` starts a new conversation. Validation happens before any state changes,

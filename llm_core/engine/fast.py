@@ -11,15 +11,19 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
   exact while a trainer updates the model.
 - Prefill. Only the last position's logits are used, so the head runs on one row per sequence, not on
   every prompt token (for a 512-token gpt2-small prompt that is 40 GFLOP the plain path computes).
+- Few-row matmuls at all. oneDNN re-lays out a plain weight on every call (for bf16 on AMX that costs more
+  than the matmul), so the batched head and every Linear of the bf16 copy are pre-packed once
+  (`PackedLinear`, the kernel inductor uses for frozen weights).
 - bf16 weights (`dtype="bf16"`, where `llm_core.device.supports_bf16` says the hardware computes bf16):
-  half the bytes per token. It changes the numbers, so it is opt-in; `InferenceCopy` keeps the cast copy
-  and refreshes it when the source weights change.
+  half the bytes per token. It changes the numbers, so it is opt-in; `InferenceCopy` keeps the cast,
+  packed copy and rebuilds it when the source weights change.
 - Python and kernel-launch overhead: `torch.compile` of the one-token step over the pre-allocated cache
   (the gpt-fast approach: static shapes, the cache written in place with `index_copy_`, attention over the
-  whole buffer with a mask), with CUDA graphs on CUDA ("reduce-overhead"). On CPU it is off by default:
-  measured on 2 cores it saved about 15% of a gpt2-mini step after a 40-150 s compile, which a chat
-  session never earns back (`benchmarks/decode_speed.py --compile` measures both). Where compiling fails
-  (no C++ toolchain, an unsupported op) the Engine decodes eagerly and records a one-line notice.
+  whole buffer with a mask), with CUDA graphs on CUDA ("reduce-overhead"). On CPU it is off by default: on
+  gpt2-mini it measured 1.01-1.05x the eager fast path, after a cold compile of 20 s (2.5 s from
+  inductor's on-disk cache, 146 s on cores shared at load average 9), which a chat session never earns
+  back (`benchmarks/decode_speed.py --parts compile`). Where compiling fails (no C++ toolchain, an op
+  it cannot lower) the Engine decodes eagerly and records a one-line notice in `Engine.notices`.
 
 Every path computes the same function as `model(ids)[:, -1]`; tests/test_engine_fast.py checks that each
 gives the cached == uncached greedy tokens the plain path gives.
@@ -111,7 +115,7 @@ class PackedLinear(nn.Module):
     """An inference-only copy of a Linear with its weight packed once in oneDNN's blocked layout, so no
     call re-lays it out. For a few rows this is where a CPU matmul is fastest: the bf16 gpt2-mini head at
     one row took 1.5 ms packed vs 6.7 ms for `F.linear` (AMX re-packs a plain bf16 weight on every call),
-    and the fp32 head at 8 rows 7.5 ms vs 14 ms for `h @ W_t` (one thread, `benchmarks/decode_speed.py`)."""
+    and the fp32 head at 8 rows 7.5 ms vs 14 ms for `h @ W_t` (one thread, load average 3)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
