@@ -1,10 +1,8 @@
-"""Generation speed of llm_core.Engine against baselines measured in the same run.
+"""What the Engine's batching and window buy, measured against the Engine doing it the long way.
 
+(Speed against the real peers, llms-from-scratch and transformers, is `benchmarks/decode_speed.py`.)
 gpt2-mini shape (GPTConfig.preset("gpt2-mini"): width 384, 6 layers, 6 heads, context 256, vocab 50257),
 random weights, fp32, CPU. Prints:
-1. batch 1, 32 prompt tokens, 128 new tokens, greedy: our engine (pre-allocated in-place KV cache) vs the
-   classic grow-by-`torch.cat` cache (written below in that style) and vs no cache (full recompute).
-   Target: >= 2x the torch.cat cache.
 2. majority vote, N = 8 samples of 128 tokens at temperature 0.8: one batched prefill + batch-of-8 decode vs
    8 sequential generations. Target: wall time <= 0.35x.
 3. 4096 new tokens with window 256: cache bytes and process RSS at 512 and 4096 tokens (flat), tokens/s of
@@ -12,7 +10,7 @@ random weights, fp32, CPU. Prints:
 4. beam search, B = 4 beams x 128 tokens, no stopping: one shared prefill + B rows reordered in place per
    step (Engine.beam_search) vs B separate greedy decodes of 128 tokens each, in tokens decoded per second.
 
-Run: .venv/bin/python benchmarks/generate.py
+Run: .venv/bin/python benchmarks/generate.py [--parts 2,3,4] [--rounds 2]
 """
 from __future__ import annotations
 
@@ -21,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from llm_core import Engine, GPT, GPTConfig
 from llm_core.engine import SamplingParams, derive_seed
@@ -37,47 +34,6 @@ class FakeTokenizer:
 
     def decode_bytes(self, ids) -> bytes:
         return b""
-
-
-class CatCache:
-    """The classic KV cache: keys/values grow by torch.cat every step (a new tensor + full copy each time)."""
-
-    def __init__(self) -> None:
-        self.k: dict[int, torch.Tensor] = {}
-        self.v: dict[int, torch.Tensor] = {}
-
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if layer in self.k:
-            k = torch.cat([self.k[layer], k], dim=2)
-            v = torch.cat([self.v[layer], v], dim=2)
-        self.k[layer], self.v[layer] = k, v
-        T_new, T = q.shape[2], k.shape[2]
-        if T_new == 1:  # one new token sees every key: no mask (same shortcut as the engine's cache)
-            return F.scaled_dot_product_attention(q, k, v)
-        mask = torch.ones(T_new, T, dtype=torch.bool).tril(T - T_new)  # new token i sees keys <= T-T_new+i
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
-@torch.no_grad()
-def generate_cat(model: GPT, prompt: list[int], n: int) -> list[int]:
-    cache = CatCache()
-    x = torch.tensor([prompt])
-    logits = model(x, positions=torch.arange(len(prompt)), cache=cache)[:, -1]
-    out, t = [], len(prompt)
-    for _ in range(n):
-        nxt = logits.argmax(-1)
-        out.append(int(nxt))
-        logits = model(nxt[:, None], positions=torch.tensor([t]), cache=cache)[:, -1]
-        t += 1
-    return out
-
-
-@torch.no_grad()
-def generate_nocache(model: GPT, prompt: list[int], n: int) -> list[int]:
-    seq = list(prompt)
-    for _ in range(n):
-        seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
-    return seq[len(prompt) :]
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
@@ -96,22 +52,7 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def bench_cache(model: GPT, engine: Engine, prompt: list[int]) -> None:
-    """1. Cache strategies, greedy, batch 1."""
-    generate_cat(model, prompt, 8)  # warm-up
-    engine.generate_ids(prompt, 8, NO_STOP)
-    t_engine, ours = best_of(lambda: engine.generate_ids(prompt, 128, NO_STOP), 3)
-    t_cat, cat = best_of(lambda: generate_cat(model, prompt, 128), 3)
-    t_none, none = best_of(lambda: generate_nocache(model, prompt, 128), 1)
-    print("\n1. 32 prompt + 128 new tokens, greedy, batch 1")
-    print(f"   same tokens: engine == cat cache: {ours == cat}, engine == no cache: {ours == none}")
-    for name, t in (("engine (in-place cache)", t_engine), ("torch.cat cache", t_cat), ("no cache", t_none)):
-        print(f"   {name:<26}{t:8.3f} s  {128 / t:8.1f} tokens/s")
-    print(f"   engine speed-up vs torch.cat cache: {t_cat / t_engine:.2f}x (target >= 2x)")
-    print(f"   engine speed-up vs no cache:        {t_none / t_engine:.2f}x")
-
-
-def bench_vote(engine: Engine, prompt: list[int]) -> None:
+def bench_vote(engine: Engine, prompt: list[int], rounds: int) -> None:
     """2. Majority vote sampling: batched vs sequential."""
     seed, n = 7, 8
 
@@ -123,7 +64,7 @@ def bench_vote(engine: Engine, prompt: list[int]) -> None:
         return [engine.generate_ids(prompt, 128, SamplingParams(temperature=0.8, seed=derive_seed(seed, i), stop_ids=()))
                 for i in range(n)]
 
-    t_batched, _ = best_of(batched, 2)
+    t_batched, _ = best_of(batched, rounds)
     batched_rows = [row[len(prompt) :] for row in engine._rows]
     t_seq, seq_rows = best_of(sequential, 1)
     print(f"\n2. majority vote sampling, N = {n} x 128 tokens, temperature 0.8")
@@ -153,10 +94,10 @@ def bench_window(model: GPT, prompt: list[int], context_length: int) -> None:
           f"(target within 15%)")
 
 
-def bench_beam(engine: Engine, prompt: list[int], width: int = 4, new: int = 128) -> None:
+def bench_beam(engine: Engine, prompt: list[int], rounds: int, width: int = 4, new: int = 128) -> None:
     """4. Beam search against B separate greedy decodes (the same number of tokens decoded)."""
     engine.beam_search(prompt, width, 4, stop_ids=())  # warm-up (allocates the B-row cache)
-    t_beam, beam = best_of(lambda: engine.beam_search(prompt, width, new, stop_ids=()), 2)
+    t_beam, beam = best_of(lambda: engine.beam_search(prompt, width, new, stop_ids=()), rounds)
     t_greedy, _ = best_of(lambda: [engine.generate_ids(prompt, new, NO_STOP) for _ in range(width)], 1)
     greedy_tokens = width * new
     print(f"\n4. beam search, B = {width} x {new} tokens, no stopping (gpt2-mini, vocab {engine.vocab_size})")
@@ -165,7 +106,7 @@ def bench_beam(engine: Engine, prompt: list[int], width: int = 4, new: int = 128
     print(f"   beam / separate greedy tokens/s: {(beam.tokens / t_beam) / (greedy_tokens / t_greedy):.2f}x")
 
 
-def main(parts: set[int]) -> None:
+def main(parts: set[int], rounds: int) -> None:
     torch.manual_seed(0)
     config = GPTConfig.preset("gpt2-mini")
     model = GPT(config)
@@ -176,19 +117,19 @@ def main(parts: set[int]) -> None:
     prompt = torch.randint(0, config.vocab_size, (32,), generator=g).tolist()
     print(f"gpt2-mini: {model.num_parameters() / 1e6:.1f}M parameters, fp32, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.1f}")
-    if 1 in parts:
-        bench_cache(model, engine, prompt)
     if 2 in parts:
-        bench_vote(engine, prompt)
+        bench_vote(engine, prompt, rounds)
     if 3 in parts:
         bench_window(model, prompt, config.context_length)
     if 4 in parts:
-        bench_beam(engine, prompt)
+        bench_beam(engine, prompt, rounds)
 
 
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="1,2,3,4", help="which measurements to run, e.g. 1,3")
-    main({int(p) for p in parser.parse_args().parts.split(",")})
+    parser.add_argument("--parts", default="2,3,4", help="which measurements to run, e.g. 2,3")
+    parser.add_argument("--rounds", type=int, default=2, help="timed repeats of the batched runs (best kept)")
+    args = parser.parse_args()
+    main({int(p) for p in args.parts.split(",")}, args.rounds)

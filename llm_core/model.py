@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .linear_ce import IGNORE_INDEX, linear_cross_entropy
 
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
@@ -209,15 +210,34 @@ class GPT(nn.Module):
     def forward(
         self,
         idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
         positions: torch.Tensor | None = None,
         cache: AttentionCache | None = None,
+        reduction: str = "mean",
     ) -> torch.Tensor:
-        """Token ids (B, T) -> logits (B, T, vocab_size).
+        """Token ids (B, T) -> logits (B, T, vocab_size); with `targets` (B, T), the cross-entropy instead.
+
+        `targets` hold the next token of each position (pre-shifted labels) and IGNORE_INDEX (-100) where
+        nothing is predicted. The loss is the mean over the counted positions (`reduction="sum"`: the sum;
+        `"none"`: (B, T), 0 where ignored), computed by the fused chunked head of `llm_core.linear_ce`
+        (the (B, T, V) logits are never held at once) when the head is a plain bias-free Linear, and by
+        `F.cross_entropy` over fp32 logits otherwise (an adapter on the head). Calling `forward`, not a
+        helper, keeps a DistributedDataParallel wrapper's gradient hooks in the path.
 
         `positions` (T,) or (B, T) are the position ids (default 0..T-1); a KV cache passes the absolute
         positions of the new tokens (and keeps them inside the context for learned positions).
         """
-        return self.lm_head(self.features(idx, positions, cache))  # (B, T, vocab_size)
+        h = self.features(idx, positions, cache)  # (B, T, C)
+        if targets is None:
+            return self.lm_head(h)  # (B, T, vocab_size)
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets: shape {tuple(targets.shape)} must equal the ids' {tuple(idx.shape)}")
+        head = self.lm_head
+        if type(head) is nn.Linear and head.bias is None:
+            return linear_cross_entropy(h, head.weight, targets, reduction=reduction)
+        logits = head(h).float()  # (B, T, V)
+        return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction=reduction)
 
     def features(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
                  cache: AttentionCache | None = None) -> torch.Tensor:

@@ -11,6 +11,7 @@ from engine_fakes import ByteTokenizer, tiny_model
 from llm_core.engine import SamplingParams
 from llm_core import Engine, GenerationError
 from llm_core.engine import derive_seed, filter_top_k, filter_top_p, next_token_probs
+from llm_core.engine.sampling import seeded_generators
 
 NO_STOP = SamplingParams(stop_ids=())  # greedy, never stopping early
 
@@ -166,3 +167,43 @@ def test_majority_vote_takes_token_ids_as_well_as_text(model):
     by_text = Engine(model, tok).majority_vote("abc", 3, 5, params, extractor=len, early_stop=False)
     by_ids = Engine(model, tok).majority_vote(tok.encode("abc"), 3, 5, params, extractor=len, early_stop=False)
     assert [s.text for s in by_ids.samples] == [s.text for s in by_text.samples]
+
+
+def test_draw_follows_the_distribution_and_never_picks_a_zero_probability_token():
+    from llm_core.engine.sampling import draw
+
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.15, 0.05], [0.0, 0.0, 0.0, 1.0, 0.0]])
+    gens = seeded_generators([11, 12], torch.device("cpu"))
+    counts = torch.zeros(2, 5)
+    n = 20000
+    for _ in range(n):
+        picks = draw(probs, gens)
+        counts[0, picks[0]] += 1
+        counts[1, picks[1]] += 1
+    assert counts[0, 1] == 0 and counts[1, 3] == n
+    # binomial standard error at n = 20000 is <= 0.0036: 4 of them
+    assert torch.allclose(counts[0] / n, probs[0], atol=0.015)
+    again = seeded_generators([11, 12], torch.device("cpu"))
+    first = [draw(probs, again).tolist() for _ in range(5)]
+    again = seeded_generators([11, 12], torch.device("cpu"))
+    assert first == [draw(probs, again).tolist() for _ in range(5)]  # seeded: reproducible
+
+
+def test_two_level_draw_equals_a_flat_inverse_cdf_over_many_blocks():
+    from llm_core.engine.sampling import draw
+
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(6, 5000, generator=g) ** 4
+    probs[:, 1024:3000] = 0.0  # whole zero blocks
+    probs[2, :] = 0.0
+    probs[2, 4999] = 1.0  # the last token only
+    probs = probs / probs.sum(-1, keepdim=True)
+    gens = seeded_generators(list(range(6)), torch.device("cpu"))
+    for _ in range(200):
+        states = [x.get_state() for x in gens]
+        got = draw(probs, gens)
+        u = torch.cat([torch.rand(1, generator=torch.Generator().set_state(s), dtype=torch.float64) for s in states])
+        cdf = probs.double().cumsum(-1)
+        want = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
+        assert torch.equal(got, want)
+        assert bool((probs[torch.arange(6), got] > 0).all())

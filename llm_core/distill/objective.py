@@ -22,11 +22,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..tokenizer import Tokenizer
-from ..training.objectives import IGNORE_INDEX, Objective, add_auxiliary_loss, unwrap
+from ..training.objectives import Objective, add_auxiliary_loss, unwrap
 from .loss import distillation_terms
 
 
@@ -114,13 +113,12 @@ class DistillationObjective(Objective):
             # routing statistics for the auxiliary loss (as DPO runs its reference first).
             with torch.no_grad():
                 teacher_logits = self.teacher(input_ids)  # (B, T, V)
-        student_logits = model(input_ids)  # (B, T, V)
-        if self.teacher is None:
-            ce = F.cross_entropy(student_logits.float().reshape(-1, student_logits.size(-1)), labels.reshape(-1),
-                                 ignore_index=IGNORE_INDEX)
+        if self.teacher is None:  # traces mode: plain next-token loss through the fused head (no logits)
+            ce = model(input_ids, labels)
             kd = torch.zeros((), device=ce.device)
             loss = ce
         else:
+            student_logits = model(input_ids)  # (B, T, V): the KD term needs the whole distribution
             if teacher_logits.size(-1) != student_logits.size(-1):
                 raise ConfigError(f"distill: the student's vocabulary ({student_logits.size(-1)}) and the teacher's "
                                   f"({teacher_logits.size(-1)}, {self.teacher_source}) differ", field="teacher")

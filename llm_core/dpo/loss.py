@@ -47,6 +47,17 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, average: bool 
     return summed
 
 
+def model_sequence_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
+                            average: bool = False) -> torch.Tensor:
+    """`sequence_logprobs(model(input_ids), labels, average)` without the (B, L, V) logits: the model's
+    forward with targets (`GPT.forward(ids, labels, reduction="none")`, the fused chunked head of
+    `llm_core.linear_ce`) gives each response token's cross-entropy, 0 at prompt and padding positions."""
+    summed = -model(input_ids, labels, reduction="none").sum(-1)  # (B,)
+    if average:
+        return summed / (labels != IGNORE_INDEX).sum(-1).clamp(min=1)
+    return summed
+
+
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError, DataError
 from ..training.objectives import EventSink, Objective, unwrap
-from .loss import IGNORE_INDEX, LossType, dpo_loss, sequence_logprobs
+from .loss import IGNORE_INDEX, LossType, dpo_loss, model_sequence_logprobs
 from .monitor import CollapseMonitor
 
 Reference = Literal["copy", "adapters"]
@@ -138,7 +138,7 @@ class DPOObjective(Objective):
         if keys is not None and all(k in self._ref_cache for k in keys):
             return torch.tensor([self._ref_cache[k] for k in keys], device=input_ids.device)
         with self._reference_network(model) as reference:
-            logps = sequence_logprobs(reference(input_ids), labels, self.average_logps)  # (N,)
+            logps = model_sequence_logprobs(reference, input_ids, labels, self.average_logps)  # (N,)
         if keys is not None:
             for key, value in zip(keys, logps.tolist()):
                 self._ref_cache[key] = value
@@ -163,7 +163,7 @@ class DPOObjective(Objective):
         # Reference first: with the "adapters" strategy it runs the same network, and the policy forward
         # must come last so MoE layers keep the policy's routing statistics for the auxiliary loss.
         ref_logps = self.reference_logprobs(model, input_ids, labels)  # (2B,)
-        policy_logps = sequence_logprobs(model(input_ids), labels, self.average_logps)  # (2B,)
+        policy_logps = model_sequence_logprobs(model, input_ids, labels, self.average_logps)  # (2B,)
 
         loss, chosen_rewards, rejected_rewards = dpo_loss(
             policy_logps[:B], policy_logps[B:], ref_logps[:B], ref_logps[B:], self.beta,

@@ -1,5 +1,6 @@
 """Inference: KV cache, sampling, streaming, the `Engine`, chain of thought, majority vote, multi-turn chat."""
 from .engine import RESPONSE_STOPS, Engine, GenerationStats
+from .fast import FastPaths
 from .beam import Beam, BeamResult
 from .conversation import MODES, REASONING_MODES, ChatOptions, Conversation, Turn
 from .kv_cache import KVCache
@@ -17,6 +18,7 @@ __all__ = [
     "Conversation",
     "Turn",
     "Engine",
+    "FastPaths",
     "GenerationStats",
     "KVCache",
     "RESPONSE_STOPS",

@@ -16,6 +16,11 @@ Context and window (documented behaviour; the tests compare against exactly this
 
 Every public method takes the decoding settings as one validated `SamplingParams` (`params.py`).
 
+How a forward pass runs is the `Decoder`'s (`fast.py`): by default the fastest exact path on the device
+(the head on the last position only, from a layout copy of its weight; compiled on CUDA), with bf16,
+compile on CPU and thread settings as opt-in `FastPaths`; `Engine(model, tok, fast=False)` runs the
+model's plain forward on the cache.
+
 Multi-turn: the engine remembers the tokens of the last single-row call (prompt + generated). When the next
 prompt extends them, only the new tokens are prefilled and `last_stats.reused_tokens` says how many cached
 positions were reused. `reset()` starts a new conversation. Validation happens before any state changes,
@@ -30,6 +35,7 @@ import torch
 
 from ..errors import GenerationError
 from .beam import BeamResult, beam_search
+from .fast import OFF as FAST_OFF, Decoder, FastPaths
 from .kv_cache import KVCache
 from .params import GREEDY, SamplingParams
 from .reasoning import Extractor, ReasonedAnswer, VoteResult, experiment_prompt, run_vote, split_answer
@@ -64,15 +70,27 @@ def _fresh_seed() -> int:
 class Engine:
     """Generation on top of a GPT and a tokenizer. See the module docstring for the window rule."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, fast: FastPaths | bool = True) -> None:
+        """`fast`: the decode paths allowed (`fast.FastPaths`; True = every exact one this device has, False =
+        the model's plain forward on the cache). `notices` lists what was asked for but is not available."""
+        if isinstance(fast, bool):
+            fast = FastPaths() if fast else FAST_OFF
+        if not isinstance(fast, FastPaths):
+            raise GenerationError(f"fast: must be true, false or a FastPaths, got {type(fast).__name__}")
         self.model = model
         self.tokenizer = tokenizer
         self.context_length: int = model.config.context_length
         self.vocab_size: int = model.config.vocab_size
         self.device = next(model.parameters()).device
+        self.decoder = Decoder(model, fast)
         self.cache: KVCache | None = None
         self.last_stats = GenerationStats()
         self.reset()
+
+    @property
+    def notices(self) -> list[str]:
+        """One-line notices about fast paths that were asked for and are not in use (and why)."""
+        return list(self.decoder.notices)
 
     # --- conversation state ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -132,7 +150,7 @@ class Engine:
         self.model.eval()
         try:
             with torch.inference_mode():
-                logits = self.model(tokens, positions=positions, cache=self.cache)[:, -1]  # (B, V)
+                logits = self.decoder(tokens, positions, self.cache)  # (B, V)
         finally:
             self.model.train(was_training)
         self.cache.advance(T)
@@ -141,8 +159,9 @@ class Engine:
 
     def _prefill(self, ids: list[int], rows: int, W: int, stats: GenerationStats) -> torch.Tensor:
         """Make the cache hold the prompt (reusing the previous turn when it is a prefix); logits (rows, V)."""
-        if self.cache is None or not self.cache.matches(self.model, rows, W):
-            self.cache = KVCache.for_model(self.model, rows, W)
+        run_model = self.decoder.model()  # the model itself, or its bf16 copy
+        if self.cache is None or not self.cache.matches(run_model, rows, W):
+            self.cache = KVCache.for_model(run_model, rows, W)
             self._valid = False
         cache = self.cache
         P = len(ids)

@@ -72,5 +72,32 @@ def sample_next(
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = next_token_probs(logits, temperature, top_k, top_p)  # (B, V)
-    picks = [torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(probs.shape[0])]
-    return torch.cat(picks)
+    return draw(probs, generators)
+
+
+_BLOCK = 1024  # tokens per block of the two-level cumulative sum in `draw`
+
+
+def draw(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of `probs` (B, V) by inverse transform sampling: row i draws u_i ~ U[0, 1) from
+    generators[i] and takes the first token whose cumulative probability exceeds u_i times the row's
+    total (a zero-probability token is never taken). One random number per row: torch.multinomial's
+    single-draw path makes V exponential variates per row, 1.2 ms per row at V = 50257 on the benchmark
+    CPU, more than a gpt2-mini layer costs. The cumulative sum is two-level (block totals, then the one
+    block u falls in) and in fp64, so it costs one pass over `probs` and 50k small terms add up exactly
+    enough. -> (B,)"""
+    B, V = probs.shape
+    u = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64, device=probs.device)
+                   for i in range(B)])  # (B,)
+    nb = -(-V // _BLOCK)
+    blocks = torch.nn.functional.pad(probs, (0, nb * _BLOCK - V)).view(B, nb, _BLOCK)  # (B, nb, BLOCK)
+    block_cdf = blocks.sum(-1, dtype=torch.float64).cumsum(-1)  # (B, nb)
+    target = u * block_cdf[:, -1]  # (B,)
+    j = torch.searchsorted(block_cdf, target[:, None], right=True).clamp_(max=nb - 1)  # (B, 1) block index
+    before = torch.where(j > 0, block_cdf.gather(1, (j - 1).clamp(min=0)), torch.zeros_like(target[:, None]))
+    row = blocks.gather(1, j[:, :, None].expand(B, 1, _BLOCK)).squeeze(1)  # (B, BLOCK): the chosen block
+    k = torch.searchsorted(row.double().cumsum(-1), target[:, None] - before, right=True)  # (B, 1)
+    # k == BLOCK only when rounding puts the target past the block's own sum: its last positive token
+    last = _BLOCK - 1 - row.gt(0).flip(-1).int().argmax(-1, keepdim=True)
+    k = torch.where(k >= _BLOCK, last, k)
+    return (j * _BLOCK + k).squeeze(1).clamp_(max=V - 1)

@@ -82,7 +82,11 @@ def sample_rollouts(model: nn.Module, tokenizer: Any, prompt_ids: Sequence[Seque
 
 def completion_logprobs(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                         with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(log pi(target_t | inputs_<=t), entropy of pi at t or None), each (B, L); masking is the caller's."""
+    """(log pi(target_t | inputs_<=t), entropy of pi at t or None), each (B, L); masking is the caller's.
+    Without the entropy the model's fused head gives the log-probs (`GPT.forward(inputs, targets,
+    reduction="none")`: no (B, L, V) logits); the entropy needs the whole distribution."""
+    if not with_entropy:
+        return -model(inputs, targets, reduction="none"), None
     logp = torch.log_softmax(model(inputs).float(), dim=-1)  # (B, L, V), fp32 for the log-softmax
     chosen = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
     entropy = -(logp.exp() * logp).sum(-1).detach() if with_entropy else None

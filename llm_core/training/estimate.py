@@ -5,7 +5,8 @@ the "16 bytes per parameter" of mixed-precision Adam, here fp32 master weights o
 trainable parameter) + activations kept for backward. Activations per transformer layer follow
 Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models" (2022):
     s * b * h * (34 + 5 * a * s / h) bytes at 16-bit precision  (s tokens, b batch, h width, a heads),
-doubled for fp32, plus the logits and their gradient (b * s * vocab, fp32). It is an estimate: fused
+doubled for fp32, plus the gradient of the logits that the fused head keeps for backward (b * s * vocab
+in the compute dtype) and one chunk of fp32 logits (`llm_core.linear_ce`). It is an estimate: fused
 attention kernels keep less, allocator slack adds more.
 
 Time is measured, not modelled: a few optimizer steps on a copy of the model (so the real model, its
@@ -22,6 +23,7 @@ import torch
 
 from ..data import BatchIterator
 from ..errors import ConfigError
+from ..linear_ce import CHUNK_ELEMENTS
 from .accumulate import accumulate_gradients, to_device
 from .optim import build_optimizer
 
@@ -39,7 +41,8 @@ def memory_estimate(model: torch.nn.Module, batch_size: int, seq_len: int, bf16:
     trainable = model.num_parameters(trainable_only=True)
     b, s, h, a = batch_size * batch_multiplier, seq_len, cfg.d_model, cfg.n_heads
     per_layer_16bit = s * b * h * (34 + 5 * a * s / h)
-    activations = cfg.n_layers * per_layer_16bit * (1 if bf16 else 2) + 2 * b * s * cfg.vocab_size * 4
+    head = b * s * cfg.vocab_size * (2 if bf16 else 4) + 2 * CHUNK_ELEMENTS * 4  # dCE/dz + one fp32 chunk
+    activations = cfg.n_layers * per_layer_16bit * (1 if bf16 else 2) + head
     out = {
         "parameters": params * 4.0,
         "gradients": trainable * 4.0,

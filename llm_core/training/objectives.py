@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..data.base import IGNORE_INDEX
 from ..errors import ConfigError
@@ -105,13 +104,10 @@ class LanguageModelingObjective(Objective):
     plus the model's auxiliary loss (MoE load balancing / router z-loss; zero for a dense model)."""
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        logits = model(batch["input_ids"])  # (B, T, V)
-        labels = batch["labels"]  # (B, T)
-        # Cross-entropy in fp32: under bf16 autocast the logits are bf16, and log-softmax over a large
-        # vocabulary loses precision there.
-        ce = F.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
-        )
+        # GPT.forward(ids, targets) is the fused chunked head + cross-entropy (`llm_core.linear_ce`): the
+        # (B, T, V) logits are never held at once, the log-sum-exp is in fp32 under bf16 autocast, and
+        # prompt-masked positions never go through the head.
+        ce = model(batch["input_ids"], batch["labels"])  # () mean over labelled positions
         loss, metrics = add_auxiliary_loss(model, ce, {})
         metrics["lm_loss"] = float(ce.detach())
         return loss, metrics

@@ -1,0 +1,312 @@
+"""The Engine's decode paths: what runs a forward pass over the KV cache, fastest first.
+
+A decode step at batch 1 reads every weight once for one row of activations, so its floor is the time to
+stream the weights from memory (Pope et al., "Efficiently Scaling Transformer Inference", 2022, sec. 3).
+What gets in the way on a CPU, and what this module does about each (`FastPaths` switches them):
+
+- The head. `F.linear(h, W)` with GPT-2's tied W (V, C) is a one-row matmul against a transposed operand,
+  which oneDNN/MKL run far below bandwidth for V = 50257; `h @ W_t` with a contiguous (C, V) copy streams
+  it (3x faster for gpt2-mini in issue 15's profile). `InferenceHead` keeps that copy, rebuilt whenever
+  the weight changes (its storage or torch's in-place version counter), so an Engine built once stays
+  exact while a trainer updates the model.
+- Prefill. Only the last position's logits are used, so the head runs on one row per sequence, not on
+  every prompt token (for a 512-token gpt2-small prompt that is 40 GFLOP the plain path computes).
+- Few-row matmuls at all. oneDNN re-lays out a plain weight on every call (for bf16 on AMX that costs more
+  than the matmul), so the batched head and every Linear of the bf16 copy are pre-packed once
+  (`PackedLinear`, the kernel inductor uses for frozen weights).
+- bf16 weights (`dtype="bf16"`, where `llm_core.device.supports_bf16` says the hardware computes bf16):
+  half the bytes per token. It changes the numbers, so it is opt-in; `InferenceCopy` keeps the cast,
+  packed copy and rebuilds it when the source weights change.
+- Python and kernel-launch overhead: `torch.compile` of the one-token step over the pre-allocated cache
+  (the gpt-fast approach: static shapes, the cache written in place with `index_copy_`, attention over the
+  whole buffer with a mask), with CUDA graphs on CUDA ("reduce-overhead"). On CPU it is off by default: on
+  gpt2-mini it measured 1.01-1.05x the eager fast path, after a cold compile of 20 s (2.5 s from
+  inductor's on-disk cache, 146 s on cores shared at load average 9), which a chat session never earns
+  back (`benchmarks/decode_speed.py --parts compile`). Where compiling fails (no C++ toolchain, an op
+  it cannot lower) the Engine decodes eagerly and records a one-line notice in `Engine.notices`.
+
+Every path computes the same function as `model(ids)[:, -1]`; tests/test_engine_fast.py checks that each
+gives the cached == uncached greedy tokens the plain path gives.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..device import num_threads, supports_bf16
+from ..errors import GenerationError
+from .kv_cache import KVCache
+
+log = logging.getLogger("llm_core.engine")
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+COMPILE_CHOICES = ("auto", "off", "on")
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """Which fast paths the Engine may use. The default is every exact one available on the device.
+
+    - `enabled`: False runs `model(ids)[:, -1]` on the cache as written, with nothing below (for
+      comparisons and debugging).
+    - `dtype`: None keeps the model's dtype (exact); "bf16" decodes with a bf16 copy of the weights where
+      the hardware computes bf16 (elsewhere it stays in the model's dtype and says so in `notices`).
+    - `compile`: "auto" compiles the one-token step on CUDA (with CUDA graphs) and not on CPU, where it
+      does not pay (module docstring); "on" compiles anywhere, "off" never.
+    - `compile_backend`: torch.compile's backend ("inductor"; "eager" traces without generating code).
+    - `threads`: torch intra-op threads while a step runs (None: torch's setting, restored after each step).
+      A decode step is a chain of ~100 small kernels, each a parallel region: on cores other processes
+      also use, every region waits for its slowest thread, and on 2 shared cores (load average 3) one
+      thread decoded gpt2-mini 3-6x faster than two (`benchmarks/decode_speed.py --threads`).
+    """
+
+    enabled: bool = True
+    dtype: str | None = None
+    compile: str = "auto"
+    compile_backend: str = "inductor"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise GenerationError(f"FastPaths.enabled: must be true or false, got {self.enabled!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise GenerationError(f"FastPaths.dtype: must be None, 'bf16' or 'fp32', got {self.dtype!r}")
+        if self.compile not in COMPILE_CHOICES:
+            raise GenerationError(f"FastPaths.compile: must be one of {', '.join(COMPILE_CHOICES)}, "
+                                  f"got {self.compile!r}")
+        if not isinstance(self.compile_backend, str) or not self.compile_backend:
+            raise GenerationError(f"FastPaths.compile_backend: must be a backend name, got {self.compile_backend!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise GenerationError(f"FastPaths.threads: must be a positive integer or None, got {self.threads!r}")
+
+    def wants_compile(self, device: torch.device) -> bool:
+        return self.enabled and (self.compile == "on" or (self.compile == "auto" and device.type == "cuda"))
+
+
+OFF = FastPaths(enabled=False)
+
+
+def _weights_key(model: nn.Module) -> tuple:
+    """Changes whenever any parameter is replaced or modified in place (torch bumps `_version` on every
+    in-place write: optimizer steps, `load_state_dict`, `copy_`)."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def _tensor_key(w: torch.Tensor) -> tuple:
+    return (w.data_ptr(), w._version, w.dtype, w.device)
+
+
+def onednn_packing(weight: torch.Tensor) -> bool:
+    """oneDNN's pre-packed linear (the kernel inductor's CPU backend uses for frozen weights) exists for
+    this weight: a CPU build with oneDNN, and fp32 or bf16 (it has no fp64)."""
+    return (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class PackedLinear(nn.Module):
+    """An inference-only copy of a Linear with its weight packed once in oneDNN's blocked layout, so no
+    call re-lays it out. For a few rows this is where a CPU matmul is fastest: the bf16 gpt2-mini head at
+    one row took 1.5 ms packed vs 6.7 ms for `F.linear` (AMX re-packs a plain bf16 weight on every call),
+    and the fp32 head at 8 rows 7.5 ms vs 14 ms for `h @ W_t` (one thread, load average 3)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        with torch.no_grad():
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+            self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Replace every plain nn.Linear of `model` (an inference copy) by a PackedLinear; how many."""
+    count = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, name, PackedLinear(child))
+                count += 1
+    return count
+
+
+class InferenceCopy:
+    """The model the Engine runs: the model itself, or a copy cast to `dtype` with its Linears packed for
+    oneDNN where it has them, rebuilt when the source weights change."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None) -> None:
+        self.source = model
+        self.dtype = dtype
+        self._copy: nn.Module | None = None
+        self._key: tuple | None = None
+
+    def get(self) -> nn.Module:
+        source = self.source
+        if self.dtype is None or next(source.parameters()).dtype == self.dtype:
+            return source
+        key = _weights_key(source)
+        if self._copy is None or key != self._key:
+            with torch.no_grad():
+                clone = copy.deepcopy(source).to(self.dtype).eval()
+                clone.requires_grad_(False)
+                if onednn_packing(next(clone.parameters())):
+                    pack_linears(clone)
+            self._copy, self._key = clone, key
+        return self._copy
+
+
+class InferenceHead:
+    """The output head in the layout a few-row CPU matmul wants: for one row a contiguous (C, V) copy of
+    W^T (`h @ W_t`), for more rows (batched sampling, beams) a oneDNN-packed copy; each rebuilt when the
+    weight changes. A head that is not a plain Linear (an adapter on it, a PackedLinear), or one on a
+    GPU, is called as it is."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._wt: torch.Tensor | None = None
+        self._packed_key: tuple | None = None
+        self._packed: PackedLinear | None = None
+
+    def weight_t(self, head: nn.Module) -> torch.Tensor | None:
+        if type(head) is not nn.Linear or head.weight.device.type != "cpu":
+            return None  # (cuBLAS runs the transposed operand at full speed: no copy on a GPU)
+        key = _tensor_key(head.weight)
+        if key != self._key:
+            self._wt = head.weight.detach().t().contiguous()  # (C, V)
+            self._key = key
+        return self._wt
+
+    def packed(self, head: nn.Linear) -> PackedLinear | None:
+        if not onednn_packing(head.weight):
+            return None
+        key = _tensor_key(head.weight)
+        if key != self._packed_key:
+            self._packed, self._packed_key = PackedLinear(head), key
+        return self._packed
+
+    def __call__(self, head: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """h (B, C) -> logits (B, V)."""
+        if type(head) is not nn.Linear:
+            return head(h)
+        if h.shape[0] > 1:
+            packed = self.packed(head)
+            if packed is not None:
+                return packed(h)
+        wt = self.weight_t(head)
+        if wt is None:
+            return head(h)
+        out = h @ wt
+        return out + head.bias if head.bias is not None else out
+
+    def nbytes(self) -> int:
+        return 0 if self._wt is None else self._wt.numel() * self._wt.element_size()
+
+
+class _StaticStep:
+    """The cache as a compiled step sees it: one new token per row written at position `pos` (a (1,)
+    tensor), attention over the whole buffer under `mask` (1, 1, 1, max_len); no Python ints that change
+    from step to step, so the graph is compiled once."""
+
+    def __init__(self, cache: KVCache, pos: torch.Tensor, mask: torch.Tensor) -> None:
+        self.cache, self.pos, self.mask = cache, pos, mask
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        B = q.shape[0]
+        k_buf, v_buf = self.cache.keys[layer][:B], self.cache.values[layer][:B]
+        k_buf.index_copy_(2, self.pos, k)  # (B, n_heads, max_len, head_dim), in place
+        v_buf.index_copy_(2, self.pos, v)
+        return F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=self.mask)
+
+
+class Decoder:
+    """Runs new tokens through the model on top of the cache and returns the last position's logits."""
+
+    def __init__(self, model: nn.Module, paths: FastPaths) -> None:
+        self.paths = paths
+        self.notices: list[str] = []
+        device = next(model.parameters()).device
+        dtype = DTYPES[paths.dtype] if paths.enabled and paths.dtype else None
+        if dtype is torch.bfloat16 and not supports_bf16(device):
+            self._notice(f"bf16 decoding: {device.type} has no bf16 arithmetic here; decoding in "
+                         f"{next(model.parameters()).dtype}")
+            dtype = None
+        self.weights = InferenceCopy(model, dtype)
+        self.head = InferenceHead()
+        self._compile = paths.wants_compile(device)
+        self._compiled: Callable[..., torch.Tensor] | None = None
+        self.compile_seconds: float | None = None
+
+    def _notice(self, message: str) -> None:
+        self.notices.append(message)
+        log.warning(message)
+
+    def model(self) -> nn.Module:
+        return self.weights.get()
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """tokens (B, T) at absolute `positions` (T,) -> logits (B, V) of the last position (fp32 or the
+        run model's dtype)."""
+        with num_threads(self.paths.threads if self.paths.enabled else None):
+            return self._run(tokens, positions, cache)
+
+    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        model = self.model()
+        if not self.paths.enabled or not hasattr(model, "features"):
+            return model(tokens, positions=positions, cache=cache)[:, -1]
+        if self._compile and tokens.shape[1] == 1:
+            logits = self._compiled_step(model, tokens, positions, cache)
+            if logits is not None:
+                return logits
+        h = model.features(tokens, positions, cache)[:, -1]  # (B, C): the head on the last position only
+        return self.head(model.lm_head, h)
+
+    # --- torch.compile of the one-token step ---------------------------------------------------------
+    def _step(self, model: nn.Module, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache,
+              wt: torch.Tensor) -> torch.Tensor:
+        mask = (torch.arange(cache.max_len, device=pos.device) <= pos)[None, None, None, :]  # (1, 1, 1, L)
+        h = model.features(tokens, pos, _StaticStep(cache, pos, mask))[:, -1]  # (B, C)
+        return h @ wt if wt is not None else model.lm_head(h)
+
+    def _compiled_step(self, model: nn.Module, tokens: torch.Tensor, positions: torch.Tensor,
+                       cache: KVCache) -> torch.Tensor | None:
+        head = model.lm_head
+        wt = self.head.weight_t(head) if tokens.shape[0] == 1 else None  # else: the head module itself
+        if head.bias is not None if type(head) is nn.Linear else False:
+            return None  # a biased plain head: the eager path
+        if self._compiled is None:
+            mode = "reduce-overhead" if tokens.device.type == "cuda" else None  # CUDA graphs on CUDA
+            self._compiled = torch.compile(self._step, backend=self.paths.compile_backend, mode=mode,
+                                           dynamic=False)
+        import time
+
+        start = time.perf_counter()
+        try:
+            logits = self._compiled(model, tokens, positions, cache, wt)
+        except Exception as exc:  # no C++ toolchain, an op inductor cannot lower, ...: decode eagerly
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            self._notice(f"torch.compile unavailable ({type(exc).__name__}: {reason}); decoding eagerly")
+            self._compile = False
+            return None
+        if self.compile_seconds is None:
+            self.compile_seconds = time.perf_counter() - start
+        return logits
+
+    def describe(self) -> dict[str, Any]:
+        """What this decoder does (for benchmarks and the CLI to print)."""
+        model = self.model()
+        return {
+            "fast": self.paths.enabled,
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "compile": self._compile,
+            "head_copy_bytes": self.head.nbytes(),
+            "compile_seconds": self.compile_seconds,
+        }

@@ -1,0 +1,178 @@
+"""The Engine's fast decode paths (`llm_core.engine.fast`): every mode keeps cached == uncached greedy.
+
+bf16 decoding changes the numbers, so it has its own equivalence test against fp32, teacher-forced on an
+fp32 greedy continuation: every logit within 1.5% of the logits' spread (measured: 0.4%; bf16 keeps 8
+bits of mantissa) and the same top token at >= 95% of positions (measured: all 47).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from engine_fakes import ByteTokenizer, tiny_model
+from test_engine_cache import PROMPT, reference_greedy
+from llm_core import Engine, GenerationError
+from llm_core.device import supports_bf16
+from llm_core.engine import KVCache, SamplingParams
+from llm_core.engine.fast import FastPaths, InferenceHead
+
+NO_STOP = SamplingParams(stop_ids=())
+HAS_BF16 = supports_bf16(torch.device("cpu"))
+
+MODES = {
+    "plain": False,
+    "fast": FastPaths(),
+    # dynamo traces the static-cache step; the "eager" backend runs the captured graph without generating
+    # C++ (inductor's codegen takes minutes on 2 cores; the benchmark measures it)
+    "compiled": FastPaths(compile="on", compile_backend="eager"),
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(context_length=16)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("window,n_new", [(None, 30), (5, 23)])
+def test_cached_equals_uncached_in_every_mode(model, mode, window, n_new):
+    engine = Engine(model, ByteTokenizer(), MODES[mode])
+    got = engine.generate_ids(PROMPT, n_new, SamplingParams(window=window, stop_ids=()))
+    assert got == reference_greedy(model, PROMPT, n_new, window or 16)
+    assert engine.notices == []
+
+
+def test_fast_is_the_default_and_keeps_a_transposed_head(model):
+    engine = Engine(model, ByteTokenizer())
+    engine.generate_ids(PROMPT, 3, NO_STOP)
+    info = engine.decoder.describe()
+    assert info["fast"] and info["head_copy_bytes"] == model.lm_head.weight.numel() * 8  # fp64 (C, V)
+    assert not info["compile"]  # not on CPU by default: it does not pay there
+
+
+def test_weights_changed_after_the_engine_was_built_are_seen(model):
+    model = tiny_model(context_length=16, seed=7)
+    engine = Engine(model, ByteTokenizer())
+    engine.generate_ids(PROMPT, 5, NO_STOP)  # builds the head copy
+    with torch.no_grad():  # what an optimizer step does: in place
+        model.tok_emb.weight.mul_(-1.5)
+        model.blocks[0].mlp.fc.weight.add_(0.3)
+    engine.reset()
+    assert engine.generate_ids(PROMPT, 12, NO_STOP) == reference_greedy(model, PROMPT, 12, 16)
+
+
+def test_head_copy_is_rebuilt_only_when_the_weight_changes():
+    head = torch.nn.Linear(4, 6, bias=False)
+    cache = InferenceHead()
+    first = cache.weight_t(head)
+    assert first.is_contiguous() and first.shape == (4, 6) and cache.weight_t(head) is first
+    with torch.no_grad():
+        head.weight.add_(1.0)
+    second = cache.weight_t(head)
+    assert second is not first and torch.equal(second, head.weight.t())
+
+
+def test_an_adapted_head_uses_the_adapter(model):
+    from llm_core.adapters import add_adapters
+
+    adapted = tiny_model(context_length=16, seed=3, dtype=torch.float32)
+    add_adapters(adapted, rank=2, targets="head,attn")
+    with torch.no_grad():
+        adapted.lm_head.B.normal_(0, 1.0)
+    got = Engine(adapted, ByteTokenizer()).generate_ids(PROMPT, 10, NO_STOP)
+    assert got == reference_greedy(adapted, PROMPT, 10, 16)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic")
+def test_bf16_mode_is_exact_with_respect_to_its_own_uncached_forward(model):
+    model32 = tiny_model(context_length=16, dtype=torch.float32)
+    engine = Engine(model32, ByteTokenizer(), FastPaths(dtype="bf16"))
+    got = engine.generate_ids(PROMPT, 25, SamplingParams(window=6, stop_ids=()))
+    assert engine.decoder.describe()["dtype"] == "bfloat16" and engine.cache.keys[0].dtype == torch.bfloat16
+    assert got == reference_greedy(copy.deepcopy(model32).to(torch.bfloat16), PROMPT, 25, 6)
+    assert next(model32.parameters()).dtype == torch.float32  # the caller's model is left as it was
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic")
+def test_bf16_logits_are_within_tolerance_of_fp32_and_mostly_pick_the_same_tokens():
+    model32 = tiny_model(context_length=64, seed=5, dtype=torch.float32)
+    fp32, bf16 = Engine(model32, ByteTokenizer()), Engine(model32, ByteTokenizer(), FastPaths(dtype="bf16"))
+    seq = PROMPT + fp32.generate_ids(PROMPT, 40, NO_STOP)
+    got = bf16.generate_ids(PROMPT, 40, NO_STOP)
+    assert got[:5] == seq[len(PROMPT):][:5]  # greedy runs agree until a near-tie flips (then they diverge)
+    with torch.no_grad():  # teacher-forced on the fp32 continuation: every position's distribution
+        want = model32(torch.tensor([seq]))[0]
+        have = bf16.decoder.model()(torch.tensor([seq]))[0].float()
+    spread = float(want.max() - want.min())
+    assert float((have - want).abs().max()) < 0.015 * spread
+    assert float((have.argmax(-1) == want.argmax(-1)).float().mean()) >= 0.95
+
+
+def test_bf16_copy_follows_weight_updates():
+    if not HAS_BF16:
+        pytest.skip("this CPU has no bf16 arithmetic")
+    model32 = tiny_model(context_length=16, seed=6, dtype=torch.float32)
+    engine = Engine(model32, ByteTokenizer(), FastPaths(dtype="bf16"))
+    engine.generate_ids(PROMPT, 4, NO_STOP)
+    with torch.no_grad():
+        model32.tok_emb.weight.mul_(-1.0)
+    engine.reset()
+    got = engine.generate_ids(PROMPT, 10, NO_STOP)
+    assert got == reference_greedy(copy.deepcopy(model32).to(torch.bfloat16), PROMPT, 10, 16)
+
+
+def test_compile_failure_falls_back_with_one_line_notice(model, monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx\n"
+                               "(see the second line)")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    engine = Engine(model, ByteTokenizer(), FastPaths(compile="on"))
+    got = engine.generate_ids(PROMPT, 12, NO_STOP)
+    assert got == reference_greedy(model, PROMPT, 12, 16)
+    assert len(engine.notices) == 1 and "\n" not in engine.notices[0]
+    assert "torch.compile unavailable" in engine.notices[0] and "decoding eagerly" in engine.notices[0]
+    assert "InvalidCxxCompiler" in engine.notices[0]
+    engine.generate_ids(PROMPT, 5, NO_STOP)
+    assert len(engine.notices) == 1  # said once, not every step
+
+
+@pytest.mark.parametrize("kwargs,field", [({"dtype": "fp16"}, "dtype"), ({"compile": "yes"}, "compile"), ({"threads": 0}, "threads"),
+                                          ({"enabled": 1}, "enabled")])
+def test_fast_paths_are_validated(kwargs, field):
+    with pytest.raises(GenerationError, match=f"FastPaths.{field}"):
+        FastPaths(**kwargs)
+
+
+def test_engine_refuses_a_bad_fast_argument(model):
+    with pytest.raises(GenerationError, match="fast: must be"):
+        Engine(model, ByteTokenizer(), fast="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (compile with CUDA graphs)")
+def test_cuda_compiles_with_cuda_graphs_by_default_and_stays_exact():
+    model = tiny_model(context_length=16, dtype=torch.float32).cuda()
+    engine = Engine(model, ByteTokenizer())
+    got = engine.generate_ids(PROMPT, 20, NO_STOP)
+    assert engine.decoder.describe()["compile"] and engine.notices == []
+    assert got == reference_greedy(model, PROMPT, 20, 16)
+
+
+def test_threads_setting_applies_during_a_step_and_is_restored(model, monkeypatch):
+    seen = []
+    engine = Engine(model, ByteTokenizer(), FastPaths(threads=1))
+    features = model.features
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return features(*args, **kwargs)
+
+    monkeypatch.setattr(model, "features", spy)
+    before = torch.get_num_threads()
+    got = engine.generate_ids(PROMPT, 6, NO_STOP)
+    assert set(seen) == {1} and len(seen) == 6 and torch.get_num_threads() == before
+    assert got == reference_greedy(model, PROMPT, 6, 16)

@@ -1,0 +1,141 @@
+"""The fused chunked head + cross-entropy (`llm_core.linear_ce`) and `GPT.forward(idx, targets)` against
+`F.cross_entropy` over the full logits: loss and gradients.
+
+Tolerances: fp32 and fp64 runs do the same arithmetic in another order, so 1e-5 relative (fp32) and 1e-10
+(fp64). Under bf16 autocast both paths round the logits and their gradient to bf16; the fused path's error
+against the fp32 truth must be within 1.5x that of the plain autocast path (both are about 3e-3).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm_core import GPT, GPTConfig
+from llm_core.data import IGNORE_INDEX as DATA_IGNORE_INDEX
+from llm_core.linear_ce import IGNORE_INDEX, linear_cross_entropy
+
+
+def _inputs(dtype=torch.float32, V=300, C=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(3, 41, C, generator=g, dtype=dtype).requires_grad_()
+    w = (torch.randn(V, C, generator=g, dtype=dtype) * 0.3).requires_grad_()
+    t = torch.randint(0, V, (3, 41), generator=g)
+    t[0, :9] = IGNORE_INDEX  # a masked prompt
+    t[2, -5:] = IGNORE_INDEX  # padding
+    return h, w, t
+
+
+def _run(h, w, t, fused: bool, reduction="mean", upstream=None, chunk=17):
+    h.grad = w.grad = None
+    if fused:
+        loss = linear_cross_entropy(h, w, t, reduction=reduction, chunk=chunk)
+    else:
+        logits = F.linear(h, w)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 under autocast, as the Trainer did
+        loss = F.cross_entropy(logits.transpose(1, 2), t, ignore_index=IGNORE_INDEX, reduction=reduction)
+    (loss if upstream is None else (loss * upstream).sum()).backward()
+    return loss.detach().double(), h.grad.double(), w.grad.double()
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("chunk", [1, 17, 1000])  # one row, uneven chunks, everything in one chunk
+def test_mean_loss_and_gradients_match_cross_entropy(dtype, tol, chunk):
+    h, w, t = _inputs(dtype)
+    fused, plain = _run(h, w, t, True, chunk=chunk), _run(h, w, t, False)
+    for a, b in zip(fused, plain):
+        assert _rel(a, b) < tol
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_other_reductions_match(reduction):
+    h, w, t = _inputs()
+    upstream = torch.rand(t.shape, generator=torch.Generator().manual_seed(3)) if reduction == "none" else None
+    fused, plain = _run(h, w, t, True, reduction, upstream), _run(h, w, t, False, reduction, upstream)
+    assert fused[0].shape == plain[0].shape
+    for a, b in zip(fused, plain):
+        assert _rel(a, b) < 1e-5
+    if reduction == "none":
+        assert bool((fused[0][t == IGNORE_INDEX] == 0).all())
+
+
+def test_bf16_autocast_is_as_accurate_as_the_plain_autocast_path():
+    h, w, t = _inputs(V=2000, C=64)
+    truth = _run(h, w, t, False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused, plain = _run(h, w, t, True), _run(h, w, t, False)
+    for a, b, ref in zip(fused, plain, truth):
+        assert _rel(a, ref) <= 1.5 * _rel(b, ref) + 1e-6
+        assert _rel(a, ref) < 1e-2  # and bf16-sized, not broken
+
+
+def test_nothing_counted_gives_nan_like_cross_entropy_and_bad_ids_are_refused():
+    h, w, t = _inputs()
+    loss = linear_cross_entropy(h, w, torch.full_like(t, IGNORE_INDEX))
+    assert torch.isnan(loss) and loss.requires_grad
+    t[1, 3] = 300  # == V
+    with pytest.raises(IndexError, match=r"targets: ids must be in \[0, 300\) or -100, got \d+\.\.300"):
+        linear_cross_entropy(h, w, t)
+    with pytest.raises(ValueError, match="reduction"):
+        linear_cross_entropy(h, w, t, reduction="avg")
+
+
+def test_no_grad_computes_the_loss_only():
+    h, w, t = _inputs()
+    with torch.no_grad():
+        loss = linear_cross_entropy(h, w, t)
+    assert loss.grad_fn is None
+    assert abs(float(loss) - float(_run(h, w, t, False)[0])) < 1e-5
+
+
+def test_ignore_index_is_the_data_pipelines():
+    assert IGNORE_INDEX == DATA_IGNORE_INDEX
+
+
+def _gpt(tie=True):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=211, context_length=32, d_model=32, n_layers=2, n_heads=4, tie_weights=tie))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gpt_forward_with_targets_equals_cross_entropy_of_its_logits(tie):
+    model = _gpt(tie)
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, 211, (2, 32), generator=g)
+    targets = torch.randint(0, 211, (2, 32), generator=g)
+    targets[:, :5] = IGNORE_INDEX
+
+    def grads(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fused = model(idx, targets)
+    logits = model(idx)
+    plain = F.cross_entropy(logits.reshape(-1, 211), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    assert abs(float(fused.detach()) - float(plain.detach())) < 1e-5 * float(plain.detach())
+    got, want = grads(model(idx, targets)), grads(plain)
+    for name in want:  # the tied embedding gets the head's gradient and the lookup's
+        assert _rel(got[name], want[name]) < 1e-4, name
+    per_token = model(idx, targets, reduction="none")
+    assert per_token.shape == (2, 32) and torch.allclose(per_token.sum() / (targets != -100).sum(), fused)
+    with pytest.raises(ValueError, match="targets: shape"):
+        model(idx, targets[:, 1:])
+
+
+def test_an_adapted_head_falls_back_to_its_logits():
+    from llm_core.adapters import add_adapters
+
+    model = _gpt(tie=False)
+    add_adapters(model, rank=2, targets="head")
+    assert type(model.lm_head) is not torch.nn.Linear
+    with torch.no_grad():
+        model.lm_head.B.normal_()  # a non-zero adapter, so the head is not the base Linear
+    idx = torch.randint(0, 211, (2, 16))
+    targets = torch.randint(0, 211, (2, 16))
+    want = F.cross_entropy(model(idx).reshape(-1, 211), targets.reshape(-1))
+    assert torch.allclose(model(idx, targets), want, atol=1e-6)
