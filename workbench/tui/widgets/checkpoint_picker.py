@@ -112,8 +112,8 @@ class CheckpointPicker(ModalScreen[Path | None]):
             options.disable_option(str(event.path))
 
     def watch_pending(self) -> None:
-        if self.is_mounted:
-            self.query_one("#picker-title", Label).update(self._title())
+        for title in self.query("#picker-title").results(Label):  # none before compose
+            title.update(self._title())
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(Path(event.option.id))
