@@ -35,4 +35,4 @@ async def run_shown(pilot) -> None:
     """Until the dashboard shows the run it was asked to read, every visible plot drawn."""
     dash = pilot.app.query_one("#dash")
     await until(pilot, lambda: not dash.reading and dash.run is not None
-                and not any(p.drawing for p in dash.query("MetricPlot")), "the run read and drawn")
+                and all(p.up_to_date for p in dash.query("MetricPlot")), "the run read and drawn")

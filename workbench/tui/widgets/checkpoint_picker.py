@@ -83,8 +83,8 @@ class CheckpointPicker(ModalScreen[Path | None]):
         self.query_one(OptionList).focus()
         to_verify = [path for path, state in self.states.items() if state == VERIFYING]
         self.pending = len(to_verify)
-        if to_verify:
-            self._verify(to_verify)
+        if to_verify:  # once the list is on screen: showing the picker is itself tens of ms of the UI thread,
+            self.call_after_refresh(self._verify, to_verify)  # which the hashing thread would slow down
 
     @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
     def _verify(self, paths: list[Path]) -> None:

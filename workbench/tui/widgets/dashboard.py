@@ -164,6 +164,7 @@ class Dashboard(Vertical, can_focus=True):
         self._built: dict[str, tuple] = {}  # plot id -> what its spec was built from (skip unchanged)
         self.plot_updates = 0
         self._status = ""
+        self._bindings_state: tuple = ()
 
     def compose(self) -> ComposeResult:
         yield Static("no run", id="status")
@@ -192,6 +193,12 @@ class Dashboard(Vertical, can_focus=True):
         self.query_one("#loading-text").display = loading
         self.query_one("#plots").display = not welcome and not loading
         self.query_one("#live-controls").display = not welcome and not loading
+        if not welcome and not loading:  # plots shown again get no Show event: draw once they are laid out
+            self.call_after_refresh(self._draw_visible_plots)
+
+    def _draw_visible_plots(self) -> None:
+        for plot in self.query(MetricPlot):
+            plot.draw_if_visible()
 
     def watch_reading(self, reading: str) -> None:
         if not self.is_mounted:
@@ -220,7 +227,7 @@ class Dashboard(Vertical, can_focus=True):
         self._show_view()
         self.refresh_status()
         self.refresh_plots(force=True)
-        self.refresh_bindings()
+        self.refresh_bindings()  # (a no-op unless p / x / m / c changed)
 
     def show_compare(self, first: RunSeries, second: RunSeries, first_dir: Path | None = None) -> None:
         self.show_run(first, f"compared with {second.name}", first_dir, compare=second)
@@ -334,6 +341,14 @@ class Dashboard(Vertical, can_focus=True):
         self.plot_updates += updated
 
     # --- keys ---------------------------------------------------------------------------------------
+    def refresh_bindings(self) -> None:
+        """Only when what `check_action` answers has changed: each refresh recomposes the footer (tens of
+        ms of the UI thread), and showing a run asks for it from several places."""
+        state = tuple(self.check_action(a, ()) for a in ("pause", "stop", "smoothing", "chat"))
+        if state != self._bindings_state:
+            self._bindings_state = state
+            super().refresh_bindings()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("pause", "stop"):
             return self.training_here

@@ -19,6 +19,7 @@ compares them). A drawing started before a newer spec arrived is stale: its resu
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 from plotext import _utility as plotext_utility
@@ -34,6 +35,10 @@ from textual_plotext.plot import Plot
 from workbench.plotting import PlotSpec, draw
 
 BACKGROUND_POINTS = 20_000  # above this many points a spec is drawn off the UI thread (about 15 ms inline)
+# One drawing at a time, whatever the number of plots: drawing is pure Python, so each extra thread doing it
+# is one more contender for the GIL that the UI thread waits behind (4 plots at once stretched a 100 ms
+# screen update to 900 ms; a thread waiting on this lock does not contend).
+_ONE_DRAWING = threading.Lock()
 
 _STYLES: dict[tuple, Style] = {}
 
@@ -114,31 +119,38 @@ class MetricPlot(PlotextPlot):
         """A drawing is under way in the worker."""
         return bool(self._job_for)
 
+    @property
+    def up_to_date(self) -> bool:
+        """The latest spec given is the picture drawn."""
+        return self._build is None and self.spec is not None and self._drawn is self.spec and not self.drawing
+
     def set_spec(self, spec: PlotSpec) -> None:
         """Store `spec`; draw it now if the plot is visible, else when it next becomes visible."""
         self.spec, self._build = spec, None
         self._drop_drawing()
-        self._draw_if_visible()
+        self.draw_if_visible()
 
     def set_spec_later(self, build: Callable[[], PlotSpec]) -> None:
         """Like set_spec with the spec `build()` returns, built in the drawing worker (off the UI thread)
         when the plot is visible. `build` runs on another thread: it must only read what it is given."""
         self._build = build
         self._drop_drawing()
-        self._draw_if_visible()
+        self.draw_if_visible()
 
     def _drop_drawing(self) -> None:
         """A drawing under way shows what was asked before: its result will be dropped."""
         self._job, self._job_for = self._job + 1, ()
 
     def on_show(self) -> None:
-        self._draw_if_visible()
+        self.draw_if_visible()
 
     def on_resize(self) -> None:
         self._drawn = None
-        self._draw_if_visible()
+        self.draw_if_visible()
 
-    def _draw_if_visible(self) -> None:
+    def draw_if_visible(self) -> None:
+        """Draw the latest spec if the plot is on screen and has not drawn it (a plot shows itself when it
+        becomes visible; a container shown again calls this after its layout, see Dashboard)."""
         if not self.is_mounted or not self.display or not self.is_on_screen:
             return
         if self._build is None and (self.spec is None or self.spec == self._drawn):
@@ -163,14 +175,17 @@ class MetricPlot(PlotextPlot):
                         drawn: PlotSpec | None, size: tuple[int, int], content: tuple[int, int], app_theme: str,
                         theme: str) -> None:
         try:
-            if build is not None:
-                spec = build()
-            if spec == drawn:
-                self.post_message(self.Drawn(job, spec, None, 0, None))
-                return
-            figure = Plot()
-            points = draw(figure, spec, *size)
-            strips = figure_strips(figure, *content, theme)
+            with _ONE_DRAWING:
+                if job != self._job:
+                    return  # made stale while it waited its turn
+                if build is not None:
+                    spec = build()
+                if spec == drawn:
+                    self.post_message(self.Drawn(job, spec, None, 0, None))
+                    return
+                figure = Plot()
+                points = draw(figure, spec, *size)
+                strips = figure_strips(figure, *content, theme)
             self.post_message(self.Drawn(job, spec, figure, points, (strips, (*content, app_theme))))
         except Exception as exc:  # a plot that cannot be drawn is no reason to stop the app
             self.post_message(self.Drawn(job, spec, None, 0, None, f"{type(exc).__name__}: {exc}"))

@@ -96,6 +96,7 @@ class RunsList(Vertical):
         self.root = Path(root)
         self.runs: list[RunInfo] = []
         self.readings = 0  # readings started; a result whose number is older is stale
+        self._had_selection: bool | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(f"reading {self.root} ...", id="runs-title")
@@ -157,7 +158,9 @@ class RunsList(Vertical):
             for i, r in enumerate(self.runs):
                 if r.name == keep:
                     table.move_cursor(row=i)
-        self.refresh_bindings()
+        if (self.selected is not None) != self._had_selection:  # each refresh recomposes the footer
+            self._had_selection = self.selected is not None
+            self.refresh_bindings()
 
     @property
     def selected(self) -> RunInfo | None:
