@@ -8,7 +8,7 @@ from textual import events
 from textual.widgets import Collapsible, DataTable, Input, OptionList, Select, Switch
 
 from training_helpers import tiny_config
-from tui_helpers import trained_run, until
+from tui_helpers import run_shown, runs_listed, trained_run, until
 from workbench.tui.app import make_app
 from workbench.tui.commands import WorkbenchCommands
 from workbench.tui.widgets.chat import ChatColumn, ChatPane
@@ -131,6 +131,7 @@ async def test_broken_run_is_listed_with_its_reason(tmp_path) -> None:
     app = make_app(tmp_path / "runs", tiny_config(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3")
+        await runs_listed(pilot)
         table = app.query_one("#runs-table", DataTable)
         rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
         assert rows["broken"][2] == "BROKEN" and "not valid JSON" in rows["broken"][6]
@@ -146,10 +147,13 @@ async def test_open_past_run_compare_and_attach(tmp_path) -> None:
     app = make_app(tmp_path / "runs", tiny_config(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3")
+        await runs_listed(pilot)
         await pilot.press("enter")
+        await run_shown(pilot)
         dash = app.query_one("#dash")
         assert app.panel == "dashboard" and dash.run.steps and dash.run.name in ("a", "b")
         await pilot.press("3", "k", "down", "k")
+        await run_shown(pilot)
         assert dash.compare is not None and {dash.run.name, dash.compare.name} == {"a", "b"}
         assert "vs" in app.query_one("#plot-extra", MetricPlot).spec.title
         # attach: follow a run folder another process appends to
@@ -157,9 +161,11 @@ async def test_open_past_run_compare_and_attach(tmp_path) -> None:
         live.mkdir()
         (live / "config.json").write_text(json.dumps({"stage": "pretrain", "max_steps": 10}))
         await pilot.press("3", "r")
+        await runs_listed(pilot)
         table = app.query_one("#runs-table", DataTable)
         table.move_cursor(row=[i for i in range(table.row_count) if table.get_row_at(i)[0] == "other"][0])
         await pilot.press("a")
+        await run_shown(pilot)  # the history so far is read in a worker, then the follower takes over
         with (live / "metrics.jsonl").open("a") as f:
             for step in range(3):
                 f.write(json.dumps({"type": "step", "step": step, "lr": 1e-3, "loss": 2.0 - step,
@@ -172,7 +178,9 @@ async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
     trained_run(tmp_path, "base")
     app = make_app(tmp_path / "runs", tiny_config(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("3", "c")
+        await pilot.press("3")
+        await runs_listed(pilot)
+        await pilot.press("c")
         assert app.panel == "chat" and app.focused is app.query_one("#chat-input", Input)
         column = app.query_one("#chat-a", ChatColumn)
         await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
@@ -233,12 +241,15 @@ async def test_chat_picks_one_of_several_checkpoints(tmp_path) -> None:
     (run / "checkpoints" / "step-00000003" / "manifest.json").write_text("{")  # ... and step-3 is broken
     app = make_app(tmp_path / "runs", tiny_config(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("3", "c")
+        await pilot.press("3")
+        await runs_listed(pilot)
+        await pilot.press("c")
         picker = app.screen
         assert isinstance(picker, CheckpointPicker)
         options = picker.query_one(OptionList)
+        await until(pilot, lambda: picker.pending == 0, "the checkpoints verified")
         labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
-        assert labels[0] == "step 6  (latest)" and labels[1].startswith("step 3  broken:")
+        assert labels[0] == "step 6  (latest)  verified" and labels[1].startswith("step 3  broken:")
         assert options.get_option_at_index(1).disabled
         await pilot.press("enter")
         await pilot.pause()
@@ -297,6 +308,7 @@ async def test_status_line_names_the_run_training_here_while_another_is_attached
         status = app.query_one("#status")
         assert "live" in str(status.render()) and "training here" in str(status.render())
         await pilot.press("3", "r")
+        await runs_listed(pilot)
         table = app.query_one("#runs-table", DataTable)
         table.move_cursor(row=[i for i in range(table.row_count) if table.get_row_at(i)[0] == "other"][0])
         await pilot.press("a")

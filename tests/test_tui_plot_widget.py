@@ -6,6 +6,7 @@ from textual.app import App, ComposeResult
 from textual_plotext import PlotextPlot
 
 from workbench.plotting import RunSeries, grad_spec, loss_spec
+from tui_helpers import until
 from workbench.tui.widgets.plot import MetricPlot
 
 
@@ -54,3 +55,44 @@ async def test_an_equal_spec_is_not_drawn_again() -> None:
         assert plot.draws == drawn
         plot.set_spec(loss_spec(run, smoothing=0.9))
         assert plot.draws == drawn + 1
+
+
+class Two(App):
+    def compose(self) -> ComposeResult:
+        yield MetricPlot(id="inline")
+        yield MetricPlot(id="worker")
+
+
+def cells(strips) -> list[list[tuple]]:
+    return [[(ch, seg.style) for seg in strip for ch in seg.text] for strip in strips]
+
+
+async def test_a_spec_drawn_in_the_worker_is_the_picture_drawn_inline_and_a_stale_one_is_dropped() -> None:
+    import threading
+
+    app = Two()
+    async with app.run_test(size=(60, 32)) as pilot:
+        await pilot.pause()
+        inline, worker = app.query_one("#inline", MetricPlot), app.query_one("#worker", MetricPlot)
+        assert inline.size == worker.size
+        width, height = inline.content_region.size
+        run = run_series()
+        spec = grad_spec(run, max_norm=1.0)
+        inline.set_spec(spec)  # 300 steps: drawn right here
+        assert inline.draws == 1 and not inline.drawing
+        release = threading.Event()
+
+        def held_build():
+            release.wait(30)
+            return loss_spec(run)
+
+        worker.set_spec_later(held_build)  # built and drawn in the worker ...
+        assert worker.drawing and worker.draws == 0
+        worker.set_spec_later(lambda: spec)  # ... but a newer spec comes first: the held one is stale
+        await until(pilot, lambda: not worker.drawing, "the newer spec drawn")
+        release.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert worker.spec == spec and worker.draws == 1 and worker.points == inline.points > 0
+        assert worker._strips is not None and worker._strips_key == (width, height, app.theme)  # reused on screen
+        assert cells(worker._strips) == cells(inline._build_strips(width, height))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llm_core.training import TrainConfig
+from tui_helpers import run_shown, runs_listed
 from workbench.tui.app import make_app
 
 TESTS = Path(__file__).parent
@@ -36,7 +37,10 @@ def test_run_panel(snap_compare, size, theme) -> None:
 
 def test_dashboard_of_a_past_run(snap_compare) -> None:
     async def open_demo(pilot) -> None:
-        await pilot.press("3", "enter")
+        await pilot.press("3")
+        await runs_listed(pilot)  # the folders and then the run are read in workers
+        await pilot.press("enter")
+        await run_shown(pilot)
         await _unfocus(pilot)
 
     assert snap_compare(demo_app(), terminal_size=(100, 32), run_before=open_demo)
@@ -45,6 +49,7 @@ def test_dashboard_of_a_past_run(snap_compare) -> None:
 def test_runs_panel_small_terminal(snap_compare) -> None:
     async def runs(pilot) -> None:
         await pilot.press("3")
+        await runs_listed(pilot)
         await pilot.pause()
 
     assert snap_compare(demo_app("textual-light"), terminal_size=(80, 24), run_before=runs)

@@ -23,3 +23,16 @@ async def until(pilot, condition: Callable[[], bool], what: str, rounds: int = 2
             return
         await pilot.pause(0.01)
     raise AssertionError(f"timed out waiting for: {what}")
+
+
+async def runs_listed(pilot) -> None:
+    """Until the runs list has read the run folders (it reads them in a worker)."""
+    runs = pilot.app.query_one("#runs-list")
+    await until(pilot, lambda: not runs.reading, "the run folders read")
+
+
+async def run_shown(pilot) -> None:
+    """Until the dashboard shows the run it was asked to read, every visible plot drawn."""
+    dash = pilot.app.query_one("#dash")
+    await until(pilot, lambda: not dash.reading and dash.run is not None
+                and all(p.up_to_date for p in dash.query("MetricPlot")), "the run read and drawn")

@@ -2,8 +2,8 @@
 
 Every line of `metrics.jsonl` is one of these events, and every subscriber of a `Trainer` receives them
 as they happen. `RunHistory` folds a stream of events (live, or read back from a run folder) into what
-the runs list and the plots show, so both read a run the same way (`runs.read_run`, the TUI's plots,
-`workbench plot`, `workbench report`). Readers treat every field as optional: files written by older
+the runs list and the plots show, so both read a run the same way (the TUI's plots, `workbench plot`,
+`workbench report`; `runs.read_run` folds only the lines its numbers depend on, `summary.py`). Readers treat every field as optional: files written by older
 versions, or cut off mid-run, still fold.
 """
 from __future__ import annotations
@@ -147,6 +147,7 @@ class RunHistory:
         self.checkpoints: list[str] = []
         self.evals: list[Event] = []
         self.samples: list[str] = []
+        self.version = 0  # events folded in so far: a view can tell whether anything changed since it looked
 
     @classmethod
     def from_events(cls, events: Iterable[Event], name: str = "") -> "RunHistory":
@@ -157,6 +158,7 @@ class RunHistory:
 
     def add(self, e: Event) -> None:
         """Fold one event in (unknown types and missing fields are tolerated)."""
+        self.version += 1
         kind = e.get("type")
         if kind == "step":
             self.steps.append(int(e.get("step", len(self.steps))))

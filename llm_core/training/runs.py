@@ -2,9 +2,11 @@
 
 `read_metrics` tolerates a partially written last line, so the UI can follow a live run; `list_runs`
 reports a broken folder (missing/invalid config, unreadable metrics) with a reason instead of raising.
-A run's events are folded by `events.RunHistory`, the same fold the plots use; its "running" is then
-checked against the run's lock (`lock.py`): no live holder means the process died without its end event
-("interrupted"), a holder other than this process means it trains elsewhere (`RunInfo.pid`).
+A run's status, steps and losses come from `summary.summarize_metrics`: the numbers of `events.RunHistory`
+(the fold the plots use) from the few lines that decide them, so listing a 100k-step run does not parse
+100k lines. Its "running" is then checked against the run's lock (`lock.py`): no live holder means the
+process died without its end event ("interrupted"), a holder other than this process means it trains
+elsewhere (`RunInfo.pid`).
 
 Every file rewritten in place (config.json at each start, metrics.jsonl when a resume trims it) is
 written to a temporary name, fsynced and renamed over the old one, so a crash leaves the old or the new
@@ -25,9 +27,10 @@ from ..io import write_atomic
 from ..tokenizer import Tokenizer, save_tokenizer_ref
 from .checkpoint import clean_temporary, list_checkpoints
 from .config import TrainConfig
-from .events import Event, RunHistory, parse_event
+from .events import Event, parse_event
 from .loading import TOKENIZER_DIR
 from .lock import RunLock, lock_holder
+from .summary import summarize_metrics
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -192,10 +195,10 @@ def read_run(path: str | Path) -> RunInfo:
         info.config = config
         info.max_steps = config.get("max_steps") if isinstance(config.get("max_steps"), int) else None
         info.checkpoints = [p.name for p in list_checkpoints(path)]
-        history = RunHistory.from_events(read_metrics(path / METRICS_FILE), path.name)
-        info.steps, info.last_loss, info.best_val_loss = history.steps_done, history.last_loss, history.best_val_loss
+        summary = summarize_metrics(path / METRICS_FILE)
+        info.steps, info.last_loss, info.best_val_loss = summary.steps, summary.last_loss, summary.best_val_loss
         info.pid = lock_holder(path)
-        info.status = history.status
+        info.status = summary.status
         if info.pid is not None:
             info.status = "running"  # a live holder: training, starting up, or resuming an ended run
         elif info.pid is None and info.status == "running":
@@ -205,10 +208,18 @@ def read_run(path: str | Path) -> RunInfo:
     return info
 
 
-def list_runs(root: str | Path = "runs") -> list[RunInfo]:
-    """Every run folder under `root`, newest first. Never raises for a broken folder (see `RunInfo.broken`)."""
-    root = Path(root)
+def _run_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    runs = [read_run(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+def list_runs(root: str | Path = "runs") -> list[RunInfo]:
+    """Every run folder under `root`, newest first. Never raises for a broken folder (see `RunInfo.broken`)."""
+    runs = [read_run(p) for p in _run_folders(Path(root))]
     return sorted(runs, key=lambda r: r.modified, reverse=True)
+
+
+def has_runs(root: str | Path = "runs") -> bool:
+    """Whether `list_runs(root)` would list anything: one directory listing, no run folder read."""
+    return bool(_run_folders(Path(root)))

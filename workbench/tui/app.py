@@ -1,9 +1,12 @@
 """The workbench app: four panels (1 Run, 2 Dashboard, 3 Runs, 4 Chat) over the `llm_core` API.
 
 `make_app()` is the one factory used by the `workbench` command and the tests. Heavy work (training,
-loading checkpoints, generation, export) runs in thread workers; the UI pulls training events from a
-buffer on timers: the status line about 4 times a second, each visible plot once a second (one plot per
-tick, in turn), hidden plots not at all.
+loading checkpoints, generation, export) runs in thread workers, and so does every reading of a run folder:
+the runs list (widgets/runs_list.py), a past run's metrics for the plots (widgets/dashboard.py), the
+history of a run attached to (here), checkpoint verification (widgets/checkpoint_picker.py, and the chat's
+loader for a run with one checkpoint). Each shows "loading" meanwhile and drops a result the user no
+longer waits for. The UI pulls training events from a buffer on timers: the status line about 4 times a
+second, each visible plot once a second (one plot per tick, in turn), hidden plots not at all.
 
 Keys: each panel owns its bindings (they apply only while the focus is inside it), and showing a panel
 puts the focus where its keys work: the chat's message input, the runs table, the dashboard, the run
@@ -13,19 +16,21 @@ Panels ask the app to act through messages (`@on` handlers below); the app never
 """
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.message import Message
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from llm_core.errors import WorkbenchError
 from llm_core.training import TrainConfig
-from llm_core.training.checkpoint import list_checkpoints
-from llm_core.training.loading import resolve_step_dir
+from llm_core.training.checkpoint import CHECKPOINTS, list_checkpoints
+from llm_core.training.runs import has_runs
 from workbench.plotting import RunSeries
 
 from .commands import WorkbenchCommands
@@ -54,6 +59,14 @@ class Panels(TabbedContent):
         if focused is None or event.tab_pane not in focused.ancestors_with_self:
             event.stop()
             event.prevent_default()  # Textual calls each class's handler in the MRO: skip TabbedContent's
+
+
+class HistoryRead(Message):
+    """The attach worker read the history of a run so far: the follower goes on from where it stopped."""
+
+    def __init__(self, request: int, run_dir: Path, follower: MetricsFollower, series: RunSeries) -> None:
+        super().__init__()
+        self.request, self.run_dir, self.follower, self.series = request, run_dir, follower, series
 
 
 class WorkbenchApp(App):
@@ -111,7 +124,22 @@ class WorkbenchApp(App):
         form = self.query_one("#form", RunForm)
         self.query_one("#dash", Dashboard).set_plan(form.describe())
         # A newcomer with no runs lands on the dashboard's welcome: Enter trains the default experiment.
-        self.action_panel("dashboard" if not self.query_one("#runs-list", RunsList).runs else "run")
+        # (One directory listing: the runs list reads the folders themselves in its worker.)
+        self.action_panel("run" if has_runs(self.runs_dir) else "dashboard")
+        self.call_after_refresh(self._freeze_startup_objects)
+
+    def _freeze_startup_objects(self) -> None:
+        """Keep the objects alive at start-up (torch, Textual, the widgets: about 190k) out of every later
+        garbage collection (`gc.freeze`). A full collection runs on whichever thread allocates, holding the
+        GIL, and traversing them took 100-250 ms: a key pressed while a worker read a big run waited that
+        long. Frozen, a full collection over a loaded 100k-step run takes about 10 ms. Undone at exit."""
+        gc.collect()
+        gc.freeze()
+        self._frozen = True
+
+    def on_unmount(self) -> None:
+        if getattr(self, "_frozen", False):
+            gc.unfreeze()  # collectable again (tests run many apps in one process)
 
     def tick(self) -> None:
         try:
@@ -305,15 +333,12 @@ class WorkbenchApp(App):
         if self.local is not None and self.local_dir is not None and run.path.resolve() == self.local_dir.resolve():
             self._show(self.local, "")  # the run training here: its live series, not a snapshot
         else:
-            self._show(RunSeries.from_run(run.path), run.status, run.path)
+            self.query_one("#dash", Dashboard).open_run_dir(run.path, run.status)  # read in its worker
         self.action_panel("dashboard")
 
     @on(RunsList.Compare)
     def _compare(self, event: RunsList.Compare) -> None:
-        dash = self.query_one("#dash", Dashboard)
-        dash.show_compare(RunSeries.from_run(event.first.path), RunSeries.from_run(event.second.path),
-                          event.first.path)
-        self._update_status()
+        self.query_one("#dash", Dashboard).open_compare_dirs(event.first.path, event.second.path)
         self.action_panel("dashboard")
 
     @on(RunsList.Attach)
@@ -323,10 +348,34 @@ class WorkbenchApp(App):
             self.notify(f"{run.name} is training here: its dashboard is live already")
             self._show(self.local, "")
         else:
-            self.follower = MetricsFollower(run.path)
-            self.followed = RunSeries(run.name)
-            self._show(self.followed, "attached", run.path)
+            self.follower = self.followed = None  # the run followed so far is not shown any more
+            request = self.query_one("#dash", Dashboard).show_loading(run.name)
+            self._read_history(request, run.path, run.name)
         self.action_panel("dashboard")
+
+    @work(thread=True, exclusive=True, group="attach", exit_on_error=False)
+    def _read_history(self, request: int, run_dir: Path, name: str) -> None:
+        """The lines written so far, folded here: a long run's history would hold the UI thread for a
+        second (its alarms are not notified again: the status line shows the last one)."""
+        follower = MetricsFollower(run_dir)
+        series = RunSeries(name)
+        try:
+            for e in follower.poll():
+                series.add(e)
+        except Exception as exc:  # an unreadable file: the follower starts from the top, the user is told
+            self.call_from_thread(self.notify, f"cannot read {run_dir}: {type(exc).__name__}: {exc}",
+                                  severity="error")
+            follower, series = MetricsFollower(run_dir), RunSeries(name)
+        self.post_message(HistoryRead(request, run_dir, follower, series))
+
+    @on(HistoryRead)
+    def _history_read(self, event: HistoryRead) -> None:
+        dash = self.query_one("#dash", Dashboard)
+        if not dash.is_pending(event.request):
+            return  # the user moved on before the history was read: not attached
+        self.follower, self.followed = event.follower, event.series
+        self.events_seen += event.series.version
+        self._show(self.followed, "attached", event.run_dir)
 
     @on(RunsList.Chat)
     def _chat_asked(self, event: RunsList.Chat) -> None:
@@ -338,17 +387,17 @@ class WorkbenchApp(App):
         self._open_in_chat(event.run_dir.name, event.run_dir, compare=False)
 
     def _open_in_chat(self, name: str, run_dir: Path, compare: bool) -> None:
+        """One directory listing here; the hashing of checkpoint files happens in workers: the picker's, or
+        the chat's loader (which opens the run's newest checkpoint that verifies)."""
         checkpoints = list_checkpoints(run_dir)
         if len(checkpoints) > 1:
             self.push_screen(CheckpointPicker(name, checkpoints),
                              lambda path: self._chat_with(path, compare) if path is not None else None)
             return
-        try:
-            path = resolve_step_dir(run_dir)
-        except WorkbenchError as exc:
-            self.notify(str(exc), severity="error")
+        if not checkpoints:
+            self.notify(f"{run_dir}: no checkpoint in {run_dir / CHECKPOINTS}", severity="error")
             return
-        self._chat_with(path, compare)
+        self._chat_with(run_dir, compare)
 
     def _chat_with(self, path: Path, compare: bool) -> None:
         chat = self.query_one("#chat", ChatPane)

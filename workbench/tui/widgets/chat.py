@@ -6,6 +6,11 @@ cancels; regenerate, export as Markdown and copy (OSC 52 through Textual) act on
 each answer: tokens/s and the cached tokens reused; for majority vote, the tally and every sample in a
 collapsible; the token view (widgets/token_view.py) shades each token of the last answer by its probability
 and gives p and log p of the token under the mouse or the cursor.
+
+Whatever a worker raises (a bad checkpoint, or torch itself: out of memory, a shape error) is shown in the
+chat, as an error line and a notification, and never reaches Textual (an unhandled worker error would exit
+the app). After a failed answer the engine's KV cache is dropped (a forward pass that raised may have left
+it half-written); the conversation so far is kept.
 """
 from __future__ import annotations
 
@@ -38,6 +43,14 @@ CHAT_COMMANDS = [
 
 
 NO_CHECKPOINT = "no checkpoint: Esc 3, then c on a run; no run yet: Esc 2, then Enter trains one"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: our errors are written for the user; anything else (torch's) is named by its type."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, WorkbenchError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass
@@ -158,15 +171,21 @@ class ChatPane(Vertical):
         column.set_title(f"loading {path} ...")
         self._load_worker(column, path)
 
-    @work(thread=True, group="chat-load")
+    @work(thread=True, group="chat-load", exit_on_error=False)
     def _load_worker(self, column: ChatColumn, path: Path) -> None:
         try:
-            loaded = load_checkpoint(path)
-        except (WorkbenchError, OSError) as exc:
-            self.app.call_from_thread(column.set_title, f"cannot open {path}: {exc}")
+            loaded = load_checkpoint(path)  # a run folder: its newest checkpoint that verifies
+            name = f"{loaded.path.parent.parent.name} (step {loaded.step})"  # runs/<name>/checkpoints/step-N
+            conversation = Conversation(Engine(loaded.model, loaded.tokenizer), name=name)
+        except Exception as exc:
+            message = f"cannot open {path}: {describe_error(exc)}"
+
+            def failed() -> None:
+                column.set_title(message)
+                self.notify(message, severity="error")
+
+            self.app.call_from_thread(failed)
             return
-        name = f"{loaded.path.parent.parent.name} (step {loaded.step})"  # runs/<name>/checkpoints/step-N
-        conversation = Conversation(Engine(loaded.model, loaded.tokenizer), name=name)
 
         def ready() -> None:
             column.conversation = conversation
@@ -223,13 +242,16 @@ class ChatPane(Vertical):
         self._flush_timer.resume()
         self._generate(column, job)
 
-    @work(thread=True, group="chat-generate")
+    @work(thread=True, group="chat-generate", exit_on_error=False)
     def _generate(self, column: ChatColumn, job) -> None:
         try:
             turn = job()
-            self.app.call_from_thread(self._finish, column, turn, None)
-        except WorkbenchError as exc:
-            self.app.call_from_thread(self._finish, column, None, str(exc))
+        except Exception as exc:
+            if column.conversation is not None:
+                column.conversation.engine.reset()  # this worker is the only user of the engine now
+            self.app.call_from_thread(self._finish, column, None, describe_error(exc))
+            return
+        self.app.call_from_thread(self._finish, column, turn, None)
 
     def _flush(self) -> None:
         for column in self.query(ChatColumn):
@@ -241,7 +263,8 @@ class ChatPane(Vertical):
         if not any(c.busy for c in self.query(ChatColumn)):
             self._flush_timer.pause()
         if error is not None:
-            column.add(Static(f"error: {error}", classes="msg error"))
+            column.add(Static(Text(f"error: {error}"), classes="msg error"))
+            self.notify(error, title="generation failed", severity="error")
             return
         if turn is None:
             return

@@ -1,6 +1,11 @@
 """`RunsList`: the run folders under `runs/`, with their stage, status, steps, last/best loss and checkpoints.
 A folder that cannot be read is listed as broken with the reason (never an exception).
 
+The folders are read in a thread worker (`list_runs` reads every run's config, checkpoints, lock and the
+lines of its metrics.jsonl its numbers depend on): the title says "reading ..." meanwhile, the rows of the
+last reading stay, and the result comes back as a `Loaded` message. Only the result of the latest
+reading is shown: a refresh started while another reads makes the older result stale, and it is dropped.
+
 The list owns its keys (Enter open, k compare, a attach, c chat, v chat side by side, r refresh); each
 posts a message naming the highlighted run, which the app acts on (plots, attach, chat, export). The run
 marked for a comparison is this widget's state.
@@ -11,7 +16,7 @@ import os
 
 from pathlib import Path
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -41,6 +46,15 @@ class RunsList(Vertical):
     ]
 
     marked: reactive[RunInfo | None] = reactive(None)  # the first run of a comparison
+    reading: reactive[bool] = reactive(False)  # a reading of the folders is under way (not `loading`:
+    # that is Textual's own, an overlay that also takes the focus away)
+
+    class Loaded(Message):
+        """A reading of the run folders finished (in the worker): the runs, or why they could not be read."""
+
+        def __init__(self, number: int, runs: list[RunInfo], error: str | None = None) -> None:
+            super().__init__()
+            self.number, self.runs, self.error = number, runs, error
 
     class Open(Message):
         """Enter: the run's plots."""
@@ -81,9 +95,11 @@ class RunsList(Vertical):
         super().__init__(id=id)
         self.root = Path(root)
         self.runs: list[RunInfo] = []
+        self.readings = 0  # readings started; a result whose number is older is stale
+        self._had_selection: bool | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(f"runs in {self.root}", id="runs-title")
+        yield Static(f"reading {self.root} ...", id="runs-title")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-detail")
 
@@ -92,10 +108,39 @@ class RunsList(Vertical):
         self.reload()
 
     def reload(self) -> None:
+        """Read the run folders again, in a worker; the table is refilled when the reading is done."""
+        self.readings += 1
+        self.reading = True
+        self._read_runs(self.readings)
+
+    @work(thread=True, exclusive=True, group="runs-read", exit_on_error=False)
+    def _read_runs(self, number: int) -> None:
+        try:
+            runs, error = list_runs(self.root), None
+        except Exception as exc:  # list_runs reports broken folders itself; this is the root being unreadable
+            runs, error = [], f"{type(exc).__name__}: {exc}"
+        self.post_message(self.Loaded(number, runs, error))
+
+    @on(Loaded)
+    def _loaded(self, event: Loaded) -> None:
+        event.stop()
+        if event.number != self.readings:
+            return  # a newer reading is under way: its result is the one to show
+        self.reading = False
+        if event.error is not None:
+            self.notify(f"cannot read {self.root}: {event.error}", severity="error")
+        self._fill(event.runs)
+
+    def watch_reading(self, reading: bool) -> None:
+        if self.is_mounted:
+            self.query_one("#runs-title", Static).update(f"reading {self.root} ..." if reading
+                                                          else f"runs in {self.root}")
+
+    def _fill(self, runs: list[RunInfo]) -> None:
         table = self.query_one(DataTable)
         keep = self.selected.name if self.selected else None
         table.clear()
-        self.runs = list_runs(self.root)
+        self.runs = runs
         for r in self.runs:
             if r.broken:
                 table.add_row(r.name, "", "BROKEN", "", "", "", r.broken, key=r.name)
@@ -113,7 +158,9 @@ class RunsList(Vertical):
             for i, r in enumerate(self.runs):
                 if r.name == keep:
                     table.move_cursor(row=i)
-        self.refresh_bindings()
+        if (self.selected is not None) != self._had_selection:  # each refresh recomposes the footer
+            self._had_selection = self.selected is not None
+            self.refresh_bindings()
 
     @property
     def selected(self) -> RunInfo | None:
