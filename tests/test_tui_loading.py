@@ -189,13 +189,15 @@ async def test_an_exception_in_generation_is_shown_in_the_chat_and_the_chat_goes
         def broken(*args, **kwargs):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-        model.forward = broken  # what torch raises mid-generation
+        engine = conversation.engine
+        engine._forward = broken  # what torch raises mid-generation (the engine's step, not GPT.forward)
         await pilot.press(*"hi", "enter")
         await until(pilot, lambda: not column.busy and bool(column.query(".error")), "the error shown")
         shown = str(column.query(".error").last().render())
         assert shown == "error: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
         assert any("CUDA out of memory" in n for n in notices) and app.is_running
-        del model.forward  # the model works again: the same conversation answers
+        assert len(conversation.turns) == 0  # the failed turn left nothing behind
+        del engine._forward  # the model works again: the same conversation answers
         await pilot.press(*"hi", "enter")
         await until(pilot, lambda: not column.busy and len(conversation.turns) == 1, "an answer")
         assert conversation.turns[0].new_tokens > 0 and app.is_running
