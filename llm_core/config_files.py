@@ -1,7 +1,7 @@
 """Config files in JSON or YAML: the object of keys a `--config` file sets, with one-line errors.
 
 The format is chosen by suffix (`.json`; `.yaml` / `.yml`), else by content (a file starting with `{` is
-JSON, anything else YAML). JSON goes through `llm_core.io.read_json_object`. YAML (https://yaml.org/spec/1.2.2/)
+JSON, anything else YAML). JSON goes through `llm_core.io.parse_json_object`. YAML (https://yaml.org/spec/1.2.2/)
 is parsed by PyYAML's safe loader (plain data only: a tag naming a Python object is refused, nothing is
 ever instantiated) with two changes for configs:
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, WorkbenchError
-from .io import read_json_object, read_text_file
+from .io import parse_json_object, read_text_file
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -41,7 +41,7 @@ def read_config_file(path: str | Path, error: type[WorkbenchError] = ConfigError
     path = Path(path)
     text = read_text_file(path, error, "a JSON or YAML config file")
     if config_format(path, text) == "json":
-        return read_json_object(path, error, expected=expected)
+        return parse_json_object(path, text, error, expected=expected)
     data = _load_yaml(path, text, error)
     if not isinstance(data, dict):
         raise error(f"{path}: expected {expected}, got {'an empty file' if data is None else type(data).__name__}")

@@ -59,7 +59,12 @@ def read_json_object(path: str | Path, error: type[WorkbenchError] = ConfigError
     """The JSON object in `path`; `error(...)` with one line when the file is missing or unreadable, is not
     JSON (`invalid`, with the parser's position), or holds something other than an object (`expected`)."""
     path = Path(path)
-    text = read_text_file(path, error, "a JSON file", missing)
+    return parse_json_object(path, read_text_file(path, error, "a JSON file", missing), error, expected, invalid)
+
+
+def parse_json_object(path: Path, text: str, error: type[WorkbenchError] = ConfigError,
+                      expected: str = "a JSON object", invalid: str = "not valid JSON") -> dict[str, Any]:
+    """The JSON object in `text`, read from `path` (named in the errors, as in `read_json_object`)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -39,7 +39,7 @@ def test_packed_sequences_round_trip_and_empty() -> None:
     packed.freeze()
     assert [packed.seq(i).tolist() for i in range(3)] == [[1, 2, 3], [], [7]]
     assert packed.seq(0).dtype == torch.long and packed.flat.dtype == torch.int32
-    assert packed.offsets.tolist() == [0, 3, 3, 4] and packed.num_tokens == 4
+    assert packed.offsets.tolist() == [0, 3, 3, 4] and packed.flat.numel() == 4
     assert PackedSequences().freeze().flat.numel() == 0
     with pytest.raises(RuntimeError, match="after freeze"):
         packed.append([1])

@@ -30,7 +30,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from safetensors.torch import save_file
 
 from ..config import to_dict
 from ..errors import CheckpointError, ConfigError
-from ..io import read_json_object
+from ..io import read_json_object, replace_atomic, write_atomic
 from .inject import TARGET_GROUPS, AdapterConfig, adapter_layers, add_adapters, resolve_targets, unmerged
 from .layers import LoRALinear
 
@@ -121,13 +120,6 @@ def _our_targets(model: nn.Module, names: list[str]) -> str:
     return ",".join(names)
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """`write(tmp)` then one rename onto `path`: a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_peft_adapters(model: nn.Module, folder: str | Path, base_model_name_or_path: str | None = None) -> Path:
     """Write `model`'s LoRA/DoRA adapters as a PEFT folder (adapter_config.json + adapter_model.safetensors)
     that `peft.PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), folder)` loads; return it.
@@ -168,9 +160,9 @@ def save_peft_adapters(model: nn.Module, folder: str | Path, base_model_name_or_
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", FINGERPRINT_KEY: base_fingerprint(model, names)}
-    _write_atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    replace_atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     text = json.dumps(peft_config, indent=2) + "\n"
-    _write_atomic(folder / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(folder / CONFIG_FILE, text)
     return folder
 
 

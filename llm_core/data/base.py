@@ -42,7 +42,8 @@ class ExampleDataset(torch.utils.data.Dataset):
     """Examples read from `stream.source` (a file name or "<records>"), stored as packed token columns.
 
     Subclasses fill `columns` (name -> PackedSequences, one sequence per stored row) while reading, call
-    `_finish(stream, numbers)` with each row's line / entry number, and turn a row into tensors in `_item`.
+    `_finish(stream, numbers, records)` with each row's line / entry number (and the records, when they are
+    kept), and turn a row into tensors in `_item`.
     """
 
     columns: dict[str, PackedSequences]
@@ -86,8 +87,7 @@ class ExampleDataset(torch.utils.data.Dataset):
             return [self._records[int(row)] for row in self._rows]
         wanted = {int(self._numbers[row]): i for i, row in enumerate(self._rows.tolist())}
         out: list[dict[str, Any] | None] = [None] * len(wanted)
-        for number, record in RecordStream(self._stream.path or self.source, self._stream.required,
-                                           self._stream.optional):
+        for number, record in self._stream:  # reads the file again
             if number in wanted:
                 out[wanted[number]] = record
         if any(r is None for r in out):

@@ -46,14 +46,3 @@ class PackedSequences:
     def seq(self, index: int) -> torch.Tensor:
         start, end = self._offsets[index], self._offsets[index + 1]
         return self.flat[start:end].long()  # (L,) int64: what embeddings and cross_entropy take
-
-    def length(self, index: int) -> int:
-        return self._offsets[index + 1] - self._offsets[index]
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self._values)
-
-    @property
-    def nbytes(self) -> int:
-        return self._values.itemsize * len(self._values) + self._offsets.itemsize * len(self._offsets)

@@ -111,6 +111,14 @@ def _first_content_byte(path: Path) -> tuple[bytes, bytes]:
     return b"", b""
 
 
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return True
+
+
 class RecordStream:
     """Validated records of a JSON / JSONL file (or an in-memory list), one at a time.
 
@@ -118,7 +126,7 @@ class RecordStream:
     entry index. JSON Lines are read line by line, so a large file is never held whole in memory (a JSON
     document has to be parsed whole; its entries are released as they are handed out). Every record is
     validated as it is reached, and the stream raises DataError at the first bad one, so a caller that
-    consumes it fully has either all records or an error.
+    consumes it fully has either all records or an error. Each iteration reads the file again.
     """
 
     def __init__(self, path_or_records: str | Path | Iterable[dict[str, Any]], required: dict[str, type],
@@ -147,41 +155,34 @@ class RecordStream:
         if not first:
             _read_text(path)  # a missing / non-UTF-8 file is named as such before "empty"
             raise DataError(f"{path}: empty file")
-        if path.suffix.lower() not in JSONL_SUFFIXES and first == b"[":
-            text = _read_text(path)
-            try:
-                document = json.loads(text)
-            except json.JSONDecodeError:
-                document = None  # maybe JSON Lines whose lines are lists: the line parser says what is wrong
-            del text
-            if isinstance(document, list):
+        # A list, or a first line that is not a JSON value on its own (a pretty-printed or broken document):
+        # one JSON document. Otherwise, or when the document turns out to be JSON Lines, line by line.
+        if path.suffix.lower() not in JSONL_SUFFIXES and (first == b"[" or not _parses(first_line)):
+            document = self._document(path, first_line)
+            if document is not None:
                 for i in range(len(document)):
                     value, document[i] = document[i], None  # let each entry go once it is handed out
                     yield i, value
-                return
-        if path.suffix.lower() not in JSONL_SUFFIXES:
-            try:
-                json.loads(first_line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                # The first line is not a JSON value on its own: the file is one JSON document (maybe a
-                # pretty-printed object, maybe broken). Parse it whole for the exact error.
-                yield from self._document(path)
                 return
         self.kind = "line"
         with _open_binary(path) as f:
             yield from _jsonl_lines(path, f)
 
-    def _document(self, path: Path) -> Iterator[tuple[int, Any]]:
-        text = _read_text(path)
+    @staticmethod
+    def _document(path: Path, first_line: bytes) -> list[Any] | None:
+        """The file's JSON list; None when it is not one document but its first line is a JSON value (JSON
+        Lines: a later line is broken, or the lines are lists; the line reader names the line)."""
         try:
-            document = json.loads(text)
+            document = json.loads(_read_text(path))
         except json.JSONDecodeError as exc:
+            if _parses(first_line):
+                return None
             raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         if not isinstance(document, list):
             raise DataError(
                 f"{path}: top level is a JSON {type(document).__name__}, expected a list of objects (or JSON Lines)"
             )
-        yield from enumerate(document)
+        return document
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         count = 0
