@@ -36,6 +36,9 @@ def test_chat_modes_through_stdin(fake_checkpoint):
     out = runner.invoke(app, ["chat", "-c", "x", "--mode", "beam", "--width", "3", "--max-new-tokens", "4"],
                         input="2 + 3?\n")
     assert out.exit_code == 0 and "beams (3, " in out.output and "answer:" in out.output
+    out = runner.invoke(app, ["chat", "-c", "x", "--mode", "best", "--n", "3", "--max-new-tokens", "4"],
+                        input="2 + 3?\n")
+    assert out.exit_code == 0 and "scored samples (3, " in out.output and out.output.count("<- kept") == 1
 
 
 @pytest.mark.parametrize("args,match", [
@@ -43,6 +46,7 @@ def test_chat_modes_through_stdin(fake_checkpoint):
     (["--top-p", "1.5"], "top_p"),
     (["--mode", "vote", "--n", "0"], "--n"),
     (["--mode", "beam", "--width", "0"], "width"),
+    (["--mode", "best", "--scorer", "oracle"], "scorer"),
 ])
 def test_chat_bad_options_are_one_line_errors(fake_checkpoint, args, match):
     out = CliRunner().invoke(app, ["chat", "-c", "x", *args], input="hi\n")

@@ -122,3 +122,42 @@ def test_beam_mode_keeps_every_beam_and_width_one_is_cot() -> None:
 def test_beam_width_zero_is_a_one_line_error() -> None:
     with pytest.raises(WorkbenchError, match="^width: must be an integer >= 1, got 0$"):
         ChatOptions(mode="beam", width=0)
+
+
+def test_best_mode_keeps_the_highest_scoring_sample_and_lists_every_score(monkeypatch) -> None:
+    """Best-of-N in chat: the kept answer is the sample the scorer ranks first, every score is kept."""
+    import llm_core.search.select as select
+
+    chat = conversation()
+    # A scorer written out here: longer samples score higher, so the kept one is the longest (first of equals).
+    monkeypatch.setattr(select, "verifier_score", lambda question, completion: float(len(completion)))
+    turn = chat.reply("2 + 3?", ChatOptions(mode="best", n=5, max_new_tokens=8, seed=2))
+    texts = [s.text for s in turn.scored.samples]
+    assert len(texts) == 5 and turn.scored.scores == [float(len(t)) for t in texts]
+    longest = max(range(5), key=lambda i: (len(texts[i]), -i))
+    assert turn.answer == texts[longest] and turn.final == turn.scored.samples[longest].answer
+    assert turn.new_tokens == turn.scored.tokens > 0
+    assert "Scored samples (5" in chat.to_markdown()
+
+
+def test_best_mode_with_an_unknown_scorer_is_a_one_line_error() -> None:
+    with pytest.raises(WorkbenchError, match="^scorer: must be 'verifier' or 'model:PATH', got 'oracle'$"):
+        ChatOptions(mode="best", scorer="oracle")
+
+
+def test_a_failed_reply_leaves_the_conversation_as_it_was(monkeypatch) -> None:
+    """A reply that raises keeps no turn and no history entry: the next regenerate rewinds the right turn."""
+    chat = conversation()
+    chat.reply("first", ChatOptions(max_new_tokens=4))
+    history, histories = list(chat._history), [list(h) for h in chat._histories]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder failed")
+
+    monkeypatch.setattr(chat.engine, "stream_ids", broken)
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        chat.reply("second", ChatOptions(max_new_tokens=4))
+    assert chat._history == history and chat._histories == histories and len(chat.turns) == 1
+    monkeypatch.undo()
+    again = chat.regenerate(ChatOptions(max_new_tokens=4))
+    assert again.user == "first" and len(chat.turns) == 1 and chat._histories == [[]]

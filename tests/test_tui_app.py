@@ -185,7 +185,7 @@ async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
         column = app.query_one("#chat-a", ChatColumn)
         await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
         pane = app.query_one("#chat", ChatPane)
-        for mode in ("greedy", "sample", "cot", "vote"):
+        for mode in ("greedy", "sample", "cot", "vote", "beam", "best"):
             app.query_one("#chat-mode", Select).value = mode
             app.query_one("#chat-n", Input).value = "3"
             await pilot.pause()
@@ -194,9 +194,16 @@ async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
             await until(pilot, lambda: not column.busy and len(column.conversation.turns) > 0
                         and column.conversation.turns[-1].mode == mode, f"{mode} answer")
             assert pane.last_turn.mode == mode and pane.last_turn.new_tokens > 0
-        votes = [c for c in column.query(Collapsible) if c.title.startswith("votes:")]
-        assert votes and len(votes[-1].query(Collapsible)) == len(pane.last_turn.vote.samples)
-        assert len(column.conversation.turns) == 4
+        turns = {t.mode: t for t in column.conversation.turns}
+        shown = {prefix: [c for c in column.query(Collapsible) if c.title.startswith(prefix)]
+                 for prefix in ("votes:", "beams:", "best of")}
+        # the tally, the beams and the scored samples each listed, one collapsible per sample / beam
+        assert len(shown["votes:"][-1].query(Collapsible)) == len(turns["vote"].vote.samples)
+        assert len(shown["beams:"][-1].query(Collapsible)) == len(turns["beam"].beams.beams) == 3
+        scored = shown["best of"][-1].query(Collapsible)
+        assert len(scored) == 3 and sum("(kept)" in c.title for c in scored) == 1
+        assert f"kept answer {turns['best'].final}" in shown["best of"][-1].title
+        assert len(column.conversation.turns) == 6
         await pilot.press("ctrl+s")
         exported = list((tmp_path / "runs").glob("chat-*.md"))
         assert exported and "add 2 and 3" in exported[0].read_text()

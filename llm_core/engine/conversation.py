@@ -6,7 +6,9 @@ Turns are Alpaca prompts chained by token ids: the next prompt is the previous c
 re-reading the history. Modes: greedy, sample (temperature / top-k / top-p), cot (the default experiment's
 "Think step by step." cue; reasoning and final answer shown apart), vote (self-consistency over N sampled
 chains of thought, Wang et al. 2022, with the tally and every sample kept), beam (beam search of `width`
-beams over the chain of thought, `beam.py`, with every final beam kept).
+beams over the chain of thought, `beam.py`, with every final beam kept), best (verifier-guided best-of-N:
+N sampled chains of thought, each scored by `scorer`, the highest-scoring one kept, with every sample and
+its score; `llm_core.search.select`).
 The per-token view of an answer comes from one teacher-forced forward pass over the conversation: the
 probability the model gives each answer token (temperature 1).
 """
@@ -30,9 +32,10 @@ from .streaming import TextStream
 
 # greedy: temperature 0; sample: the options' temperature / top-k / top-p; cot: greedy after the default
 # experiment's chain-of-thought cue; vote: N sampled chains of thought, majority answer; beam: the most
-# likely chain of thought among `width` beams.
-MODES = ("greedy", "sample", "cot", "vote", "beam")
-REASONING_MODES = ("cot", "vote", "beam")  # prompted with the chain-of-thought cue, answer extracted
+# likely chain of thought among `width` beams; best: the highest-scoring of N sampled chains of thought.
+MODES = ("greedy", "sample", "cot", "vote", "beam", "best")
+REASONING_MODES = ("cot", "vote", "beam", "best")
+SAMPLING_MODES = ("sample", "vote", "best")  # decode at the options' temperature  # prompted with the chain-of-thought cue, answer extracted
 
 
 @dataclass
@@ -45,6 +48,7 @@ class ChatOptions:
     top_p: float | None = None
     n: int = 8
     width: int = 4  # beams in the beam mode
+    scorer: str = "verifier"  # the best mode's scorer: "verifier" or "model:PATH"
     max_new_tokens: int = 256
     seed: int = 0
 
@@ -58,11 +62,13 @@ class ChatOptions:
             raise GenerationError(f"width: must be an integer >= 1, got {self.width!r}")
         if self.max_new_tokens < 1:
             raise GenerationError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens!r}")
+        if not isinstance(self.scorer, str) or not (self.scorer == "verifier" or self.scorer.startswith("model:")):
+            raise GenerationError(f"scorer: must be 'verifier' or 'model:PATH', got {self.scorer!r}")
 
     @property
     def decoding_temperature(self) -> float:
-        """The temperature the mode decodes at: sample and vote use the options', greedy and cot 0."""
-        return self.temperature if self.mode in ("sample", "vote") else 0.0
+        """The temperature the mode decodes at: sample, vote and best use the options', the others 0."""
+        return self.temperature if self.mode in SAMPLING_MODES else 0.0
 
     def sampling(self, turn: int = 0) -> SamplingParams:
         """The engine's settings for the `turn`-th answer of a conversation (each turn its own seed); prompts
@@ -80,6 +86,7 @@ class Turn:
     final: Any = None  # the extracted answer (cot / vote)
     vote: VoteResult | None = None
     beams: BeamResult | None = None
+    scored: Any = None  # best mode: llm_core.search.ScoredSamples (every sample and its score)
     new_tokens: int = 0
     reused_tokens: int = 0
     seconds: float = 0.0
@@ -131,17 +138,24 @@ class Conversation:
         cancel = cancel or threading.Event()
         on_text = on_text or (lambda piece: None)
         turn = Turn(user=user, mode=options.mode)
-        self._histories.append(list(self._history))
+        before = list(self._history)
         ids = self._fit(self._prompt_ids(user, options.mode), options)
         start = time.perf_counter()
-        if options.mode == "vote":
-            self._vote(turn, ids, options, on_text)
-        elif options.mode == "beam":
-            self._beam(turn, ids, options, on_text)
-        else:
-            self._stream(turn, ids, options, cancel, on_text)
+        try:
+            if options.mode == "vote":
+                self._vote(turn, ids, options, on_text)
+            elif options.mode == "beam":
+                self._beam(turn, ids, options, on_text)
+            elif options.mode == "best":
+                self._best(turn, ids, options, on_text)
+            else:
+                self._stream(turn, ids, options, cancel, on_text)
+        except BaseException:
+            self._history = before  # a failed reply leaves the conversation as it was
+            raise
+        self._histories.append(before)
         turn.seconds = time.perf_counter() - start
-        if options.mode in REASONING_MODES and turn.vote is None:
+        if options.mode in ("cot", "beam"):
             split = split_answer(turn.answer)
             turn.reasoning, turn.final = split.reasoning, split.answer
         self.turns.append(turn)
@@ -188,6 +202,18 @@ class Conversation:
         on_text(text)
         self._history = ids + turn.answer_ids + [tok.eot_id]
 
+    def _best(self, turn: Turn, ids: list[int], o: ChatOptions, on_text: Callable[[str], None]) -> None:
+        from ..search.select import sample_and_score  # search builds on the engine, not the other way round
+
+        params = o.sampling(len(self.turns)).replace(stop=RESPONSE_STOPS)
+        scored = sample_and_score(self.engine, ids, turn.user, o.n, o.max_new_tokens, params, o.scorer)
+        turn.scored, turn.final, turn.answer = scored, scored.best.answer, scored.best.text
+        turn.reasoning = split_answer(turn.answer).reasoning
+        turn.new_tokens = scored.tokens
+        turn.answer_ids = self.engine.tokenizer.encode(turn.answer)
+        on_text(turn.answer)
+        self._history = ids + turn.answer_ids + [self.engine.tokenizer.eot_id]
+
     def regenerate(self, options: ChatOptions, cancel: threading.Event | None = None,
                    on_text: Callable[[str], None] | None = None) -> Turn:
         """Answer the last message again (a new seed for sampling modes), replacing the last answer."""
@@ -229,8 +255,11 @@ class Conversation:
         lines = [f"# Chat with {self.name or 'a checkpoint'}", ""]
         for turn in self.turns:
             lines += [f"**You** ({turn.mode}):", "", turn.user, "", "**Model:**", "", turn.answer or "(no answer)"]
-            if turn.final is not None or turn.vote is not None:
+            if turn.mode in REASONING_MODES:
                 lines += ["", f"Final answer: {turn.final if turn.final is not None else '(none)'}"]
+            if turn.scored is not None:
+                scores = ", ".join(f"{s.answer}: {v:.2f}" for s, v in zip(turn.scored.samples, turn.scored.scores))
+                lines += [f"Scored samples ({len(turn.scored.samples)}, answer: score): {scores}"]
             if turn.vote is not None:
                 tally = ", ".join(f"{a}: {c}" for a, c in turn.vote.tally.items()) or "no answers"
                 lines += [f"Votes ({len(turn.vote.samples)} samples): {tally}" + (" (tie)" if turn.vote.tie else "")]

@@ -3,7 +3,8 @@
 One prompt per input line; blank lines are skipped; each line is a new single-turn conversation. Modes
 (defined in `llm_core.engine.conversation`): greedy, sample, cot (chain of thought: reasoning and extracted
 answer shown separately), vote (majority vote over N chain-of-thought samples), beam (beam search of
---width beams over the chain of thought, every final beam listed). A prompt longer than the
+--width beams over the chain of thought, every final beam listed), best (the highest-scoring of --n
+sampled chains of thought, every sample's score listed). A prompt longer than the
 model's context is left-truncated (chat opts in) and a note says so. `--adapters DIR` puts a PEFT LoRA/DoRA
 adapter folder (`workbench export --adapters`, or one peft wrote) onto the checkpoint first.
 
@@ -67,6 +68,17 @@ def _format_beams(turn: Turn, tokenizer) -> str:
     return "\n".join(lines)
 
 
+def _format_scored(turn: Turn) -> str:
+    scored = turn.scored
+    lines = [f"scored samples ({len(scored.samples)}, {turn.new_tokens} tokens decoded), best first:"]
+    order = sorted(range(len(scored.samples)), key=lambda i: (-scored.scores[i], i))
+    for i in order:
+        s = scored.samples[i]
+        lines.append(f"  sample {s.index}: score {scored.scores[i]:.2f}, answer {s.answer}"
+                     + ("  <- kept" if s is scored.best else ""))
+    return "\n".join(lines)
+
+
 def _chat_line(chat: Conversation, line: str, options: ChatOptions) -> None:
     ctx = chat.engine.context_length
     n_tokens = len(chat.engine.tokenizer.encode(chat.prompt_text(line, options.mode)))
@@ -84,6 +96,10 @@ def _chat_line(chat: Conversation, line: str, options: ChatOptions) -> None:
     elif options.mode == "beam":
         typer.echo(f"answer: {turn.final if turn.final is not None else '(no answer found)'}")
         typer.echo(_format_beams(turn, chat.engine.tokenizer))
+    elif options.mode == "best":
+        typer.echo(f"answer: {turn.final if turn.final is not None else '(no answer found)'}")
+        typer.echo(f"reasoning (the kept sample):\n{turn.reasoning or '(none)'}")
+        typer.echo(_format_scored(turn))
     elif options.mode == "cot":
         typer.echo(f"reasoning:\n{turn.reasoning or '(none)'}")
         typer.echo(f"answer: {turn.final if turn.final is not None else '(no answer found)'}")
@@ -95,10 +111,13 @@ def chat(
     checkpoint: Path = checkpoint_option(),
     adapters: Optional[Path] = typer.Option(None, "--adapters", help="A PEFT LoRA/DoRA adapter folder to apply."),
     mode: ChatMode = typer.Option("greedy", "--mode", help="greedy / sample stream the answer; cot shows the reasoning "
-                                  "and the answer; vote: majority of --n samples; beam: --width beams."),
-    n: int = typer.Option(8, "--n", help="Samples for --mode vote."),
+                                  "and the answer; vote: majority of --n samples; beam: --width beams; best: the "
+                                  "highest-scoring of --n samples (--scorer)."),
+    n: int = typer.Option(8, "--n", help="Samples for --mode vote and --mode best."),
     width: int = typer.Option(4, "--width", help="Beams for --mode beam."),
-    temperature: float = typer.Option(0.8, "--temperature", help="For sample and vote (0 = greedy)."),
+    scorer: str = typer.Option("verifier", "--scorer", help="For --mode best: 'verifier' (the default experiment's "
+                               "step checker) or 'model:PATH' (a reward model from `workbench reward-model`)."),
+    temperature: float = typer.Option(0.8, "--temperature", help="For sample, vote and best (0 = greedy)."),
     top_k: int = typer.Option(None, "--top-k", help="Keep the k most likely tokens (clamped to the vocabulary)."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: keep tokens up to this mass, in (0, 1]."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens to generate per answer."),
@@ -110,7 +129,7 @@ def chat(
     if max_new_tokens < 1:
         raise GenerationError(f"--max-new-tokens: must be >= 1, got {max_new_tokens}")
     options = ChatOptions(mode=mode, temperature=temperature, top_k=top_k, top_p=top_p, n=n, width=width,
-                          max_new_tokens=max_new_tokens, seed=seed)  # validated before the checkpoint loads
+                          scorer=scorer, max_new_tokens=max_new_tokens, seed=seed)  # validated before the checkpoint loads
     loaded = _load(checkpoint)
     if adapters is not None:
         load_peft_adapters(loaded.model, adapters).eval()

@@ -205,7 +205,7 @@ class ChatPane(Vertical):
                 raise WorkbenchError(f"{widget_id[6:]}: not a number: {text!r}") from None
 
         mode = self.query_one("#chat-mode", Select).value
-        n = number("#chat-n", int)  # N is the beam width in the beam mode
+        n = number("#chat-n", int)  # N is the beam width in the beam mode, the samples in vote and best
         return ChatOptions(mode=str(mode), n=n, width=n, temperature=number("#chat-temperature", float),
                            top_k=number("#chat-top-k", int, True), top_p=number("#chat-top-p", float, True))
 
@@ -284,6 +284,26 @@ class ChatPane(Vertical):
                                    collapsed=True) for s in vote.samples]
             column.add(Collapsible(*samples, title=f"votes: {tally} | {head} | no answer "
                                                    f"{vote.no_answer_share:.0%} | saved {vote.saved} of {vote.n}",
+                                   collapsed=False, classes="vote"))
+        if turn.beams is not None:
+            tok = column.conversation.engine.tokenizer
+            beams = [Collapsible(Static(Text(tok.decode_bytes(b.ids).decode("utf-8", errors="replace"))),
+                                 title=f"beam {i + 1}: log p {b.logprob:.2f}, score {b.score:.2f}"
+                                       + ("" if b.stopped else " (cut at the budget)"), collapsed=True)
+                     for i, b in enumerate(turn.beams.beams)]
+            column.add(Collapsible(*beams, title=f"beams: {len(beams)}, best first | {turn.beams.tokens} tokens decoded",
+                                   collapsed=False, classes="vote"))
+        if turn.scored is not None:
+            scored = turn.scored
+            order = sorted(range(len(scored.samples)), key=lambda i: (-scored.scores[i], i))
+            samples = [Collapsible(Static(Text(scored.samples[i].text)),
+                                   title=f"sample {scored.samples[i].index}: score {scored.scores[i]:.2f}, "
+                                         f"answer {scored.samples[i].answer}"
+                                         + (" (kept)" if scored.samples[i] is scored.best else ""), collapsed=True)
+                       for i in order]
+            right = sum(v == max(scored.scores) for v in scored.scores)
+            column.add(Collapsible(*samples, title=f"best of {len(samples)}: kept answer {scored.best.answer} "
+                                                   f"(score {max(scored.scores):.2f}, {right} at that score)",
                                    collapsed=False, classes="vote"))
         if column.id == "chat-a":
             self.last_turn = turn
