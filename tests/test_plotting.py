@@ -163,3 +163,15 @@ def test_rl_runs_plot_reward_accuracy_kl_and_completion_length() -> None:
     assert series["kl"] == pytest.approx([0.0, 0.01, 0.02]) and series["no signal"] == [0.5] * 3
     length = {s.label: s.ys for s in length_spec(run).series}
     assert length["length"] == [80, 81, 82] and length["step-by-step %"] == [0, 25, 50]
+
+
+def test_distill_runs_plot_the_kd_and_ce_terms() -> None:
+    from workbench.plotting import distill_spec, spec_for
+
+    events = [{"type": "step", "step": i, "loss": 1.0, "lr": 1e-3, "grad_norm": 1.0, "tokens": i,
+               "kd_loss": 2.0 - 0.5 * i, "ce_loss": 3.0 - i} for i in range(3)]
+    run = RunSeries.from_events(events)
+    assert run.is_distill and not run.is_rl and run.distill_steps == [0, 1, 2]
+    series = {s.label: (s.xs, s.ys) for s in distill_spec(run).series}
+    assert series["kd"] == ([0, 1, 2], [2.0, 1.5, 1.0]) and series["ce"] == ([0, 1, 2], [3.0, 2.0, 1.0])
+    assert spec_for("distill", run).title == distill_spec(run).title

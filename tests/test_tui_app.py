@@ -413,3 +413,37 @@ async def test_run_form_takes_a_peft_adapter_folder_to_continue(tmp_path) -> Non
         await pilot.pause()
         assert form.config is not None and form.config.init_adapters == str(tmp_path / "adapters")
         assert form.config.adapter == "dora"
+
+
+async def test_distill_stage_picks_a_teacher_trains_and_plots_kd_and_ce(tmp_path) -> None:
+    """Stage distill in the run form: its fields show, the teacher is picked from the runs with a checkpoint,
+    ctrl+s trains it, and the dashboard's fourth plot is the KD and CE terms."""
+    teacher = trained_run(tmp_path, "teacher")
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path, context_length=64, max_steps=4, name="student"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("1")
+        await runs_listed(pilot)
+        assert not app.query_one("#distill-fields").display
+        app.query_one("#f-stage", Select).value = "distill"
+        await pilot.pause()
+        await pilot.pause()
+        assert app.query_one("#distill-fields").display and not app.query_one("#rl-fields").display
+        assert app.query_one("#f-model", Select).value == "tiny-student"  # the recipe's quarter-size student
+        assert "stage distill needs a teacher" in str(app.query_one("#e-teacher").render())
+        app.query_one("#f-model", Select).value = "tiny"  # the test's own tiny shape, so it trains in ms
+        pick = app.query_one("#f-teacher-pick", Select)
+        await until(pilot, lambda: any(value == str(teacher) for _, value in pick._options), "teacher offered")
+        pick.value = str(teacher)
+        app.query_one("#f-kd_alpha", Input).value = "0.7"
+        await until(pilot, lambda: app.query_one("#form").config is not None, "a valid distill config")
+        config = app.query_one("#form").config
+        assert (config.stage, config.teacher, config.kd_alpha, config.distill_mode) == (
+            "distill", str(teacher), 0.7, "logits")
+        app.query_one("#form").focus_here()
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: app.session is not None and not app.session.active, "the distill run ended",
+                    rounds=4000)
+        assert app.session.end["reason"] == "finished", app.session.error
+        assert len(app.live.kd_loss) == 4 and all(v > 0 for v in app.live.kd_loss + app.live.ce_loss)
+        await until(pilot, lambda: app.query_one("#plot-extra").spec is not None
+                    and app.query_one("#plot-extra").spec.title.startswith("distillation"), "the KD / CE plot")

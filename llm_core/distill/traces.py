@@ -130,7 +130,18 @@ def write_traces(folder: str | Path, traces: list[dict[str, Any]], stats: TraceS
     return path
 
 
-def trace_distillation(config: Any, problems: str | Path | None = None, reward: Any = None) -> Any:
+def distill_trainer(config: Any, **trainer_kwargs: Any) -> Any:
+    """The distill stage's Trainer (`StageSpec.trainer`): logits mode trains at once; traces mode has the
+    teacher write and verify its traces into the new run folder first (`trace_distillation`)."""
+    from ..training import Trainer
+
+    if config.distill_mode == "traces":
+        return trace_distillation(config, **trainer_kwargs)
+    return Trainer(config, **trainer_kwargs)
+
+
+def trace_distillation(config: Any, problems: str | Path | None = None, reward: Any = None,
+                       **trainer_kwargs: Any) -> Any:
     """A Trainer (not yet run) that SFTs the student of `config` (stage distill, distill_mode traces) on the
     verified traces its teacher writes now into the new run folder. `problems`: an Alpaca file with
     answers (default: `config.data` if it is a JSON file, else the default experiment's instructions)."""
@@ -162,4 +173,4 @@ def trace_distillation(config: Any, problems: str | Path | None = None, reward: 
                                     max_new_tokens=config.trace_max_new_tokens, seed=config.seed)
     stats.teacher = str(teacher.path)
     path = write_traces(run_dir, traces, stats)
-    return Trainer(config.with_overrides(data=str(path)), run_dir=run_dir)
+    return Trainer(config.with_overrides(data=str(path)), run_dir=run_dir, **trainer_kwargs)

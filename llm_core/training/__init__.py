@@ -8,14 +8,14 @@ from .objectives import LanguageModelingObjective, Objective
 from .recipes import dpo_config, stage_config, stage_recipe
 from .runs import RunInfo, list_runs, read_metrics
 from .schedule import lr_at, planned_schedule
-from .stages import STAGES, StageSpec
+from .stages import STAGES, StageSpec, build_trainer
 from .trainer import Trainer
 
 __all__ = [
     "LanguageModelingObjective",
     "Objective",
     "RunHistory",
-    "STAGES",
+    "STAGES", "build_trainer",
     "StageSpec",
     "dpo_config",
     "LoadedCheckpoint",

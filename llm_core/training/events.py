@@ -130,6 +130,9 @@ class RunHistory:
         self.reward_margin: list[float] = []
         self.reward_accuracy: list[float] = []
         self.expert_load: list[list[float]] = []
+        self.distill_steps: list[int] = []  # steps of a distill run, with their KD and CE terms
+        self.kd_loss: list[float] = []
+        self.ce_loss: list[float] = []
         self.rl_steps: list[int] = []  # steps of an RL run, with each RL_KEYS metric in `rl`
         self.rl: dict[str, list[float]] = {k: [] for k in RL_KEYS}
         self.config: dict[str, Any] = {}
@@ -174,6 +177,10 @@ class RunHistory:
                 self.reward_accuracy.append(number(e.get("reward_accuracy")))
             if isinstance(e.get("expert_load"), list):
                 self.expert_load.append([number(v) for v in e["expert_load"]])
+            if "kd_loss" in e:
+                self.distill_steps.append(self.steps[-1])
+                self.kd_loss.append(number(e.get("kd_loss")))
+                self.ce_loss.append(number(e.get("ce_loss")))
             if "reward_mean" in e:
                 self.rl_steps.append(self.steps[-1])
                 for k in RL_KEYS:
@@ -237,6 +244,10 @@ class RunHistory:
     @property
     def is_rl(self) -> bool:
         return bool(self.rl_steps) or self.config.get("stage") == "rl"
+
+    @property
+    def is_distill(self) -> bool:
+        return bool(self.distill_steps) or self.config.get("stage") == "distill"
 
     @property
     def is_moe(self) -> bool:

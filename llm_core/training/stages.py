@@ -65,6 +65,9 @@ class StageSpec:
     experiment_file: str  # the default experiment's file for this stage (llm_core.experiment.default_paths)
     recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys changed from the defaults
     adapter_lr: dict[str, Any] = field(default_factory=dict)  # ... and with LoRA/DoRA on top of that
+    # "package.module:factory", factory(config, **trainer_kwargs) -> Trainer, for a stage that has work to do
+    # before its Trainer exists (trace distillation: the teacher writes the training file first); None: Trainer.
+    trainer: str | None = None
 
     def make_objective(self, config: Any, model: Any) -> Any:
         module, _, name = self.objective.partition(":")
@@ -101,8 +104,20 @@ STAGES: dict[str, StageSpec] = {
                      DPO_RECIPE, DPO_ADAPTER_LR),
     "rl": StageSpec("llm_core.rl.objective:make_grpo_objective", "prompts", "instructions", RL_RECIPE, RL_ADAPTER_LR),
     "distill": StageSpec("llm_core.distill.objective:make_distill_objective", "auto", "pretrain", DISTILL_RECIPE,
-                         SFT_ADAPTER_LR),
+                         SFT_ADAPTER_LR, trainer="llm_core.distill.traces:distill_trainer"),
 }
+
+
+def build_trainer(config: Any, **trainer_kwargs: Any) -> Any:
+    """The Trainer of a new run of `config`, built the way its stage needs (`StageSpec.trainer`): what the
+    CLI, the TUI and scripts call, so every stage starts the same from each of them."""
+    from .trainer import Trainer
+
+    spec = STAGES[config.stage]
+    if spec.trainer is None:
+        return Trainer(config, **trainer_kwargs)
+    module, _, name = spec.trainer.partition(":")
+    return getattr(importlib.import_module(module), name)(config, **trainer_kwargs)
 
 
 def dataset_kind(stage: str, data: str) -> DatasetKind:

@@ -20,11 +20,11 @@ import typer
 from rich.console import Console
 
 from llm_core.config import parse_overrides
-from llm_core.distill import STATS_FILE, trace_distillation
+from llm_core.distill import STATS_FILE
 from llm_core.distill.recipe import distill_config
 from llm_core.errors import WorkbenchError
 from llm_core.io import read_json_object
-from llm_core.training import TrainConfig, Trainer
+from llm_core.training import TrainConfig, Trainer, build_trainer
 
 from .options import DistillMode, checkpoint_option, renamed, set_option
 from .train import _print_estimates, run_to_end
@@ -72,14 +72,14 @@ def register(app: typer.Typer) -> None:
         if mode == "traces":
             console.print(f"traces: the teacher writes {config.trace_samples} solutions per problem "
                           f"(temperature {config.trace_temperature:g}); only verified ones are kept", markup=False)
-            trainer = trace_distillation(config)
+            trainer = build_trainer(config)  # the teacher writes and verifies its traces first
             stats = read_json_object(trainer.run_dir / STATS_FILE, WorkbenchError)
             console.print(f"{stats['kept']} traces kept of {stats['sampled']} sampled (acceptance "
                           f"{stats['acceptance_rate']:.1%}); {stats['problems_with_trace']}/{stats['problems']} "
                           f"problems have one; {stats['seconds']:.0f} s, {stats['tokens_per_s']:.0f} tokens/s",
                           markup=False)
         else:
-            trainer = Trainer(config)
+            trainer = build_trainer(config)
             c = trainer.config
             console.print(f"logits: T={c.kd_temperature:g}, alpha={c.kd_alpha:g}, "
                           f"{'reverse' if c.kd_reverse else 'forward'} KL; student "

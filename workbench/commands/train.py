@@ -26,7 +26,7 @@ from rich.table import Table
 
 from llm_core.config import parse_overrides
 from llm_core.errors import ConfigError, WorkbenchError
-from llm_core.training import TrainConfig, Trainer, list_runs, stage_config
+from llm_core.training import TrainConfig, Trainer, build_trainer, list_runs, stage_config
 from llm_core.training.distributed import shutdown
 from llm_core.training.estimate import format_bytes
 from llm_core.training.loggers import LOGGERS
@@ -49,7 +49,7 @@ def _build_trainer(config: Optional[Path], sets: list[str], out: Optional[str], 
     else:  # the stage's recipe (finetuning stages start gentler than pretraining), then the overrides
         wanted = parse_overrides(TrainConfig, sets)
         base = stage_config(wanted.get("stage", "pretrain"), adapter=wanted.get("adapter", "none"))
-    return Trainer(base.with_overrides(sets, **({"out": out} if out else {})), force=force)
+    return build_trainer(base.with_overrides(sets, **({"out": out} if out else {})), force=force)
 
 
 def print_notices(console: Console, trainer: Trainer) -> None:

@@ -9,13 +9,13 @@ textual-plotext, or in a bare terminal / a Markdown report through plotext itsel
 from .series import RunSeries, downsample, ema, log_ticks, planned_lr, robust_ceiling
 from .specs import (
     ALERT_COLOR, EXPERT_COLORS, MAIN_COLOR, METRICS, OTHER_COLOR, RAW_COLOR, VAL_COLOR, PlotSpec, Series,
-    compare_spec, dpo_spec, draw, frontier_spec, grad_spec, length_spec, loss_spec, lr_spec, moe_spec, render_text,
+    compare_spec, distill_spec, dpo_spec, draw, frontier_spec, grad_spec, length_spec, loss_spec, lr_spec, moe_spec, render_text,
     reward_spec, spec_for,
 )
 
 __all__ = [
     "ALERT_COLOR", "EXPERT_COLORS", "MAIN_COLOR", "METRICS", "OTHER_COLOR", "RAW_COLOR", "VAL_COLOR",
-    "PlotSpec", "RunSeries", "Series", "compare_spec", "downsample", "dpo_spec", "draw", "ema", "frontier_spec",
+    "PlotSpec", "RunSeries", "Series", "compare_spec", "distill_spec", "downsample", "dpo_spec", "draw", "ema", "frontier_spec",
     "grad_spec",
     "length_spec", "log_ticks", "loss_spec", "lr_spec", "moe_spec", "planned_lr", "render_text", "reward_spec",
     "robust_ceiling", "spec_for",

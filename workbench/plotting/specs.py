@@ -174,6 +174,14 @@ def reward_spec(run: RunSeries) -> PlotSpec:
     return spec
 
 
+def distill_spec(run: RunSeries) -> PlotSpec:
+    """Distillation: the two terms of the loss, T^2 * KL to the teacher (KD) and cross-entropy with the labels."""
+    spec = PlotSpec("distillation: KD term (T^2 KL) / CE term", nonnegative=True)
+    spec.series.append(Series("kd", list(run.distill_steps), list(run.kd_loss), MAIN_COLOR))
+    spec.series.append(Series("ce", list(run.distill_steps), list(run.ce_loss), OTHER_COLOR))
+    return spec
+
+
 def length_spec(run: RunSeries) -> PlotSpec:
     """RL: mean completion length, and the share of completions worked step by step (x100)."""
     spec = PlotSpec("RL completion length (tokens) / step-by-step %", nonnegative=True)
@@ -227,7 +235,7 @@ def frontier_spec(rows: Sequence[dict[str, Any]]) -> PlotSpec:
     return spec
 
 
-METRICS = ("loss", "lr", "grad_norm", "dpo", "moe", "reward", "length")
+METRICS = ("loss", "lr", "grad_norm", "dpo", "moe", "reward", "length", "distill")
 
 
 def spec_for(metric: str, run: RunSeries, smoothing: float = 0.0, log_y: bool = False) -> PlotSpec:
@@ -246,4 +254,6 @@ def spec_for(metric: str, run: RunSeries, smoothing: float = 0.0, log_y: bool = 
         return reward_spec(run)
     if metric == "length":
         return length_spec(run)
+    if metric == "distill":
+        return distill_spec(run)
     raise ValueError(f"metric: must be one of {', '.join(METRICS)}, got {metric!r}")

@@ -327,6 +327,10 @@ class WorkbenchApp(App):
         dash.refresh_bindings()
 
     # --- runs -----------------------------------------------------------------------------------------
+    @on(RunsList.Listed)
+    def _runs_listed(self, event: RunsList.Listed) -> None:
+        self.query_one("#form", RunForm).set_teachers(event.runs)  # the distill stage's teacher picker
+
     @on(RunsList.Open)
     def _open_run(self, event: RunsList.Open) -> None:
         run = event.run

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from llm_core.training import TrainConfig, Trainer
+from llm_core.training import TrainConfig, Trainer, build_trainer
 
 from .follow import EventBuffer
 
@@ -30,7 +30,7 @@ class TrainingSession:
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
         """Build the trainer and train (blocking: call from a worker thread). Returns the end event."""
         try:
-            self.trainer = Trainer(self.config)
+            self.trainer = build_trainer(self.config)  # the stage's way (trace distillation writes traces first)
         except Exception as exc:  # bad data path, broken init checkpoint...: shown in the UI, never raised
             self.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
             self.buffer.push({"type": "end", "reason": "error", "message": self.error, "step": 0})

@@ -1,7 +1,7 @@
 """`Dashboard`: the live view of one run: status line, and plots of the learning rate (planned schedule
 with the steps done), the pre-clip gradient norm (clipping threshold and clipped steps), train/val loss
 (smoothing, log scale, step or tokens axis), plus reward margin/accuracy for DPO runs and expert load for
-MoE runs, or two runs' losses when comparing. RL runs show the completion length / step-by-step share in
+MoE runs, the KD and CE terms for distill runs, or two runs' losses when comparing. RL runs show the completion length / step-by-step share in
 place of the loss, and reward, sample accuracy, no-signal groups and KL in the fourth plot.
 
 The app feeds it a `RunSeries` (`show_run`) and calls `refresh_status` (about 4 Hz) and `refresh_plots`
@@ -31,8 +31,8 @@ from textual.reactive import reactive
 from textual.widgets import Button, Input, Label, Static
 
 from workbench.plotting import (
-    PlotSpec, RunSeries, compare_spec, dpo_spec, grad_spec, length_spec, loss_spec, lr_spec, moe_spec, planned_lr,
-    reward_spec,
+    PlotSpec, RunSeries, compare_spec, distill_spec, dpo_spec, grad_spec, length_spec, loss_spec, lr_spec, moe_spec,
+    planned_lr, reward_spec,
 )
 
 from .plot import MetricPlot
@@ -85,6 +85,8 @@ def plot_spec(plot_id: str, run: RunSeries, compare: RunSeries | None, plan: lis
         return compare_spec(run, compare, smoothing, log_y)
     if run.is_rl:
         return reward_spec(run)
+    if run.is_distill:
+        return distill_spec(run)
     if run.is_dpo:
         return dpo_spec(run)
     if run.is_moe:

@@ -1,5 +1,6 @@
 """`RunForm`: the run panel. Stage, data, starting checkpoint, model preset, the technique switches
-(LoRA / DoRA / MoE, DPO beta), the optimisation knobs and the experiment trackers, each validated inline
+(LoRA / DoRA / MoE, DPO beta), the RL stage's GRPO fields, the distill stage's teacher (typed, or picked from
+the runs that kept a checkpoint), mode, T and alpha, the optimisation knobs and the experiment trackers, each validated inline
 through `TrainConfig` (its `__post_init__` is the one source of truth: the form shows its message next to
 the field; a tracker whose package is missing too), with the planned learning-rate schedule redrawn as
 the fields change.
@@ -9,6 +10,7 @@ value), Esc leaves a field so the panel keys (1-4) apply again.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from textual.app import ComposeResult
@@ -50,6 +52,14 @@ RL_FIELDS: list[tuple[str, str, str]] = [
     ("clip_eps", "clip eps", "float"),
     ("mu", "passes mu", "int"),
     ("rl_prompt", "prompts", "str"),
+]
+# The distill stage's own fields (llm_core.distill): shown while the stage is distill. The teacher can be
+# typed or picked from the runs that kept a checkpoint (the Select below it).
+DISTILL_FIELDS: list[tuple[str, str, str]] = [
+    ("teacher", "teacher", "str?"),
+    ("distill_mode", "mode", "str"),
+    ("kd_temperature", "T", "float"),
+    ("kd_alpha", "alpha (KD)", "float"),
 ]
 # Experiment trackers (llm_core.training.loggers): comma-separated names, empty = metrics.jsonl only.
 TRACKING_FIELDS: list[tuple[str, str, str]] = [
@@ -132,6 +142,15 @@ class RunForm(Vertical):
                 for name, label, _ in RL_FIELDS:
                     yield from self._text_row(name, label, _show(getattr(b, name)),
                                               "neutral | cot | as_is" if name == "rl_prompt" else "")
+            with Vertical(id="distill-fields"):
+                yield Static("Distillation", classes="section")
+                for name, label, _ in DISTILL_FIELDS:
+                    yield from self._text_row(name, label, "" if getattr(b, name) is None else _show(getattr(b, name)),
+                                              {"teacher": "a checkpoint (run or step folder)",
+                                               "distill_mode": "logits | traces"}.get(name, ""))
+                with Horizontal(classes="row"):
+                    yield Label("pick teacher", classes="label")
+                    yield Select([], prompt="runs with a checkpoint", id="f-teacher-pick")
             yield Static("Optimisation", classes="section")
             for name, label, _ in NUMBER_FIELDS:
                 yield from self._text_row(name, label, self._field_text(b, name), self._placeholder(b, name))
@@ -158,8 +177,17 @@ class RunForm(Vertical):
             yield Input(value, placeholder=placeholder, id=f"f-{name}")
             yield Static("", id=f"e-{name}", classes="field-error", markup=False)
 
+    def _show_stage_fields(self, stage: str) -> None:
+        self.query_one("#rl-fields").display = stage == "rl"
+        self.query_one("#distill-fields").display = stage == "distill"
+
+    def set_teachers(self, runs: list[Any]) -> None:
+        """Offer the runs that kept a checkpoint as teachers (newest checkpoint of each)."""
+        options = [(f"{r.name} (step {r.steps})", str(r.path)) for r in runs if r.checkpoints and not r.broken]
+        self.query_one("#f-teacher-pick", Select).set_options(options)
+
     def on_mount(self) -> None:
-        self.query_one("#rl-fields").display = self.base.stage == "rl"
+        self._show_stage_fields(self.base.stage)
         self.validate_form()
 
     # --- reading and validating -----------------------------------------------------------------------
@@ -175,7 +203,7 @@ class RunForm(Vertical):
         lora, dora = self.query_one("#f-lora", Switch).value, self.query_one("#f-dora", Switch).value
         values["adapter"] = "dora" if dora else "lora" if lora else "none"
         moe = self.query_one("#f-moe", Switch).value
-        for name, _, kind in TECHNIQUE_FIELDS + RL_FIELDS + NUMBER_FIELDS + TRACKING_FIELDS:
+        for name, _, kind in TECHNIQUE_FIELDS + RL_FIELDS + DISTILL_FIELDS + NUMBER_FIELDS + TRACKING_FIELDS:
             text = self.query_one(f"#f-{name}", Input).value
             try:
                 values[name] = _parse(kind, text)
@@ -250,8 +278,12 @@ class RunForm(Vertical):
     def on_select_changed(self, event: Select.Changed) -> None:
         if self._loading:
             return
+        if event.select.id == "f-teacher-pick":
+            if isinstance(event.value, str):
+                self.query_one("#f-teacher", Input).value = event.value  # validates through on_input_changed
+            return
         if event.select.id == "f-stage" and isinstance(event.value, str):
-            self.query_one("#rl-fields").display = event.value == "rl"
+            self._show_stage_fields(event.value)
             self.apply_recipe(event.value)
         self.validate_form()
 
@@ -259,16 +291,17 @@ class RunForm(Vertical):
         """Fill the optimisation fields with the stage's recipe (finetuning starts gentler)."""
         lora, dora = self.query_one("#f-lora", Switch).value, self.query_one("#f-dora", Switch).value
         adapter = "dora" if dora else "lora" if lora else "none"
-        recipe = {**self.base.to_dict(), **stage_recipe(stage, adapter)}
-        try:
-            resolved = TrainConfig.from_dict(recipe)
-        except WorkbenchError:
-            return
+        # The recipe's values as they are: validating them would refuse a stage whose other fields are not
+        # filled in yet (distill without a teacher), and the form validates everything right after.
+        recipe = stage_recipe(stage, adapter)
+        resolved = SimpleNamespace(**{**self.base.to_dict(), **recipe})
         self._loading = True
         try:
             for name, _, _ in NUMBER_FIELDS:
                 self.query_one(f"#f-{name}", Input).value = self._field_text(resolved, name)
             self.query_one("#f-beta", Input).value = _show(resolved.beta)
+            if "model" in recipe:  # distill: the quarter-size student; other stages keep the user's choice
+                self.query_one("#f-model", Select).value = recipe["model"]
         finally:
             self._loading = False
 

@@ -56,6 +56,13 @@ class RunsList(Vertical):
             super().__init__()
             self.number, self.runs, self.error = number, runs, error
 
+    class Listed(Message):
+        """The runs were read (bubbles to the app: the run form offers their checkpoints as teachers)."""
+
+        def __init__(self, runs: list[RunInfo]) -> None:
+            super().__init__()
+            self.runs = runs
+
     class Open(Message):
         """Enter: the run's plots."""
 
@@ -130,6 +137,7 @@ class RunsList(Vertical):
         if event.error is not None:
             self.notify(f"cannot read {self.root}: {event.error}", severity="error")
         self._fill(event.runs)
+        self.post_message(self.Listed(event.runs))
 
     def watch_reading(self, reading: bool) -> None:
         if self.is_mounted:
