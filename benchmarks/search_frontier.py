@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--n", default="1,4,8,16")
     parser.add_argument("--widths", default="2,4,8")
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--scorer", default="verifier", help="comma separated: verifier, model:PATH")
     parser.add_argument("--out", type=Path, required=True)
     a = parser.parse_args()
     entries = json.loads((a.data or default_paths()["eval"]).read_text())[: a.limit]
@@ -40,7 +41,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     start = time.perf_counter()
     rows = frontier(engine, entries, [float(t) for t in a.temperatures.split(",")], [int(n) for n in a.n.split(",")],
-                    [int(w) for w in a.widths.split(",")], a.max_new_tokens,
+                    [int(w) for w in a.widths.split(",") if w], a.max_new_tokens, scorer=a.scorer.split(","),
                     progress=lambda done, total: print(f"  {done}/{total} {time.perf_counter() - start:.0f} s",
                                                        flush=True))
     dicts = rows_to_dicts(rows)

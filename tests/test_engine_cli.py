@@ -98,7 +98,7 @@ def test_eval_search_rows_plot_and_report(fake_checkpoint, tmp_path):
     out = CliRunner().invoke(app, ["eval", "-c", "x", "--data", str(data), "--n", "1,2", "--max-new-tokens", "3",
                                    "--search", "--temperatures", "0.5,1", "--widths", "2"])
     assert out.exit_code == 0, out.output
-    for label in ("beam search", "best-of-N (scorer) T=0.5", "weighted vote (scorer) T=1", "pass@N",
+    for label in ("beam search", "best-of-N (verifier) T=0.5", "weighted vote (verifier) T=1", "pass@N",
                   "accuracy vs tokens per question"):
         assert label in out.output
     saved = json.loads((fake_checkpoint.path / "evaluation.json").read_text())
@@ -117,6 +117,11 @@ def test_eval_search_bad_lists_are_one_line_errors(fake_checkpoint, tmp_path):
     out = CliRunner().invoke(app, ["eval", "-c", "x", "--data", str(data), "--n", "1", "--max-new-tokens", "2",
                                    "--search", "--widths", "0"])
     assert out.exit_code != 0 and "widths: every value must be an integer >= 1" in str(out.exception)
+    for scorer, message in (("oracle", "unknown scorer 'oracle'"), (f"model:{tmp_path / 'no-rm'}", "no-rm")):
+        out = CliRunner().invoke(app, ["eval", "-c", "x", "--data", str(data), "--n", "1", "--max-new-tokens", "2",
+                                       "--search", "--scorer", scorer])
+        assert out.exit_code != 0 and message in str(out.exception) and "\n" not in str(out.exception)
+        assert "direct answer" not in out.output  # refused before the table ran
 
 
 def test_chat_survives_invalid_utf8_on_stdin(fake_checkpoint):

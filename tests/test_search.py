@@ -91,3 +91,28 @@ def test_frontier_rows_cover_every_method():
     ones = [r for r in rows if r.n == 1 and r.temperature == 0.5]
     assert len({(r.accuracy, r.tokens_per_question) for r in ones}) == 1
     assert best_temperature(rows) in (0.5, 1.0)
+
+
+def test_frontier_scores_the_same_samples_with_each_scorer():
+    """Two scorers: each gets its own best-of-N and weighted-vote rows over the SAME samples (the vote rows
+    are shared); a scorer that prefers the right answer does at least as well as one that prefers a wrong one."""
+    entries = [{"question": "Tom has 3 apples.", "answer": 3}, {"question": "Ann has 5 pens.", "answer": 5}]
+
+    def longest(question, completion):
+        return float(len(completion))
+
+    def shortest(question, completion):
+        return -float(len(completion))
+
+    rows = frontier(engine(), entries, temperatures=(1.0,), ns=(1, 3), widths=(), max_new_tokens=3,
+                    scorer=[longest, shortest])
+    best = {(r.scorer, r.n): r for r in rows if r.method == "best-of-n"}
+    assert set(best) == {("longest", 1), ("longest", 3), ("shortest", 1), ("shortest", 3)}
+    assert len([r for r in rows if r.method == "vote"]) == 2  # not repeated per scorer
+    for n in (1, 3):  # the same samples: same tokens and the same oracle
+        a, b = best[("longest", n)], best[("shortest", n)]
+        assert (a.tokens_per_question, a.pass_at_n) == (b.tokens_per_question, b.pass_at_n)
+    assert best[("longest", 1)].accuracy == best[("shortest", 1)].accuracy  # N = 1: nothing to choose
+    assert "best-of-N (longest)" in best[("longest", 3)].label
+    with pytest.raises(GenerationError, match="at least one scorer"):
+        frontier(engine(), entries, scorer=[])

@@ -10,8 +10,8 @@ rows and beams counted: the compute) and the wall time:
 - majority vote (self-consistency) at each temperature and N, with pass@N (the oracle: any of the N
   samples is right) next to it;
 - beam search at each width (`llm_core.engine.beam`);
-- best-of-N by the scorer (default: the process verifier) and the scorer-weighted vote, on the same
-  samples as the vote.
+- best-of-N by each scorer (default: the process verifier; also a learned reward model, "model:PATH") and
+  the scorer-weighted vote, on the same samples as the vote.
 
 Each temperature draws max(N) samples per question ONCE (question q seeded with seed + q); the rows of a
 smaller N use the first N of them, which are exactly the samples an N-sample batch would draw (sample i's
@@ -44,12 +44,25 @@ class FrontierRow:
     tokens_per_question: float
     seconds_per_question: float
     pass_at_n: float | None = None  # sampling rows only: any of the N samples right
+    scorer: str | None = None  # best-of-n / weighted-vote rows: the scorer's name ("verifier", "model:PATH")
 
     @property
     def label(self) -> str:
-        names = {"cot": "chain of thought (greedy)", "vote": "majority vote", "best-of-n": "best-of-N (scorer)",
-                 "weighted-vote": "weighted vote (scorer)", "beam": "beam search"}
+        by = scorer_label(self.scorer)
+        names = {"cot": "chain of thought (greedy)", "vote": "majority vote", "best-of-n": f"best-of-N ({by})",
+                 "weighted-vote": f"weighted vote ({by})", "beam": "beam search"}
         return names[self.method] + (f" T={self.temperature:g}" if self.temperature is not None else "")
+
+
+def scorer_label(scorer: str | None) -> str:
+    """"verifier", "reward model", or the callable's name: how a scorer is named in the table."""
+    if scorer is None or scorer == "verifier":
+        return "verifier"
+    return "reward model" if scorer.startswith("model:") else scorer
+
+
+def scorer_name(scorer: Any) -> str:
+    return scorer if isinstance(scorer, str) else getattr(scorer, "__name__", type(scorer).__name__)
 
 
 def vote_credit(winners: Sequence[Any], truth: int) -> float:
@@ -71,8 +84,12 @@ def frontier(engine: Engine, entries: Sequence[dict[str, Any]], temperatures: Se
              seed: int = 0, scorer: Any = "verifier", length_penalty: float = 0.0,
              progress: Callable[[int, int], None] | None = None) -> list[FrontierRow]:
     """The frontier rows for `entries` (each with "question" and the integer "answer"), see the module
-    docstring. Validated before any decoding."""
-    score = resolve_scorer(scorer)
+    docstring. `scorer`: one scorer, or a list of them (each gets its best-of-N and weighted-vote rows, on
+    the same samples). Validated before any decoding."""
+    chosen = list(scorer) if isinstance(scorer, (list, tuple)) else [scorer]
+    if not chosen:
+        raise GenerationError("scorer: give at least one scorer")
+    scorers = {scorer_name(s): resolve_scorer(s) for s in chosen}
     temperatures = _check_sizes("temperatures", temperatures, 0.0, float)
     ns = tuple(sorted(set(_check_sizes("n", ns, 1, int))))
     widths = _check_sizes("widths", widths, 1, int)
@@ -93,12 +110,12 @@ def frontier(engine: Engine, entries: Sequence[dict[str, Any]], temperatures: Se
         prompt = engine.tokenizer.encode(experiment_prompt(question, "cot"))
         t0 = time.perf_counter()
         r = engine.answer(question, mode="cot", max_new_tokens=max_new_tokens, params=greedy)
-        add(("cot", None, 1), float(r.answer == truth), r.tokens, time.perf_counter() - t0)
+        add(("cot", None, 1, None), float(r.answer == truth), r.tokens, time.perf_counter() - t0)
         for width in widths:
             t0 = time.perf_counter()
             beam = engine.beam_search(prompt, width, max_new_tokens, length_penalty)
             text = engine.tokenizer.decode_bytes(beam.ids).decode("utf-8", errors="replace")
-            add(("beam", None, width), float(default_extractor(text) == truth), beam.tokens,
+            add(("beam", None, width, None), float(default_extractor(text) == truth), beam.tokens,
                 time.perf_counter() - t0)
         for temperature in temperatures if n_max else ():
             params = SamplingParams(temperature=temperature, stop=RESPONSE_STOPS, truncate=True, seed=seed + q)
@@ -107,27 +124,29 @@ def frontier(engine: Engine, entries: Sequence[dict[str, Any]], temperatures: Se
             samples = sorted((Sample(i, text, default_extractor(text), tokens)
                               for batch in batches for i, text, tokens in batch), key=lambda s: s.index)
             seconds = time.perf_counter() - t0
-            scores = [float(score(question, s.text)) for s in samples]
+            scored = {name: [float(score(question, s.text)) for s in samples] for name, score in scorers.items()}
             total_tokens = sum(s.tokens for s in samples) or 1
             for n in ns:
-                head, head_scores = samples[:n], scores[:n]
+                head = samples[:n]
                 tokens = sum(s.tokens for s in head)
                 share = seconds * tokens / total_tokens  # estimate for n < n_max (see the docstring)
                 passed = float(any(s.answer == truth for s in head))
-                add(("vote", temperature, n), vote_credit(tally_result(head, n).winners, truth), tokens, share,
-                    passed)
-                add(("best-of-n", temperature, n), float(head[best_index(head_scores)].answer == truth), tokens,
+                add(("vote", temperature, n, None), vote_credit(tally_result(head, n).winners, truth), tokens,
                     share, passed)
-                add(("weighted-vote", temperature, n), vote_credit(weighted_vote(head, head_scores).winners, truth),
-                    tokens, share, passed)
+                for name, scores in scored.items():
+                    head_scores = scores[:n]
+                    add(("best-of-n", temperature, n, name), float(head[best_index(head_scores)].answer == truth),
+                        tokens, share, passed)
+                    add(("weighted-vote", temperature, n, name),
+                        vote_credit(weighted_vote(head, head_scores).winners, truth), tokens, share, passed)
         if progress is not None:
             progress(q + 1, len(entries))
     total = len(entries)
     rows = []
-    for (method, temperature, n), (credit, tokens, seconds, passed) in acc.items():
+    for (method, temperature, n, name), (credit, tokens, seconds, passed) in acc.items():
         sampling = method in ("vote", "best-of-n", "weighted-vote")
         rows.append(FrontierRow(method, temperature, n, credit / total, tokens / total, seconds / total,
-                                passed / total if sampling else None))
+                                passed / total if sampling else None, name))
     return rows
 
 

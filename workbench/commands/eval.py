@@ -63,6 +63,8 @@ def evaluate(
                                 "search, verifier best-of-N, weighted vote, pass@N, and its plot."),
     temperatures: str = typer.Option("0.3,0.5,0.8,1.0", "--temperatures", help="Vote temperatures for --search."),
     widths: str = typer.Option("2,4,8", "--widths", help="Beam widths for --search."),
+    scorer: str = typer.Option("verifier", "--scorer", help="Scorers of the best-of-N and weighted-vote rows of "
+                               "--search, comma separated: verifier, model:PATH (`workbench reward-model`)."),
 ) -> None:
     """Accuracy of direct answers, chain of thought and majority vote (N = 1, 4, 8, 16) with their token cost;
     neutral prompts and the paraphrase set greedy."""
@@ -72,6 +74,14 @@ def evaluate(
         vote_sizes = [int(x) for x in ns.split(",") if x.strip()]
     except ValueError:
         raise GenerationError(f"--n: expected comma-separated integers, got {ns!r}") from None
+    scorers = [part.strip() for part in scorer.split(",") if part.strip()]
+    if search:  # a bad scorer or reward-model path fails now, not after the table has run
+        from llm_core.search import resolve_scorer
+
+        if not scorers:
+            raise GenerationError("--scorer: empty list")
+        for name in scorers:
+            resolve_scorer(name)
     if not vote_sizes or min(vote_sizes) < 1:
         raise GenerationError(f"--n: vote sizes must be >= 1, got {ns!r}")
     if limit is not None and limit < 1:
@@ -154,7 +164,8 @@ def evaluate(
     if search:  # after the table is saved: the search rows are added to the same file
         from .eval_search import run_search, search_lines
 
-        result["search"] = run_search(engine, entries, temperatures, vote_sizes, widths, max_new_tokens, seed)
+        result["search"] = run_search(engine, entries, temperatures, vote_sizes, widths, max_new_tokens, seed,
+                                      scorers)
         typer.echo("\n".join(search_lines(result["search"])))
         tmp.write_text(json.dumps(result, indent=1))
         tmp.replace(target)

@@ -22,10 +22,10 @@ def parse_list(option: str, text: str, kind: type) -> list:
 
 
 def run_search(engine: Any, entries: Sequence[dict[str, Any]], temperatures: str, ns: Sequence[int], widths: str,
-               max_new_tokens: int, seed: int) -> list[dict[str, Any]]:
+               max_new_tokens: int, seed: int, scorers: Sequence[str] = ("verifier",)) -> list[dict[str, Any]]:
     """The frontier rows as dicts (for evaluation.json), with progress on stderr."""
     rows = frontier(engine, entries, parse_list("--temperatures", temperatures, float), ns,
-                    parse_list("--widths", widths, int), max_new_tokens, seed,
+                    parse_list("--widths", widths, int), max_new_tokens, seed, scorer=list(scorers),
                     progress=lambda done, total: (done % 10 == 0 or done == total)
                     and typer.echo(f"  search {done}/{total} problems", err=True))
     return rows_to_dicts(rows)

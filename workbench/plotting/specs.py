@@ -228,9 +228,14 @@ def frontier_spec(rows: Sequence[dict[str, Any]]) -> PlotSpec:
     for i, t in enumerate(temps):
         line(f"vote T={t:g}", [r for r in votes if r["temperature"] == t], EXPERT_COLORS[i % len(EXPERT_COLORS)])
     line("beam", [r for r in rows if r["method"] == "beam"], ALERT_COLOR)
-    for method, color in (("best-of-n", "magenta"), ("weighted-vote", "cyan")):
-        line(f"{method} T={best:g}" if best is not None else method,
-             [r for r in rows if r["method"] == method and r["temperature"] == best], color)
+    scorers = sorted({r.get("scorer") or "verifier" for r in rows if r["method"] == "best-of-n"})
+    palette = iter(("magenta", "cyan", "bright_magenta", "bright_cyan", "white", "bright_white"))
+    for scorer in scorers:  # one pair of lines per scorer (old files have no scorer field: the verifier)
+        tag = "" if scorers == ["verifier"] else f" {'RM' if scorer.startswith('model:') else scorer}"
+        for method in ("best-of-n", "weighted-vote"):
+            line(f"{method}{tag} T={best:g}" if best is not None else f"{method}{tag}",
+                 [r for r in rows if r["method"] == method and r["temperature"] == best
+                  and (r.get("scorer") or "verifier") == scorer], next(palette, "white"))
     line("greedy CoT", [r for r in rows if r["method"] == "cot"], RAW_COLOR, "scatter")
     return spec
 
