@@ -68,3 +68,32 @@ def distillation_terms(
     kd = temperature ** 2 * kl.mean()
     ce = F.cross_entropy(s, labels.reshape(-1)[keep])
     return kd, ce
+
+
+def topk_distillation_terms(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 2.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T^2 * KL term, CE term) against a teacher known only by its top-k logits per position
+    (`teacher_ids` / `teacher_logits`: (B, T, k)), renormalised over those k tokens (`topk_cache`):
+    T^2 * sum_j q_k(j) (log q_k(j) - log p_S(j)), with log p_S the student's log-softmax at T over all V."""
+    if temperature <= 0:
+        raise ConfigError(f"distillation: temperature must be > 0, got {temperature}")
+    if teacher_ids.shape != teacher_logits.shape or teacher_ids.shape[:2] != student_logits.shape[:2]:
+        raise ConfigError(f"distillation: cached teacher top-k {tuple(teacher_ids.shape)} does not fit the "
+                          f"student logits {tuple(student_logits.shape)}")
+    keep = labels.reshape(-1) != IGNORE  # (N,)
+    v, k = student_logits.size(-1), teacher_ids.size(-1)
+    s = student_logits.float().reshape(-1, v)[keep]  # (K, V)
+    if s.shape[0] == 0:
+        zero = student_logits.sum() * 0.0
+        return zero, zero
+    ids = teacher_ids.reshape(-1, k)[keep]  # (K, k)
+    log_q = F.log_softmax(teacher_logits.float().reshape(-1, k)[keep] / temperature, dim=-1)  # renormalised top-k
+    log_ps = F.log_softmax(s / temperature, dim=-1).gather(-1, ids)  # (K, k): the student over the full vocabulary
+    kd = temperature ** 2 * (log_q.exp() * (log_q - log_ps)).sum(-1).mean()
+    ce = F.cross_entropy(s, labels.reshape(-1)[keep])
+    return kd, ce

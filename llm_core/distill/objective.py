@@ -17,8 +17,9 @@ default `state_dict`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -26,7 +27,10 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ..tokenizer import Tokenizer
 from ..training.objectives import Objective, add_auxiliary_loss, unwrap
-from .loss import distillation_terms
+from ..io import read_json_object
+from .loss import distillation_terms, topk_distillation_terms
+from .topk_cache import (MANIFEST_FILE, CachedTeacherSplit, cache_matches, collate_with_teacher, expected_manifest,
+                         write_topk_cache)
 
 
 def tokenizer_mismatch(student: Tokenizer, teacher: Tokenizer) -> str | None:
@@ -66,6 +70,18 @@ def student_tokenizer_source(config: Any) -> str:
     return "gpt2"
 
 
+@dataclass(frozen=True)
+class TeacherCacheSpec:
+    """Where the teacher's top-k cache lives and which teacher it is of (`topk_cache.py`)."""
+
+    folder: str
+    teacher: str  # the teacher's step folder
+    teacher_sha256: str  # of its weights file
+    k: int
+    vocab_size: int
+    load_teacher: Callable[[], nn.Module]  # only called when the cache has to be written
+
+
 class DistillationObjective(Objective):
     """`loss(model, batch)` on LM batches ({"input_ids", "labels"}: text windows or instruction examples).
 
@@ -78,7 +94,7 @@ class DistillationObjective(Objective):
 
     def __init__(self, teacher: nn.Module | None, teacher_tokenizer: Tokenizer, teacher_source: str,
                  kd_temperature: float = 2.0, kd_alpha: float = 0.5, kd_reverse: bool = False,
-                 student_source: str = "the run's tokenizer") -> None:
+                 student_source: str = "the run's tokenizer", cache: TeacherCacheSpec | None = None) -> None:
         if not 0.0 <= kd_alpha <= 1.0:
             raise ConfigError(f"kd_alpha: must be in [0, 1], got {kd_alpha!r}", field="kd_alpha")
         self.teacher = teacher
@@ -90,8 +106,28 @@ class DistillationObjective(Objective):
         self.student_source = student_source
         self.kd_temperature = self.check_tunable("kd_temperature", kd_temperature)
         self.kd_alpha, self.kd_reverse = float(kd_alpha), bool(kd_reverse)
+        self.cache = cache
+        self.cache_manifest: dict[str, Any] | None = None  # the cache in use (read or just written)
 
     # --- hooks ---------------------------------------------------------------------------------------
+    def prepare_data(self, train: Any, val: Any, collate: Callable, device: Any) -> tuple[Any, Any, Callable]:
+        """With a cache folder: read the teacher's top-k from it, writing it first (the teacher runs once over
+        every window) when the folder has none; the items then carry it and the teacher is never loaded."""
+        if self.cache is None:
+            return train, val, collate
+        splits = {"train": train, **({"val": val} if val is not None else {})}
+        spec = self.cache
+        expected = expected_manifest({"path": spec.teacher, "sha256": spec.teacher_sha256}, spec.k,
+                                     spec.vocab_size, splits)
+        if cache_matches(spec.folder, expected):
+            self.cache_manifest = read_json_object(Path(spec.folder) / MANIFEST_FILE, ConfigError)
+        else:
+            teacher = spec.load_teacher().to(device)
+            self.cache_manifest = write_topk_cache(spec.folder, teacher, splits, spec.k, expected)
+            del teacher  # the run never needs it again
+        wrapped = {name: CachedTeacherSplit(d, spec.folder, name) for name, d in splits.items()}
+        return wrapped["train"], wrapped.get("val"), collate_with_teacher(collate)
+
     def attach(self, trainer: Any) -> None:
         """Refuse a tokenizer the teacher does not share; put the teacher where the student trains."""
         if trainer.tokenizer is not None:
@@ -108,6 +144,13 @@ class DistillationObjective(Objective):
     # --- the loss ------------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         input_ids, labels = batch["input_ids"], batch["labels"]  # (B, T) each
+        if "teacher_ids" in batch:  # the teacher's top-k, read from the cache (topk_cache.py)
+            student_logits = model(input_ids)  # (B, T, V)
+            kd, ce = topk_distillation_terms(student_logits, batch["teacher_ids"], batch["teacher_logits"], labels,
+                                             self.kd_temperature)
+            loss, metrics = add_auxiliary_loss(model, self.kd_alpha * kd + (1 - self.kd_alpha) * ce, {})
+            metrics["kd_loss"], metrics["ce_loss"] = float(kd.detach()), float(ce.detach())
+            return loss, metrics
         if self.teacher is not None:
             # The teacher first: the student's forward must be the last one, so an MoE student keeps its own
             # routing statistics for the auxiliary loss (as DPO runs its reference first).
@@ -139,6 +182,34 @@ def make_distill_objective(config: Any, model: nn.Module) -> DistillationObjecti
 
     if not config.teacher:
         raise ConfigError("TrainConfig.teacher: stage distill needs a teacher checkpoint", field="teacher")
+    if config.distill_mode == "logits" and config.kd_cache:
+        # The teacher is known by its weights' hash (from its manifest); it is loaded only to write the cache.
+        from ..training.checkpoint import MODEL_FILE, read_manifest
+
+        step_dir = resolve_step_dir(config.teacher)
+        manifest = read_manifest(step_dir, verify=False)  # the cache records the weights' hash it was made from
+        student_vocab = unwrap(model).config.vocab_size
+        if config.kd_topk > student_vocab:
+            raise ConfigError(f"kd_topk: {config.kd_topk} is more than the vocabulary ({student_vocab})",
+                              field="kd_topk")
+
+        def load_teacher() -> nn.Module:
+            teacher = load_checkpoint(step_dir).model
+            if getattr(teacher, "adapter_config", None) is not None:
+                from ..adapters import merge_adapters
+
+                teacher = merge_adapters(teacher)
+            if teacher.config.vocab_size != student_vocab:
+                raise ConfigError(f"distill: the student's vocabulary ({student_vocab}) and the teacher's "
+                                  f"({teacher.config.vocab_size}, {config.teacher}) differ", field="teacher")
+            return teacher.eval().requires_grad_(False)
+
+        source = str(run_dir_of(step_dir) / TOKENIZER_DIR)
+        spec = TeacherCacheSpec(config.kd_cache, str(step_dir), manifest["files"][MODEL_FILE]["sha256"],
+                                config.kd_topk, student_vocab, load_teacher)
+        return DistillationObjective(None, load_tokenizer(Path(source)), source, kd_temperature=config.kd_temperature,
+                                     kd_alpha=config.kd_alpha, kd_reverse=config.kd_reverse,
+                                     student_source=student_tokenizer_source(config), cache=spec)
     if config.distill_mode == "logits":
         loaded = load_checkpoint(config.teacher)
         teacher, tokenizer = loaded.model, loaded.tokenizer

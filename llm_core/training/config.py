@@ -154,6 +154,9 @@ class TrainConfig:
     kd_temperature: float = setting(2.0, "T: softens both distributions (Hinton et al. used 1..20)")
     kd_alpha: float = setting(0.5, "weight of the T^2 * KL term; 1 - alpha weights the labels' cross-entropy")
     kd_reverse: bool = setting(False, "KL(student || teacher) instead (MiniLLM, Gu et al. 2024)")
+    kd_cache: str | None = setting(None, "logits mode on text: a folder for the teacher's top-k logits, written "
+                                         "once, read by later runs (no teacher forward)")
+    kd_topk: int = setting(32, "kd_cache: teacher logits kept per position (renormalised over them)")
     trace_samples: int = setting(4, "traces mode: worked solutions the teacher samples per training problem")
     trace_temperature: float = setting(0.8, "traces mode: the teacher's sampling temperature")
     trace_problems: int = setting(0, "traces mode: the first N problems of the instruction file; 0 = all")
@@ -273,6 +276,13 @@ class TrainConfig:
             fail("kd_temperature", "must be > 0")
         if not 0.0 <= self.kd_alpha <= 1.0:
             fail("kd_alpha", "must be in [0, 1]")
+        if isinstance(self.kd_topk, bool) or not isinstance(self.kd_topk, int) or self.kd_topk < 1:
+            fail("kd_topk", "must be an integer >= 1")
+        if self.kd_cache is not None and self.stage == "distill":
+            if self.distill_mode != "logits":
+                fail("kd_cache", "caches the teacher's logits: only for distill_mode=logits")
+            if self.kd_reverse:
+                fail("kd_cache", "the reverse KL needs the teacher's full distribution; drop kd_cache or kd_reverse")
         for name in ("trace_samples", "trace_max_new_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -22,7 +22,7 @@ which objective is one registry, `llm_core.training.stages.STAGES`.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn as nn
@@ -87,6 +87,11 @@ class Objective:
         """Called with every step and eval event the trainer emits; may `trainer.emit("alarm", ...)`."""
 
     # --- Stages that make their own sequences --------------------------------------------------------
+    def prepare_data(self, train: Any, val: Any, collate: Callable, device: Any) -> tuple[Any, Any, Callable]:
+        """Called with the run's datasets before batching starts; may wrap them (and the collate function)
+        with what the loss needs beside the tokens (the distill stage's cached teacher). Default: as they are."""
+        return train, val, collate
+
     def attach(self, trainer: Any) -> None:
         """Called once the Trainer is built; an objective may keep what it needs of it (not the trainer)."""
 

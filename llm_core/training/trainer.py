@@ -98,12 +98,15 @@ class Trainer:
         self.config = config = parts.config  # what config.json records (init_adapters' settings filled in)
         self.tokenizer, self.model = parts.tokenizer, parts.model.to(self.device)
         self.train_data, self.val_data, self.collate_fn = parts.train_data, parts.val_data, parts.collate_fn
+        # The objective before the batches: it may wrap the data with what its loss reads beside the tokens.
+        self.objective = objective if objective is not None else build_objective(config, self.model)
+        self.train_data, self.val_data, self.collate_fn = self.objective.prepare_data(
+            self.train_data, self.val_data, self.collate_fn, self.device)
         self.batches = BatchIterator(
             self.train_data, batch_size=config.batch_size, collate_fn=self.collate_fn, seed=config.seed,
             shuffle=True, drop_last=True, rank=self.ctx.rank, world_size=self.ctx.world_size,
         )
         # --- optimisation ------------------------------------------------------------------------
-        self.objective = objective if objective is not None else build_objective(config, self.model)
         self.objective.attach(self)
         self.ddp_model = wrap_model(self.model, self.ctx, self.device)
         self.optimizer = build_optimizer(self.model, config)

@@ -60,6 +60,7 @@ DISTILL_FIELDS: list[tuple[str, str, str]] = [
     ("distill_mode", "mode", "str"),
     ("kd_temperature", "T", "float"),
     ("kd_alpha", "alpha (KD)", "float"),
+    ("kd_cache", "teacher cache", "str?"),
 ]
 # Experiment trackers (llm_core.training.loggers): comma-separated names, empty = metrics.jsonl only.
 TRACKING_FIELDS: list[tuple[str, str, str]] = [
@@ -147,7 +148,8 @@ class RunForm(Vertical):
                 for name, label, _ in DISTILL_FIELDS:
                     yield from self._text_row(name, label, "" if getattr(b, name) is None else _show(getattr(b, name)),
                                               {"teacher": "a checkpoint (run or step folder)",
-                                               "distill_mode": "logits | traces"}.get(name, ""))
+                                               "distill_mode": "logits | traces",
+                                               "kd_cache": "folder: top-k logits written once, reused"}.get(name, ""))
                 with Horizontal(classes="row"):
                     yield Label("pick teacher", classes="label")
                     yield Select([], prompt="runs with a checkpoint", id="f-teacher-pick")
