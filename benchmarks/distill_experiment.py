@@ -5,6 +5,8 @@ for the same wall-clock training budget each, on the teacher's tokenizer:
 1. scratch: next-token prediction on pretrain.txt.gz (the pretraining recipe);
 2. logits: logit distillation from the teacher on pretrain.txt.gz (Hinton et al. 2015; T, alpha from the
    distill defaults or --set), the teacher's forward in every step, so fewer steps fit the budget;
+   logits-cache: the same with the teacher's top-k logits cached on disk first (`kd_cache`; the writing time
+   is reported separately, it is paid once), so its steps cost what the scratch arm's do;
 3. traces: the teacher first writes N chain-of-thought solutions for the first K problems of
    instructions.json, only verified ones are kept (DeepSeek-R1 style rejection sampling), and the student is
    trained on them from scratch (SFT); the generation time is reported separately (it is paid once).
@@ -59,6 +61,7 @@ def fit_steps(config: Any, budget: float, build: Any) -> Any:
     """`config` with max_steps = what fits `budget` seconds at this arm's measured step time."""
     probe = build(config.with_overrides(name=config.name + "-probe", max_steps=1000))
     per_step = probe.estimate(measure_steps=3)["seconds_per_step"] * 1.15  # the fastest step, plus slack
+    probe.close()  # its run lock
     shutil.rmtree(probe.run_dir, ignore_errors=True)
     steps = max(10, int(budget / per_step))
     return config.with_overrides(max_steps=steps, eval_every=steps, checkpoint_every=steps, eval_batches=2,
@@ -79,7 +82,8 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=100, help="Held-out problems for the accuracy.")
     parser.add_argument("--trace-problems", type=int, default=300, help="Problems the teacher writes traces for.")
     parser.add_argument("--trace-samples", type=int, default=2, help="Traces sampled per problem.")
-    parser.add_argument("--arms", default="scratch,logits,traces", help="Which arms to run.")
+    parser.add_argument("--arms", default="scratch,logits,logits-cache,traces", help="Which arms to run.")
+    parser.add_argument("--topk", type=int, default=32, help="Teacher logits kept per position (logits-cache).")
     parser.add_argument("--out", default="runs/distill-experiment", help="Folder for the runs and the result.")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="TrainConfig key=value for all arms.")
     args = parser.parse_args()
@@ -108,6 +112,21 @@ def main() -> None:
             config = distill_config(args.teacher, STUDENT, "logits", name=f"logits-{stamp}", **common)
             config, per_step = fit_steps(config.with_overrides(args.sets), args.budget, Trainer)
             trainer = Trainer(config)
+        elif arm == "logits-cache":
+            # The same logit distillation, the teacher's top-k logits written to disk first (paid once, reported
+            # apart like the traces' generation): the timed steps never run the teacher.
+            config = distill_config(args.teacher, STUDENT, "logits", name=f"logits-cache-{stamp}",
+                                    kd_cache=str(out / f"teacher-top{args.topk}-{stamp}"), kd_topk=args.topk, **common)
+            config = config.with_overrides(args.sets)
+            writer = Trainer(config.with_overrides(name=config.name + "-writer"))  # writes the cache
+            m = writer.objective.cache_manifest
+            writer.close()
+            shutil.rmtree(writer.run_dir, ignore_errors=True)
+            extra = (f"+ {m['seconds']:.0f} s writing the top-{args.topk} cache once ({m['bytes'] / 2**20:.0f} MiB, "
+                     f"teacher mass outside it {m['tail_mass']:.1%})")
+            print(f"logits-cache: {extra}", flush=True)
+            config, per_step = fit_steps(config, args.budget, Trainer)
+            trainer = Trainer(config)
         elif arm == "traces":
             config = distill_config(args.teacher, STUDENT, "traces", name=f"traces-{stamp}",
                                     trace_problems=args.trace_problems, trace_samples=args.trace_samples,
@@ -122,6 +141,7 @@ def main() -> None:
             fitted, per_step = fit_steps(probe_config, args.budget, lambda c: Trainer(c, run_dir=out / c.name))
             # The run folder (and its traces) exists: restart the Trainer there with the fitted schedule.
             shutil.rmtree(trainer.run_dir / "checkpoints", ignore_errors=True)
+            trainer.close()  # release the run folder's lock: the fitted Trainer takes it over
             trainer = Trainer(fitted.with_overrides(name=config.name), run_dir=trainer.run_dir)
         else:
             raise SystemExit(f"unknown arm {arm!r}")
