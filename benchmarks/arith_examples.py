@@ -21,9 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_core.engine import Engine  # noqa: E402
+from llm_core.engine.engine import VOTE_DEFAULTS  # noqa: E402
 from llm_core.experiment import default_paths, is_step_by_step, make_prompt  # noqa: E402
 from llm_core.experiment.build import split_documents  # noqa: E402
 from llm_core.training import load_checkpoint  # noqa: E402
+from llm_core.io import read_text_file  # noqa: E402
 
 # (question, expected answer): the README's Python and chat examples, and the question of issue 18.
 EXAMPLES: list[tuple[str, int]] = [
@@ -39,7 +41,7 @@ def training_questions() -> set[str]:
     """Every problem text in the training files (pretrain.txt.gz, instructions.json, preferences.json)."""
     paths = default_paths()
     texts = [d.split("### Instruction:\n")[1].split("\n\n")[0]
-             for d in split_documents(paths["pretrain"].read_text(encoding="utf-8"))]
+             for d in split_documents(read_text_file(paths["pretrain"]))]
     for name in ("instructions", "preferences"):
         texts += [r["instruction"] for r in json.loads(paths[name].read_text(encoding="utf-8"))]
     out = set()
@@ -77,8 +79,8 @@ def main() -> int:
         row = [question, str(expected), cell("cot"), cell("direct"), cell("neutral"),
                "yes" if is_step_by_step(answers["neutral"].text) else "no", "yes" if question in seen else "no"]
         if args.vote:
-            vote = engine.majority_vote(make_prompt(question), n=args.vote, temperature=0.8, seed=0,
-                                        max_new_tokens=args.max_new_tokens)
+            vote = engine.majority_vote(make_prompt(question), n=args.vote, max_new_tokens=args.max_new_tokens,
+                                        params=VOTE_DEFAULTS.replace(seed=0))  # temperature 0.8, the default
             tally = ", ".join(f"{a} x{c}" for a, c in vote.tally.items())
             row.insert(5, f"{vote.answer} {'ok' if vote.answer == expected else 'WRONG'} ({tally})")
         rows.append(row)
