@@ -27,9 +27,8 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ..tokenizer import Tokenizer
 from ..training.objectives import Objective, add_auxiliary_loss, unwrap
-from ..io import read_json_object
 from .loss import distillation_terms, topk_distillation_terms
-from .topk_cache import (MANIFEST_FILE, CachedTeacherSplit, cache_matches, collate_with_teacher, expected_manifest,
+from .topk_cache import (CachedTeacherSplit, cache_matches, collate_with_teacher, expected_manifest,
                          write_topk_cache)
 
 
@@ -119,9 +118,8 @@ class DistillationObjective(Objective):
         spec = self.cache
         expected = expected_manifest({"path": spec.teacher, "sha256": spec.teacher_sha256}, spec.k,
                                      spec.vocab_size, splits)
-        if cache_matches(spec.folder, expected):
-            self.cache_manifest = read_json_object(Path(spec.folder) / MANIFEST_FILE, ConfigError)
-        else:
+        self.cache_manifest = cache_matches(spec.folder, expected)
+        if self.cache_manifest is None:
             teacher = spec.load_teacher().to(device)
             self.cache_manifest = write_topk_cache(spec.folder, teacher, splits, spec.k, expected)
             del teacher  # the run never needs it again
@@ -148,19 +146,16 @@ class DistillationObjective(Objective):
             student_logits = model(input_ids)  # (B, T, V)
             kd, ce = topk_distillation_terms(student_logits, batch["teacher_ids"], batch["teacher_logits"], labels,
                                              self.kd_temperature)
-            loss, metrics = add_auxiliary_loss(model, self.kd_alpha * kd + (1 - self.kd_alpha) * ce, {})
-            metrics["kd_loss"], metrics["ce_loss"] = float(kd.detach()), float(ce.detach())
-            return loss, metrics
-        if self.teacher is not None:
-            # The teacher first: the student's forward must be the last one, so an MoE student keeps its own
-            # routing statistics for the auxiliary loss (as DPO runs its reference first).
-            with torch.no_grad():
-                teacher_logits = self.teacher(input_ids)  # (B, T, V)
-        if self.teacher is None:  # traces mode: plain next-token loss through the fused head (no logits)
+            loss = self.kd_alpha * kd + (1 - self.kd_alpha) * ce
+        elif self.teacher is None:  # traces mode: plain next-token loss through the fused head (no logits)
             ce = model(input_ids, labels)
             kd = torch.zeros((), device=ce.device)
             loss = ce
         else:
+            # The teacher first: the student's forward must be the last one, so an MoE student keeps its own
+            # routing statistics for the auxiliary loss (as DPO runs its reference first).
+            with torch.no_grad():
+                teacher_logits = self.teacher(input_ids)  # (B, T, V)
             student_logits = model(input_ids)  # (B, T, V): the KD term needs the whole distribution
             if teacher_logits.size(-1) != student_logits.size(-1):
                 raise ConfigError(f"distill: the student's vocabulary ({student_logits.size(-1)}) and the teacher's "
@@ -172,6 +167,19 @@ class DistillationObjective(Objective):
         metrics["kd_loss"] = float(kd.detach())
         metrics["ce_loss"] = float(ce.detach())
         return loss, metrics
+
+
+def frozen_teacher(teacher: nn.Module, student_vocab: int, source: str) -> nn.Module:
+    """A loaded teacher as distillation uses it: adapters merged (one plain network, no adapter overhead),
+    the student's vocabulary checked, eval mode, no gradients."""
+    if getattr(teacher, "adapter_config", None) is not None:
+        from ..adapters import merge_adapters
+
+        teacher = merge_adapters(teacher)
+    if teacher.config.vocab_size != student_vocab:
+        raise ConfigError(f"distill: the student's vocabulary ({student_vocab}) and the teacher's "
+                          f"({teacher.config.vocab_size}, {source}) differ", field="teacher")
+    return teacher.eval().requires_grad_(False)
 
 
 def make_distill_objective(config: Any, model: nn.Module) -> DistillationObjective:
@@ -194,15 +202,7 @@ def make_distill_objective(config: Any, model: nn.Module) -> DistillationObjecti
                               field="kd_topk")
 
         def load_teacher() -> nn.Module:
-            teacher = load_checkpoint(step_dir).model
-            if getattr(teacher, "adapter_config", None) is not None:
-                from ..adapters import merge_adapters
-
-                teacher = merge_adapters(teacher)
-            if teacher.config.vocab_size != student_vocab:
-                raise ConfigError(f"distill: the student's vocabulary ({student_vocab}) and the teacher's "
-                                  f"({teacher.config.vocab_size}, {config.teacher}) differ", field="teacher")
-            return teacher.eval().requires_grad_(False)
+            return frozen_teacher(load_checkpoint(step_dir).model, student_vocab, config.teacher)
 
         source = str(run_dir_of(step_dir) / TOKENIZER_DIR)
         spec = TeacherCacheSpec(config.kd_cache, str(step_dir), manifest["files"][MODEL_FILE]["sha256"],
@@ -212,15 +212,8 @@ def make_distill_objective(config: Any, model: nn.Module) -> DistillationObjecti
                                      student_source=student_tokenizer_source(config), cache=spec)
     if config.distill_mode == "logits":
         loaded = load_checkpoint(config.teacher)
-        teacher, tokenizer = loaded.model, loaded.tokenizer
-        if getattr(teacher, "adapter_config", None) is not None:
-            from ..adapters import merge_adapters
-
-            teacher = merge_adapters(teacher)  # a finetuned teacher: one plain network, no adapter overhead
-        student_vocab = unwrap(model).config.vocab_size
-        if teacher.config.vocab_size != student_vocab:
-            raise ConfigError(f"distill: the student's vocabulary ({student_vocab}) and the teacher's "
-                              f"({teacher.config.vocab_size}, {config.teacher}) differ", field="teacher")
+        teacher = frozen_teacher(loaded.model, unwrap(model).config.vocab_size, config.teacher)
+        tokenizer = loaded.tokenizer
         source = str(run_dir_of(loaded.path) / TOKENIZER_DIR)
     else:
         teacher = None

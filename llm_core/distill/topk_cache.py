@@ -104,15 +104,15 @@ def write_topk_cache(folder: str | Path, teacher: torch.nn.Module, splits: dict[
     return written
 
 
-def cache_matches(folder: str | Path, expected: dict[str, Any]) -> bool:
-    """True when `folder` holds a cache made for `expected`; False when it holds none; a ConfigError naming
-    the first field that differs when it holds another run's cache (it is never overwritten)."""
+def cache_matches(folder: str | Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest when `folder` holds a cache made for `expected`; None when it holds none; a ConfigError
+    naming the first field that differs when it holds another run's cache (it is never overwritten)."""
     path = Path(folder) / MANIFEST_FILE
     if not path.is_file():
         if (Path(folder) / CACHE_FILE).exists():
             raise ConfigError(f"{Path(folder) / CACHE_FILE}: has no {MANIFEST_FILE} (an unfinished write?); "
                               "delete it to write the cache again", field="kd_cache")
-        return False
+        return None
     found = read_json_object(path, ConfigError)
     for key, value in expected.items():
         if found.get(key) != value:
@@ -121,7 +121,7 @@ def cache_matches(folder: str | Path, expected: dict[str, Any]) -> bool:
                               f"{value!r} wanted); use another kd_cache folder", field="kd_cache")
     if not (Path(folder) / CACHE_FILE).is_file():
         raise ConfigError(f"{Path(folder) / CACHE_FILE}: missing (the manifest is there)", field="kd_cache")
-    return True
+    return found
 
 
 class CachedTeacherSplit(torch.utils.data.Dataset):
