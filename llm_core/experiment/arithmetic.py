@@ -109,36 +109,54 @@ class Phrasebook:
 TRAIN_BOOK = Phrasebook(
     starts=("{name} has {n} {obj}.", "{name} starts with {n} {obj}.", "At first, {name} has {n} {obj}.",
             "{name} owns {n} {obj}.", "{name} has a box of {n} {obj}.", "In {name}'s box there are {n} {obj}.",
-            "{name} has {n} {obj} at home.", "{name} had {n} {obj} on Sunday."),
+            "{name} has {n} {obj} at home.", "{name} had {n} {obj} on Sunday.", "{name} has a pile of {n} {obj}.",
+            "{name} saved {n} {obj}.", "{name} has exactly {n} {obj}.", "{name} has collected {n} {obj}.",
+            "{name} got {n} {obj} as a birthday gift.", "{name} has {n} {obj} on the shelf."),
     start_clauses=("{name} has {n} {obj}", "{name} starts with {n} {obj}", "{name} owns {n} {obj}",
-                   "{name} has a box of {n} {obj}"),
+                   "{name} has a box of {n} {obj}", "{name} has a pile of {n} {obj}", "{name} saved {n} {obj}",
+                   "{name} has exactly {n} {obj}"),
     adds=("{verb} {n} {obj}", "{verb} {n} more {obj}", "{verb} {n} more", "buys {n} {obj} from a friend",
           "gets {n} {obj} from {poss} {relative}", "is given {n} more {obj}", "{verb} {n}",
-          "{verb} {n} new {obj}", "{verb} {n} more of them"),
+          "{verb} {n} new {obj}", "{verb} {n} more of them", "{verb} {n} {obj} too", "{verb} {n} {obj} as well",
+          "{verb} a further {n} {obj}", "is given {n} {obj} by {poss} {relative}", "gets {n} {obj} as a gift",
+          "{verb} {n} more {obj} from {poss} {relative}", "adds {n} {obj} to the pile"),
     subs=("{verb} {n} {obj}", "{verb} {n}", "{verb} {n} of them", "gives {n} {obj} to a friend",
           "gives {n} to {poss} {relative}", "{verb} {n} {obj} at school", "gives {n} {obj} away",
-          "{verb} {n} {obj} to {poss} {relative}"),
+          "{verb} {n} {obj} to {poss} {relative}", "{verb} {n} {obj} too", "{verb} {n} {obj} as well",
+          "hands {n} {obj} to {poss} {relative}", "lends {n} {obj} to a friend", "loses {n} {obj} on the bus",
+          "{verb} {n} {obj} from the pile"),
     more=("{other} has {n} more {obj} than {name}.", "{other} has {n} more than {name}.",
-          "{other} owns {n} more {obj} than {name}."),
+          "{other} owns {n} more {obj} than {name}.", "{other} has {n} more {obj} than {name} has.",
+          "Compared with {name}, {other} has {n} more {obj}."),
     fewer=("{other} has {n} fewer {obj} than {name}.", "{other} has {n} fewer than {name}.",
-           "{other} owns {n} fewer {obj} than {name}."),
+           "{other} owns {n} fewer {obj} than {name}.", "{other} has {n} fewer {obj} than {name} has.",
+           "Compared with {name}, {other} has {n} fewer {obj}."),
     connectives=("Then", "After that,", "Later,", "Next,", "Afterwards,", "Then,", "On Monday,", "After school,",
-                 "That afternoon,", "The next day,", "A little later,", "Soon,"),
-    joiners=(", then ", " and then ", " and ", ", and then ", ", and ", " but then ", ", but "),
+                 "That afternoon,", "The next day,", "A little later,", "Soon,", "Later that day,", "At noon,",
+                 "Before dinner,", "On Tuesday,", "Right after that,", "By evening,"),
+    joiners=(", then ", " and then ", " and ", ", and then ", ", and ", " but then ", ", but ", "; then ",
+             ", and next ", " and also "),
     link=" and {pro} ",
     questions=("How many {obj} does {name} have now?", "How many {obj} does {name} have at the end?",
                "How many {obj} are left with {name}?", "How many {obj} does {name} have?",
                "How many {obj} does {name} have left?", "How many does {name} have now?",
-               "Now how many {obj} does {name} have?", "What is the total number of {obj} {name} has now?"),
-    nameless_questions=("How many are left?", "How many {obj} are left?", "How many are there now?"),
+               "Now how many {obj} does {name} have?", "What is the total number of {obj} {name} has now?",
+               "How many {obj} is {name} left with?", "How many {obj} does {name} own now?",
+               "How many {obj} does {name} have by now?", "How many {obj} does {name} finish with?",
+               "How many {obj} are still with {name}?", "What number of {obj} does {name} have now?"),
+    nameless_questions=("How many are left?", "How many {obj} are left?", "How many are there now?",
+                        "How many are still there?", "How many {obj} are there at the end?"),
     question_first=("How many {obj} are left if {story}?", "How many {obj} does {name} have if {story}?",
-                    "How many are left if {story}?", "How many {obj} does {name} have now, if {story}?"),
+                    "How many are left if {story}?", "How many {obj} does {name} have now, if {story}?",
+                    "Suppose {story}. How many {obj} does {name} have now?",
+                    "Say {story}: how many {obj} are left?"),
     tails=("at the park", "at the store", "on Monday", "after lunch", "that day", "on the way home",
-           "at the fair", "in the evening"),
-    adjectives=("red", "small", "big", "shiny", "old", "blue", "green", "tiny"),
+           "at the fair", "in the evening", "at the market", "before school", "on Friday", "at the beach"),
+    adjectives=("red", "small", "big", "shiny", "old", "blue", "green", "tiny", "yellow", "pretty", "round"),
     asides=("{Pro} is very happy.", "It is a sunny day.", "{name} likes {obj} a lot.", "{Pro} counts them.",
-            "{Pro} smiles.", "The {obj} are nice."),
-    openers=("Today,", "On Sunday,", "Last week,", "At school,", "One day,"),
+            "{Pro} smiles.", "The {obj} are nice.", "It starts to rain.", "{name} is busy all day.",
+            "{Pro} puts them on a table."),
+    openers=("Today,", "On Sunday,", "Last week,", "At school,", "One day,", "This morning,", "Yesterday,"),
 )
 
 # Held out: no template here occurs in training (a test checks the generated files), only the vocabulary.
@@ -163,7 +181,9 @@ BOOKS = {"train": TRAIN_BOOK, "paraphrase": PARAPHRASE_BOOK}
 
 # Story shapes, by probability: a comparison opens this share of problems (sentence form only), the
 # question comes first in this share, and two consecutive changes share one sentence in this share.
-COMPARISON_SHARE = 0.15
+# Comparisons at 0.15 were too rare for the wide phrasebook: "N fewer than" came out as "+N" in 8 of the 17
+# in-distribution failures of a default run (91.5% CoT); at 0.25 the run gets 96.5% (README).
+COMPARISON_SHARE = 0.25
 QUESTION_FIRST_SHARE = 0.2
 COMPOUND_SHARE = 0.35
 CONNECTIVE_SHARE = 0.6  # a later sentence opens with a connective ("Then she ...")

@@ -60,7 +60,7 @@ FILES = ("pretrain.txt.gz", "instructions.json", "preferences.json", "eval.json"
 @dataclass
 class BuildConfig:
     seed: int = 0
-    n_pretrain: int = 14000  # documents in pretrain.txt.gz
+    n_pretrain: int = 50000  # documents in pretrain.txt.gz
     n_instructions: int = 2000
     n_preferences: int = 1000
     n_eval: int = 200
