@@ -6,6 +6,7 @@ chain-of-thought prompts, and SFT then RL (R1's recipe), each measured before an
     python benchmarks/rl_experiment.py --pretrain runs/pretrain --sft runs/sft     # all three arms
     python benchmarks/rl_experiment.py --pretrain runs/pretrain --arms pure --steps 60
     python benchmarks/rl_experiment.py --pretrain runs/pretrain --arms pure --set kl_beta=0.02
+    python benchmarks/rl_experiment.py --score runs/pretrain runs/rl-exp-pure          # measure only
 
 Every arm is `workbench rl` (the stage recipe: GRPO, G=8 completions for each of 8 prompts a step, accuracy
 + format rewards) with its own prompts; "pure" and "sft+rl" use neutral prompts (the bare problem: whether
@@ -79,8 +80,17 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=200, help="held-out problems to score")
     parser.add_argument("--out", default="runs")
     parser.add_argument("--set", action="append", default=[], help="TrainConfig override for every arm")
+    parser.add_argument("--score", nargs="+", type=Path, default=None,
+                        help="only measure these checkpoints (runs or step folders), train nothing")
     args = parser.parse_args()
     records = held_out(None, args.eval_n)
+    if args.score:
+        print("| checkpoint | greedy CoT acc | neutral-prompt acc | step-by-step share |\n| --- | --- | --- | --- |")
+        for checkpoint in args.score:
+            m = evaluate(checkpoint, records)
+            print(f"| {checkpoint} | {m['cot_accuracy']:.1%} | {m['neutral_accuracy']:.1%} | "
+                  f"{m['neutral_worked']:.0%} |", flush=True)
+        return
     starts = {"pretrain": args.pretrain, "sft": args.sft}
     before: dict[str, dict[str, float]] = {}
     rows = []

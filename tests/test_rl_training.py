@@ -112,3 +112,43 @@ def test_workbench_rl_trains_from_a_checkpoint_and_plot_shows_the_reward(tmp_pat
     assert plot.exit_code == 0 and "RL reward" in plot.output
     bad = runner.invoke(app, args[:-2] + ["--set", "reward=bogus"])
     assert bad.exit_code != 0 and "unknown reward 'bogus'" in str(bad.exception)
+
+
+class _ScriptedEngine:
+    """An Engine stand-in that answers every prompt with a fixed worked solution, and records how it was
+    asked: what `greedy_accuracy` decodes with, without a model."""
+
+    class _Tokenizer:
+        def encode(self, text: str) -> list[int]:
+            return [ord(c) % 256 for c in text]
+
+        def decode(self, ids: list[int]) -> str:
+            return "".join(chr(i) for i in ids)
+
+    def __init__(self, answer: str) -> None:
+        self.tokenizer, self.answer, self.calls = self._Tokenizer(), answer, []
+        self.model = torch.nn.Module()  # the old cap read engine.model.config.context_length
+        self.model.config = type("C", (), {"context_length": 48})()
+
+    def generate_ids(self, ids, max_new_tokens, params=None):
+        self.calls.append((len(ids), max_new_tokens, params))
+        return [ord(c) for c in self.answer[:max_new_tokens]]
+
+
+def test_greedy_accuracy_lets_a_long_answer_outgrow_the_context_as_workbench_eval_does() -> None:
+    from llm_core.engine import RESPONSE_STOPS
+    from llm_core.rl.objective import greedy_accuracy
+
+    from llm_core.experiment.arithmetic import Problem, worked_solution
+
+    # A prompt and a worked answer each longer than the 48-token context. Cutting the answer at the context
+    # (the old behaviour) lost "The answer is 5." and scored 0.
+    problem = Problem((63, 43, 61, 40), ("+", "-", "-"), "Ruby has 63 cards. She gets 43 more, then loses 61. "
+                      "Later she gives 40 to her friend. How many are left?")
+    engine = _ScriptedEngine(worked_solution(problem))
+    records = [{"instruction": problem.question, "answer": problem.answer}]
+    accuracy, worked = greedy_accuracy(engine, records, "cot", max_new_tokens=256)
+    assert accuracy == 1.0 and worked == 1.0
+    (prompt_len, asked, params), = engine.calls
+    assert prompt_len > 48 and asked == 256
+    assert params.truncate and tuple(params.stop) == RESPONSE_STOPS
