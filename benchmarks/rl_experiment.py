@@ -54,6 +54,11 @@ def evaluate(checkpoint: Path, records: list[dict[str, Any]], max_new_tokens: in
     return out
 
 
+def accuracy_cells(m: dict[str, float]) -> str:
+    """The table's last three cells: CoT accuracy, neutral-prompt accuracy, neutral step-by-step share."""
+    return f"{m['cot_accuracy']:.1%} | {m['neutral_accuracy']:.1%} | {m['neutral_worked']:.0%}"
+
+
 def run_arm(name: str, start: Path, prompts: str, args: argparse.Namespace) -> tuple[Path, float, int]:
     overrides = {"name": f"rl-exp-{name.replace('+', '-')}", "out": args.out, "rl_prompt": prompts,
                  **({"max_steps": args.steps} if args.steps else {}),
@@ -87,9 +92,7 @@ def main() -> None:
     if args.score:
         print("| checkpoint | greedy CoT acc | neutral-prompt acc | step-by-step share |\n| --- | --- | --- | --- |")
         for checkpoint in args.score:
-            m = evaluate(checkpoint, records)
-            print(f"| {checkpoint} | {m['cot_accuracy']:.1%} | {m['neutral_accuracy']:.1%} | "
-                  f"{m['neutral_worked']:.0%} |", flush=True)
+            print(f"| {checkpoint} | {accuracy_cells(evaluate(checkpoint, records))} |", flush=True)
         return
     starts = {"pretrain": args.pretrain, "sft": args.sft}
     before: dict[str, dict[str, float]] = {}
@@ -109,8 +112,7 @@ def main() -> None:
     print("| stage | steps | wall time | greedy CoT acc | neutral-prompt acc | step-by-step share |")
     print("| --- | --- | --- | --- | --- | --- |")
     for stage, steps, wall, m in rows:
-        print(f"| {stage} | {steps} | {wall} | {m['cot_accuracy']:.1%} | {m['neutral_accuracy']:.1%} | "
-              f"{m['neutral_worked']:.0%} |")
+        print(f"| {stage} | {steps} | {wall} | {accuracy_cells(m)} |")
 
 
 if __name__ == "__main__":

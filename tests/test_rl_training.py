@@ -127,7 +127,7 @@ class _ScriptedEngine:
 
     def __init__(self, answer: str) -> None:
         self.tokenizer, self.answer, self.calls = self._Tokenizer(), answer, []
-        self.model = torch.nn.Module()  # the old cap read engine.model.config.context_length
+        self.model = torch.nn.Module()  # a 48-token context (the old code cut answers at it)
         self.model.config = type("C", (), {"context_length": 48})()
 
     def generate_ids(self, ids, max_new_tokens, params=None):
@@ -137,9 +137,8 @@ class _ScriptedEngine:
 
 def test_greedy_accuracy_lets_a_long_answer_outgrow_the_context_as_workbench_eval_does() -> None:
     from llm_core.engine import RESPONSE_STOPS
-    from llm_core.rl.objective import greedy_accuracy
-
     from llm_core.experiment.arithmetic import Problem, worked_solution
+    from llm_core.rl.objective import greedy_accuracy
 
     # A prompt and a worked answer each longer than the 48-token context. Cutting the answer at the context
     # (the old behaviour) lost "The answer is 5." and scored 0.

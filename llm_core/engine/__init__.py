@@ -1,5 +1,5 @@
 """Inference: KV cache, sampling, streaming, the `Engine`, chain of thought, majority vote, multi-turn chat."""
-from .engine import RESPONSE_STOPS, Engine, GenerationStats
+from .engine import EVAL_GREEDY, RESPONSE_STOPS, Engine, GenerationStats
 from .fast import FastPaths
 from .beam import Beam, BeamResult
 from .conversation import MODES, REASONING_MODES, ChatOptions, Conversation, Turn
@@ -17,6 +17,7 @@ __all__ = [
     "ChatOptions",
     "Conversation",
     "Turn",
+    "EVAL_GREEDY",
     "Engine",
     "FastPaths",
     "GenerationStats",

@@ -405,3 +405,7 @@ class Engine:
 # so it is the rule `llm_core.search.best_temperature` that picks, not a large effect).
 VOTE_TEMPERATURE = 0.8
 VOTE_DEFAULTS = SamplingParams(temperature=VOTE_TEMPERATURE, stop=RESPONSE_STOPS)
+# How every accuracy evaluation decodes greedily (`workbench eval`, the search frontier, RL's held-out
+# accuracy): ending where an Alpaca response ends, the context sliding past a long worked answer instead of
+# cutting it (9% of the default held-out problems need more than the 256 positions).
+EVAL_GREEDY = SamplingParams(stop=RESPONSE_STOPS, truncate=True)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..engine import RESPONSE_STOPS, Engine, SamplingParams
+from ..engine import EVAL_GREEDY, Engine, SamplingParams
 from ..engine.sampling import derive_seed
 from ..errors import ConfigError
 from ..experiment.answers import extract_answer
@@ -190,17 +190,15 @@ def greedy_accuracy(engine: Engine, records: list[dict[str, Any]], mode: str,
                     max_new_tokens: int) -> tuple[float, float]:
     """(share answered right, share worked step by step) of greedy answers to `records` (with `instruction`
     and `answer`) asked in `mode` (neutral / cot / as_is), decoded as `workbench eval` decodes them: up to
-    `max_new_tokens`, stopping at a new "### " section or end-of-text, the context sliding when prompt +
-    answer outgrow it (a long three-step story's worked answer does: cutting it at the context instead
-    scored 93.0% where `workbench eval` measured 96.5% on the same checkpoint)."""
+    `max_new_tokens` with `EVAL_GREEDY` (cutting answers at the context instead scored 93.0% where
+    `workbench eval` measured 96.5% on the same checkpoint)."""
     from ..data.prompts import prompt_instruction
 
     tokenizer = engine.tokenizer
-    params = SamplingParams(stop=RESPONSE_STOPS, truncate=True)
     correct = worked = 0
     for record in records:
         ids = tokenizer.encode(format_prompt(prompt_instruction(record["instruction"], mode), record.get("input", "")))
-        text = tokenizer.decode(engine.generate_ids(ids, max_new_tokens, params))
+        text = tokenizer.decode(engine.generate_ids(ids, max_new_tokens, EVAL_GREEDY))
         correct += extract_answer(text) == int(record["answer"])
         worked += is_worked_solution(text)
     return correct / len(records), worked / len(records)

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
-from ..engine import RESPONSE_STOPS, Engine, SamplingParams
+from ..engine import EVAL_GREEDY, RESPONSE_STOPS, Engine, SamplingParams
 from ..engine.reasoning import Sample, default_extractor, experiment_prompt, tally_result
 from ..errors import GenerationError
 from .select import best_index, resolve_scorer, weighted_vote
@@ -96,7 +96,7 @@ def frontier(engine: Engine, entries: Sequence[dict[str, Any]], temperatures: Se
     if not entries:
         raise GenerationError("frontier: no problems to evaluate")
     n_max = max(ns) if ns else 0
-    greedy = SamplingParams(stop=RESPONSE_STOPS, truncate=True)
+    greedy = EVAL_GREEDY
     # key -> [credit, tokens, seconds, pass]
     acc: dict[tuple, list[float]] = {}
 

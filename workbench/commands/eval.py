@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from llm_core.engine import RESPONSE_STOPS, Engine, SamplingParams
+from llm_core.engine import EVAL_GREEDY, RESPONSE_STOPS, Engine, SamplingParams
 from llm_core.engine.engine import VOTE_TEMPERATURE
 from llm_core.engine.reasoning import VoteResult, experiment_prompt
 from llm_core.errors import DataError, GenerationError
@@ -86,7 +86,7 @@ def evaluate(
         raise GenerationError(f"--n: vote sizes must be >= 1, got {ns!r}")
     if limit is not None and limit < 1:
         raise GenerationError(f"--limit: must be >= 1, got {limit}")
-    greedy = SamplingParams(stop=RESPONSE_STOPS, truncate=True)
+    greedy = EVAL_GREEDY
     votes = SamplingParams(temperature=temperature, stop=RESPONSE_STOPS, truncate=True)  # seeded per question
     entries = _load_eval(data or default_paths()["eval"], limit)
     if paraphrase is None and data is None and default_paths()["eval_paraphrase"].exists():
