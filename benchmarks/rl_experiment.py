@@ -6,11 +6,12 @@ chain-of-thought prompts, and SFT then RL (R1's recipe), each measured before an
     python benchmarks/rl_experiment.py --pretrain runs/pretrain --sft runs/sft     # all three arms
     python benchmarks/rl_experiment.py --pretrain runs/pretrain --arms pure --steps 60
     python benchmarks/rl_experiment.py --pretrain runs/pretrain --arms pure --set kl_beta=0.02
+    python benchmarks/rl_experiment.py --sft runs/sft --arms sft+rl-mixed --set kl_beta=0.05
     python benchmarks/rl_experiment.py --score runs/pretrain runs/rl-exp-pure          # measure only
 
 Every arm is `workbench rl` (the stage recipe: GRPO, G=8 completions for each of 8 prompts a step, accuracy
 + format rewards) with its own prompts; "pure" and "sft+rl" use neutral prompts (the bare problem: whether
-to work it out is the policy's choice), "cot" the chain-of-thought cue. For each starting checkpoint and
+to work it out is the policy's choice), "cot" the chain-of-thought cue, "sft+rl-mixed" the two in turn. For each starting checkpoint and
 each result it measures, on the held-out problems of llm_core/experiment/data/arith/eval.json (greedy, the same numbers as
 `workbench eval`): CoT accuracy, neutral-prompt accuracy and the share of neutral answers worked step by
 step. The rows print as the README's table.
@@ -36,6 +37,7 @@ ARMS = {  # name: (start from, prompts)
     "pure": ("pretrain", "neutral"),
     "cot": ("pretrain", "cot"),
     "sft+rl": ("sft", "neutral"),
+    "sft+rl-mixed": ("sft", "mixed"),
 }
 
 

@@ -76,10 +76,18 @@ def test_rl_resumes_exactly(tmp_path, mu) -> None:
         assert torch.equal(a, b), name
 
 
+def test_mixed_prompts_ask_half_the_problems_bare_and_half_with_the_cue(tmp_path) -> None:
+    trainer = Trainer(rl_config(tmp_path, name="mixed", rl_prompt="mixed"))
+    records = list(trainer.train_data.records) + list(trainer.val_data.records)
+    cued = [r["prompt"].count("Think step by step.") for r in records]
+    assert len(records) == 24 and sorted(cued) == [0] * 12 + [1] * 12
+
+
 @pytest.mark.parametrize("overrides, needle", [
     (dict(reward="accuracy,bogus"), "unknown reward 'bogus'"),
     (dict(group_size=1), "group_size"),
     (dict(clip_eps=0.0), "clip_eps"),
+    (dict(rl_prompt="both"), "rl_prompt"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, overrides, needle) -> None:
     with pytest.raises(WorkbenchError) as info:

@@ -9,7 +9,9 @@ takes it from its reference `output` ("The answer is N."), so the SFT file doubl
 - "as_is": the instruction as written;
 - "neutral": the bare problem, its "Think step by step." / "Answer directly." cue removed (pure RL,
   R1-Zero style: whether to reason is left to the policy);
-- "cot": the bare problem with the chain-of-thought cue.
+- "cot": the bare problem with the chain-of-thought cue;
+- "mixed": neutral and cot in turn (even records neutral, odd ones cued), so that RL after SFT trains the
+  cued prompts too instead of only the bare ones (R1 trains on a mixture of prompt styles).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from .instruction import check_max_length
 from .packed import PackedSequences
 from .records import RecordStream
 
-PromptMode = Literal["as_is", "neutral", "cot"]
+PromptMode = Literal["as_is", "neutral", "cot", "mixed"]
+PROMPT_MODES = ("as_is", "neutral", "cot", "mixed")
 PROMPT_FIELDS = {"instruction": str}
 OPTIONAL_FIELDS = {"input": str, "output": str}
 CUES = (COT_CUE, DIRECT_CUE)
@@ -41,7 +44,10 @@ def bare_question(instruction: str) -> str:
     return text
 
 
-def prompt_instruction(instruction: str, mode: PromptMode) -> str:
+def prompt_instruction(instruction: str, mode: PromptMode, index: int = 0) -> str:
+    """The instruction as `mode` asks it; `index` (the record's position) picks the style under "mixed"."""
+    if mode == "mixed":
+        mode = "neutral" if index % 2 == 0 else "cot"
     if mode == "as_is":
         return instruction
     question = bare_question(instruction)
@@ -58,8 +64,8 @@ class PromptDataset(ExampleDataset):
     def __init__(self, path_or_records: str | Path | Iterable[dict[str, Any]], tokenizer: Any, max_length: int,
                  prompt_mode: PromptMode = "as_is", vocab_size: int | None = None) -> None:
         check_max_length(max_length)
-        if prompt_mode not in ("as_is", "neutral", "cot"):
-            raise DataError(f"prompt mode: must be as_is, neutral or cot, got {prompt_mode!r}")
+        if prompt_mode not in PROMPT_MODES:
+            raise DataError(f"prompt mode: must be one of {', '.join(PROMPT_MODES)}, got {prompt_mode!r}")
         stream = RecordStream(path_or_records, PROMPT_FIELDS, {**OPTIONAL_FIELDS, "answer": int})
         self.columns = {"prompt_ids": PackedSequences()}
         records, numbers = [], []
@@ -71,7 +77,8 @@ class PromptDataset(ExampleDataset):
                 if answer is None:
                     raise DataError(f"{where}: no 'answer' field and no answer in its 'output' to check against")
                 record["answer"] = answer
-            prompt = format_prompt(prompt_instruction(record["instruction"], prompt_mode), record.get("input", ""))
+            prompt = format_prompt(prompt_instruction(record["instruction"], prompt_mode, len(records)),
+                                   record.get("input", ""))
             ids = tokenizer.encode(prompt)
             if len(ids) >= max_length:
                 raise DataError(f"{where}: prompt of {len(ids)} tokens leaves no room to answer within "

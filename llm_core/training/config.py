@@ -8,7 +8,9 @@ reads YAML too). Every field carries a one-line help in its metadata (`llm_core.
 """
 from __future__ import annotations
 
+import functools
 import math
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +23,15 @@ from .stages import STAGES, stage_names
 
 # The registered stage names (pretrain, sft, dpo): a Literal, so `--set stage=x` lists the choices.
 Stage = Literal[tuple(STAGES)]  # type: ignore[valid-type]
+
+@functools.cache
+def _literal_fields() -> dict[str, tuple[Any, ...]]:
+    """TrainConfig's fields typed as a Literal, with their allowed values (`stage` is checked against the
+    registry instead, which may grow after import)."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: typing.get_args(hints[f.name]) for f in fields(TrainConfig)
+            if typing.get_origin(hints[f.name]) is Literal and f.name != "stage"}
+
 
 # Key written next to the TrainConfig fields in a run's config.json (the resolved GPTConfig).
 MODEL_CONFIG_KEY = "model_config"
@@ -139,8 +150,8 @@ class TrainConfig:
                                                                "(leave-one-out)")
     rl_aggregation: Literal["sequence", "token"] = setting("token", "loss averaged per sequence (GRPO) or per "
                                                                     "token (DAPO)")
-    rl_prompt: Literal["as_is", "neutral", "cot"] = setting("neutral", "prompts: as written, the bare problem "
-                                                                       "(neutral), or with the CoT cue")
+    rl_prompt: Literal["as_is", "neutral", "cot", "mixed"] = setting(
+        "neutral", "prompts: as written, the bare problem (neutral), with the CoT cue, or mixed (the two in turn)")
     rl_temperature: float = setting(1.0, "sampling temperature of the rollouts")
     rl_top_p: float = setting(1.0, "nucleus sampling mass of the rollouts, in (0, 1]")
     # The default experiment's worked solutions are up to ~170 tokens.
@@ -177,6 +188,9 @@ class TrainConfig:
                 fail(f.name, "must be a finite number")
         if self.stage not in STAGES:
             fail("stage", f"must be {stage_names()}")
+        for name, choices in _literal_fields().items():  # from Python too, not only from files and --set
+            if getattr(self, name) not in choices:
+                fail(name, f"must be one of {', '.join(map(str, choices))}")
         if not self.data:
             fail("data", "must be a path or 'arith'")
         if self.separator == "":

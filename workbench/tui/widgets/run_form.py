@@ -142,7 +142,7 @@ class RunForm(Vertical):
                 yield Static("RL (GRPO)", classes="section")
                 for name, label, _ in RL_FIELDS:
                     yield from self._text_row(name, label, _show(getattr(b, name)),
-                                              "neutral | cot | as_is" if name == "rl_prompt" else "")
+                                              "neutral | cot | mixed | as_is" if name == "rl_prompt" else "")
             with Vertical(id="distill-fields"):
                 yield Static("Distillation", classes="section")
                 for name, label, _ in DISTILL_FIELDS:
