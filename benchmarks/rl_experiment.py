@@ -11,10 +11,11 @@ chain-of-thought prompts, and SFT then RL (R1's recipe), each measured before an
 
 Every arm is `workbench rl` (the stage recipe: GRPO, G=8 completions for each of 8 prompts a step, accuracy
 + format rewards) with its own prompts; "pure" and "sft+rl" use neutral prompts (the bare problem: whether
-to work it out is the policy's choice), "cot" the chain-of-thought cue, "sft+rl-mixed" the two in turn. For each starting checkpoint and
-each result it measures, on the held-out problems of llm_core/experiment/data/arith/eval.json (greedy, the same numbers as
-`workbench eval`): CoT accuracy, neutral-prompt accuracy and the share of neutral answers worked step by
-step. The rows print as the README's table.
+to work it out is the policy's choice), "cot" the chain-of-thought cue, "sft+rl-mixed" the two in turn.
+For each starting checkpoint and each result it measures, on the held-out problems of
+llm_core/experiment/data/arith/eval.json (greedy, the same numbers as `workbench eval`): CoT accuracy,
+neutral-prompt accuracy and the share of neutral answers worked step by step. The rows print as the
+README's table.
 """
 from __future__ import annotations
 

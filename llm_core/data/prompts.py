@@ -16,7 +16,7 @@ takes it from its reference `output` ("The answer is N."), so the SFT file doubl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence, get_args
 
 
 from ..errors import DataError
@@ -29,7 +29,7 @@ from .packed import PackedSequences
 from .records import RecordStream
 
 PromptMode = Literal["as_is", "neutral", "cot", "mixed"]
-PROMPT_MODES = ("as_is", "neutral", "cot", "mixed")
+PROMPT_MODES: tuple[str, ...] = get_args(PromptMode)
 PROMPT_FIELDS = {"instruction": str}
 OPTIONAL_FIELDS = {"input": str, "output": str}
 CUES = (COT_CUE, DIRECT_CUE)

@@ -96,7 +96,6 @@ def frontier(engine: Engine, entries: Sequence[dict[str, Any]], temperatures: Se
     if not entries:
         raise GenerationError("frontier: no problems to evaluate")
     n_max = max(ns) if ns else 0
-    greedy = EVAL_GREEDY
     # key -> [credit, tokens, seconds, pass]
     acc: dict[tuple, list[float]] = {}
 
@@ -109,7 +108,7 @@ def frontier(engine: Engine, entries: Sequence[dict[str, Any]], temperatures: Se
         question, truth = entry["question"], entry["answer"]
         prompt = engine.tokenizer.encode(experiment_prompt(question, "cot"))
         t0 = time.perf_counter()
-        r = engine.answer(question, mode="cot", max_new_tokens=max_new_tokens, params=greedy)
+        r = engine.answer(question, mode="cot", max_new_tokens=max_new_tokens, params=EVAL_GREEDY)
         add(("cot", None, 1, None), float(r.answer == truth), r.tokens, time.perf_counter() - t0)
         for width in widths:
             t0 = time.perf_counter()

@@ -78,7 +78,7 @@ class StageSpec:
 # RL (GRPO) from a pretrained (or SFT) checkpoint: batch_size prompts x group_size completions a step.
 # Measured on the default experiment (README, "Reinforcement learning"): pure RL from the pretrained
 # checkpoint on neutral prompts with accuracy + format rewards takes neutral-prompt greedy accuracy from
-# 2.5% to 95.5% in 150 steps (8.3 min on 2 cores); the model learns to work the problem out unasked.
+# 3.0% to 96.5% in 100 steps (9.7 min on 2 cores) and 99.0% in 150: it learns to work problems out unasked.
 RL_RECIPE: dict[str, Any] = {
     "max_steps": 150,
     "batch_size": 8,

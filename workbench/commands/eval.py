@@ -86,7 +86,6 @@ def evaluate(
         raise GenerationError(f"--n: vote sizes must be >= 1, got {ns!r}")
     if limit is not None and limit < 1:
         raise GenerationError(f"--limit: must be >= 1, got {limit}")
-    greedy = EVAL_GREEDY
     votes = SamplingParams(temperature=temperature, stop=RESPONSE_STOPS, truncate=True)  # seeded per question
     entries = _load_eval(data or default_paths()["eval"], limit)
     if paraphrase is None and data is None and default_paths()["eval_paraphrase"].exists():
@@ -98,7 +97,7 @@ def evaluate(
     for q, entry in enumerate(entries):
         question, truth = entry["question"], entry["answer"]
         for mode in ("direct", "cot"):
-            r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, params=greedy)
+            r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, params=EVAL_GREEDY)
             rows[mode][0] += float(r.answer == truth)
             rows[mode][1] += r.tokens
         for n in vote_sizes:
@@ -113,7 +112,7 @@ def evaluate(
     extra: dict[str, list[float]] = {}
 
     def greedy_row(key: str, question: str, mode: str, truth: int) -> None:
-        r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, params=greedy)
+        r = engine.answer(question, mode=mode, max_new_tokens=max_new_tokens, params=EVAL_GREEDY)
         row = extra.setdefault(key, [0.0, 0, 0, 0])
         row[0] += float(r.answer == truth)
         row[1] += r.tokens

@@ -5,7 +5,8 @@
 A Trainer run with stage "rl" (same run folder, checkpoints, metrics.jsonl and resume as `workbench
 train`). Settings start from the RL recipe (`llm_core.training.stages.RL_RECIPE`), then `--set`. The main
 knobs: `group_size` (G), `reward` (accuracy,format), `kl_beta`, `clip_eps`, `mu`, `advantage`
-(std / none / rloo), `rl_prompt` (neutral: the bare problem, R1-Zero style; cot: with the cue; mixed: the two in turn).
+(std / none / rloo), `rl_prompt` (neutral: the bare problem, R1-Zero style; cot: with the cue; mixed:
+the two in turn).
 Besides the progress line it prints the reward, accuracy, KL and step-by-step share as it goes, and
 each evaluation's held-out greedy accuracies. (`--from` for `--checkpoint` and `--lora` / `--dora` for
 `--adapter` still work, unlisted.)

@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, Switch
 
+from llm_core.data.prompts import PROMPT_MODES
 from llm_core.errors import WorkbenchError
 from llm_core.model import PRESETS
 from llm_core.training import TrainConfig, planned_schedule, stage_recipe
@@ -142,7 +143,7 @@ class RunForm(Vertical):
                 yield Static("RL (GRPO)", classes="section")
                 for name, label, _ in RL_FIELDS:
                     yield from self._text_row(name, label, _show(getattr(b, name)),
-                                              "neutral | cot | mixed | as_is" if name == "rl_prompt" else "")
+                                              " | ".join(PROMPT_MODES) if name == "rl_prompt" else "")
             with Vertical(id="distill-fields"):
                 yield Static("Distillation", classes="section")
                 for name, label, _ in DISTILL_FIELDS:
