@@ -95,6 +95,19 @@ def test_bad_settings_are_one_line_errors(tmp_path, overrides, needle) -> None:
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
+def test_rl_from_a_checkpoint_without_its_tokenizer_is_a_one_line_error(tmp_path) -> None:
+    import shutil
+
+    base = Trainer(tiny_config(tmp_path, name="base", max_steps=2, context_length=64, checkpoint_every=2))
+    base.run()
+    shutil.rmtree(base.run_dir / "tokenizer")  # RL decodes its completions: it cannot run without one
+    with pytest.raises(WorkbenchError) as info:
+        Trainer(rl_config(tmp_path, name="rl", init_from=str(base.run_dir), tokenizer=None, context_length=64,
+                          max_steps=1, warmup_steps=0)).run()
+    message = str(info.value)
+    assert "tokenizer" in message and "missing" in message and str(base.run_dir) in message and "\n" not in message
+
+
 def test_workbench_rl_trains_from_a_checkpoint_and_plot_shows_the_reward(tmp_path) -> None:
     from typer.testing import CliRunner
 
