@@ -441,7 +441,8 @@ async def test_distill_stage_picks_a_teacher_trains_and_plots_kd_and_ce(tmp_path
             "distill", str(teacher), 0.7, "logits")
         app.query_one("#form").focus_here()
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: app.session is not None and not app.session.active, "the distill run ended",
+        # The end event drained into the live series, not only the worker done: the UI drains on a timer.
+        await until(pilot, lambda: app.local is not None and app.local.end is not None, "the distill run ended",
                     rounds=4000)
         assert app.session.end["reason"] == "finished", app.session.error
         assert len(app.live.kd_loss) == 4 and all(v > 0 for v in app.live.kd_loss + app.live.ce_loss)
