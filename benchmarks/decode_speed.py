@@ -9,6 +9,7 @@ Parts (`--parts`, default all but compile):
 - `mini`:  gpt2-mini (width 384, 6 layers, vocab 50257), batch 1, 32 prompt + 128 new tokens, fp32;
 - `bf16`:  the same in bf16 on every side (ours: `FastPaths(dtype="bf16")`, the peers `.to(bfloat16)`);
 - `small`: gpt2-small (124M), 512 prompt + 128 new tokens, fp32;
+- `small-bf16`: the same in bf16 on every side, where the CPU has bf16;
 - `batch`: our batched sampling, N = 8 rows x 128 tokens at temperature 0.8 from one prefill, total
   tokens/s against batch 1 (fp32, and bf16 where the CPU has it);
 - `compile`: the compiled one-token step (`FastPaths(compile="on")`): compile time and tokens/s.
@@ -17,7 +18,7 @@ Each part runs `--rounds` interleaved paired rounds after a warm-up and prints t
 side, the median of the per-round ratios, and the fraction of the bound: copy bandwidth (measured here,
 bytes read + written per second of a 512 MiB copy) / bytes of weights read per token.
 
-    python benchmarks/decode_speed.py [--rounds 3] [--parts mini,bf16,small,batch] [--threads N]
+    python benchmarks/decode_speed.py [--rounds 3] [--parts mini,bf16,small,small-bf16,batch] [--threads N]
 """
 from __future__ import annotations
 
@@ -157,14 +158,15 @@ def part_compile(rounds: int, new: int = 128) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds per part (default 3)")
-    parser.add_argument("--parts", default="mini,bf16,small,batch", help="mini,bf16,small,batch,compile")
+    parser.add_argument("--parts", default="mini,bf16,small,small-bf16,batch",
+                        help="mini,bf16,small,small-bf16,batch,compile")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for every side")
     parser.add_argument("--fast", choices=("on", "off"), default="on", help="off: our plain path")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
-    unknown = parts - {"mini", "bf16", "small", "batch", "compile"}
+    unknown = parts - {"mini", "bf16", "small", "small-bf16", "batch", "compile"}
     if unknown:
         raise SystemExit(f"--parts: unknown part(s) {', '.join(sorted(unknown))}")
     torch.manual_seed(0)
@@ -174,13 +176,16 @@ def main() -> None:
     fast = args.fast == "on"
     if "mini" in parts:
         part_greedy("gpt2-mini", 32, 128, torch.float32, args.rounds, bandwidth, fast)
-    if "bf16" in parts:
-        if supports_bf16(torch.device("cpu")):
-            part_greedy("gpt2-mini", 32, 128, torch.bfloat16, args.rounds, bandwidth, fast)
-        else:
-            print("\nbf16: this CPU has no bf16 arithmetic (skipped)")
-    if "small" in parts:
-        part_greedy("gpt2-small", 512, 128, torch.float32, args.rounds, bandwidth, fast)
+    bf16 = supports_bf16(torch.device("cpu"))
+    for part, preset, prompt_len, dtype in (("bf16", "gpt2-mini", 32, torch.bfloat16),
+                                            ("small", "gpt2-small", 512, torch.float32),
+                                            ("small-bf16", "gpt2-small", 512, torch.bfloat16)):
+        if part not in parts:
+            continue
+        if dtype == torch.bfloat16 and not bf16:
+            print(f"\n{part}: this CPU has no bf16 arithmetic (skipped)")
+            continue
+        part_greedy(preset, prompt_len, 128, dtype, args.rounds, bandwidth, fast)
     if "batch" in parts:
         part_batch(args.rounds)
     if "compile" in parts:
