@@ -38,16 +38,24 @@ async def test_start_plots_pause_resume_stop_writes_checkpoint(tmp_path) -> None
         await pilot.press("p")
         assert await asyncio.to_thread(app.session.trainer.wait_for_state, "running", timeout=30)
         await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the stop confirmation")
         assert isinstance(app.screen, Confirm) and app.session.active  # stopping asks first
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        # A cancelled thread worker's task ends at once, its thread does not (wait_for_complete does not wait
+        # for it): wait for the trainer to finish its step and checkpoint.
+        await until(pilot, lambda: app.train_worker.is_finished and not app.session.active, "the run stopped")
         assert app.train_worker.state.name == "CANCELLED"
         trainer = app.session.trainer
         assert trainer.state == "finished" and trainer.step >= paused_at
         step_dirs = list((trainer.run_dir / "checkpoints").glob("step-*"))
         assert [d.name for d in step_dirs] == [f"step-{trainer.step:08d}"]
         assert plots  # the dashboard's plots existed throughout
+        # The runs list is read again once the thread has checkpointed and let go of the run (no `r` pressed):
+        # read when the worker turned CANCELLED, it showed the run as still running.
+        runs = app.query_one("#runs-list")
+        await until(pilot, lambda: not runs.reading and [r.status for r in runs.runs] == ["stopped"],
+                    "the stopped run listed as stopped")
+        assert runs.runs[0].checkpoints
 
 
 async def test_keys_are_answered_while_training_and_hidden_plots_are_not_drawn(tmp_path) -> None:
@@ -63,8 +71,10 @@ async def test_keys_are_answered_while_training_and_hidden_plots_are_not_drawn(t
         assert app.query_one("#plot-loss", MetricPlot).draws == draws  # hidden: not redrawn
         await pilot.press("2")
         await until(pilot, lambda: app.query_one("#plot-loss", MetricPlot).draws > draws, "redrawn when shown")
-        await pilot.press("x", "enter")
-        await app.workers.wait_for_complete()
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the stop confirmation")
+        await pilot.press("enter")
+        await until(pilot, lambda: not app.session.active, "the run stopped")
 
 
 async def test_invalid_field_is_refused_inline_and_start_is_refused(tmp_path) -> None:
@@ -153,6 +163,7 @@ async def test_open_past_run_compare_and_attach(tmp_path) -> None:
         dash = app.query_one("#dash")
         assert app.panel == "dashboard" and dash.run.steps and dash.run.name in ("a", "b")
         await pilot.press("3", "k", "down", "k")
+        await until(pilot, lambda: dash.compare is not None, "the comparison read")
         await run_shown(pilot)
         assert dash.compare is not None and {dash.run.name, dash.compare.name} == {"a", "b"}
         assert "vs" in app.query_one("#plot-extra", MetricPlot).spec.title
@@ -161,10 +172,12 @@ async def test_open_past_run_compare_and_attach(tmp_path) -> None:
         live.mkdir()
         (live / "config.json").write_text(json.dumps({"stage": "pretrain", "max_steps": 10}))
         await pilot.press("3", "r")
+        await until(pilot, lambda: "other" in [r.name for r in app.query_one("#runs-list").runs], "other listed")
         await runs_listed(pilot)
         table = app.query_one("#runs-table", DataTable)
         table.move_cursor(row=[i for i in range(table.row_count) if table.get_row_at(i)[0] == "other"][0])
         await pilot.press("a")
+        await until(pilot, lambda: app.followed is not None and dash.run is app.followed, "attached")
         await run_shown(pilot)  # the history so far is read in a worker, then the follower takes over
         with (live / "metrics.jsonl").open("a") as f:
             for step in range(3):
@@ -194,6 +207,8 @@ async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
             await until(pilot, lambda: not column.busy and len(column.conversation.turns) > 0
                         and column.conversation.turns[-1].mode == mode, f"{mode} answer")
             assert pane.last_turn.mode == mode and pane.last_turn.new_tokens > 0
+        # The samples / beams are children of each collapsible, mounted when it is composed (after `_finish`).
+        await until(pilot, lambda: all(c.is_mounted for c in column.query(Collapsible)), "the answers mounted")
         turns = {t.mode: t for t in column.conversation.turns}
         shown = {prefix: [c for c in column.query(Collapsible) if c.title.startswith(prefix)]
                  for prefix in ("votes:", "beams:", "best of")}
@@ -254,7 +269,7 @@ async def test_chat_picks_one_of_several_checkpoints(tmp_path) -> None:
         picker = app.screen
         assert isinstance(picker, CheckpointPicker)
         options = picker.query_one(OptionList)
-        await until(pilot, lambda: picker.pending == 0, "the checkpoints verified")
+        await until(pilot, lambda: "verifying ..." not in picker.states.values(), "the checkpoints verified")
         labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
         assert labels[0] == "step 6  (latest)  verified" and labels[1].startswith("step 3  broken:")
         assert options.get_option_at_index(1).disabled
@@ -326,8 +341,10 @@ async def test_status_line_names_the_run_training_here_while_another_is_attached
         assert text.startswith("other") and "attached" in text and "training here: live step" in text
         assert app.followed.total_steps == 6 and len(app.followed.steps) == 6  # events of the two never mix
         app.query_one("#dash").focus()
-        await pilot.press("x", "enter")
-        await app.workers.wait_for_complete()
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the stop confirmation")
+        await pilot.press("enter")
+        await until(pilot, lambda: not app.session.active, "the run stopped")
 
 
 async def test_rl_stage_shows_its_fields_validates_them_and_fills_its_recipe(tmp_path) -> None:
@@ -393,7 +410,7 @@ async def test_trackers_field_checks_names_and_packages_and_the_run_writes_them(
         await pilot.pause()
         assert form.config.loggers == ("csv",)
         await pilot.press("1", "ctrl+s")
-        await app.workers.wait_for_complete()
+        await until(pilot, lambda: app.train_worker is not None and app.train_worker.is_finished, "the run ended")
     trainer = app.session.trainer
     assert trainer.state == "finished"
     rows = (trainer.run_dir / "metrics.csv").read_text().splitlines()
@@ -442,8 +459,9 @@ async def test_distill_stage_picks_a_teacher_trains_and_plots_kd_and_ce(tmp_path
         app.query_one("#form").focus_here()
         await pilot.press("ctrl+s")
         # The end event drained into the live series, not only the worker done: the UI drains on a timer.
-        await until(pilot, lambda: app.local is not None and app.local.end is not None, "the distill run ended",
-                    rounds=4000)
+        # session.end is set in the worker's thread after trainer.run() returns: later than the end event.
+        await until(pilot, lambda: app.local is not None and app.local.end is not None
+                    and app.train_worker.is_finished, "the distill run ended", rounds=4000)
         assert app.session.end["reason"] == "finished", app.session.error
         assert len(app.live.kd_loss) == 4 and all(v > 0 for v in app.live.kd_loss + app.live.ce_loss)
         await until(pilot, lambda: app.query_one("#plot-extra").spec is not None

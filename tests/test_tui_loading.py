@@ -54,6 +54,8 @@ async def test_runs_are_read_in_a_worker_and_an_older_reading_is_dropped(tmp_pat
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3")
         runs = app.query_one("#runs-list")
+        real_post, posted = runs.post_message, []  # the readings whose result reached the list, stale ones too
+        monkeypatch.setattr(runs, "post_message", lambda m: (real_post(m), posted.append(getattr(m, "number", None)))[0])
         assert runs.reading and text_of(app, "#runs-title").startswith("reading")
         await pilot.press("1")  # handled while the reader is held: the UI thread is free
         assert app.panel == "run"
@@ -65,8 +67,9 @@ async def test_runs_are_read_in_a_worker_and_an_older_reading_is_dropped(tmp_pat
         table = app.query_one("#runs-table", DataTable)
         assert table.row_count == 2 and text_of(app, "#runs-title").startswith("runs in")
         release.set()  # the first reading (one run) comes back now: stale, dropped
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await app.workers.wait_for_complete()  # (not its thread: a newer reading cancelled its worker)
+        await until(pilot, lambda: 1 in posted, "the stale result posted")
+        await pilot.pause()  # ... and handled: the list's queue is processed up to it
         assert table.row_count == 2 and not runs.reading
 
 
@@ -95,6 +98,8 @@ async def test_a_run_is_read_in_a_worker_and_a_read_the_user_left_is_dropped(tmp
         select_row(app, "slow")
         await pilot.press("enter")
         dash = app.query_one("#dash")
+        real_post, posted, slow_request = dash.post_message, [], dash.request
+        monkeypatch.setattr(dash, "post_message", lambda m: (real_post(m), posted.append(getattr(m, "request", None)))[0])
         assert app.panel == "dashboard" and dash.reading == "slow" and dash.run is None
         assert text_of(app, "#status").startswith("slow (loading") and app.query_one("#loading-text").display
         await pilot.press("3")  # a key handled while the run is being read
@@ -104,8 +109,9 @@ async def test_a_run_is_read_in_a_worker_and_a_read_the_user_left_is_dropped(tmp
         await run_shown(pilot)
         assert dash.run.name == "quick" and dash.run.steps
         release.set()
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await app.workers.wait_for_complete()  # (not its thread: the quick read cancelled its worker)
+        await until(pilot, lambda: slow_request in posted, "the stale read posted")
+        await pilot.pause()  # ... and handled: the dashboard's queue is processed up to it
         assert dash.run.name == "quick" and text_of(app, "#status").startswith("quick")  # slow: dropped
 
 

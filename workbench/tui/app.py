@@ -25,7 +25,7 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Input, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from llm_core.errors import WorkbenchError
 from llm_core.training import TrainConfig
@@ -67,6 +67,12 @@ class HistoryRead(Message):
     def __init__(self, request: int, run_dir: Path, follower: MetricsFollower, series: RunSeries) -> None:
         super().__init__()
         self.request, self.run_dir, self.follower, self.series = request, run_dir, follower, series
+
+
+class TrainingEnded(Message):
+    """The training thread returned: the trainer has written its last checkpoint and released the run's
+    lock. Posted from that thread, because a cancelled worker reports CANCELLED at once, while its thread
+    still finishes the step and checkpoints (the runs list read then would show the run as running)."""
 
 
 class WorkbenchApp(App):
@@ -212,7 +218,10 @@ class WorkbenchApp(App):
         session = self.session
         if session is None:
             return None
-        return session.run(should_stop=lambda: worker.is_cancelled)
+        try:
+            return session.run(should_stop=lambda: worker.is_cancelled)
+        finally:
+            self.post_message(TrainingEnded())
 
     @on(Dashboard.PauseRequested)
     def action_pause(self) -> None:
@@ -243,11 +252,10 @@ class WorkbenchApp(App):
             self.train_worker.cancel()
         self.notify("stopping: a checkpoint is written after the current step")
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is self.train_worker and event.state in (WorkerState.SUCCESS, WorkerState.ERROR,
-                                                                 WorkerState.CANCELLED):
-            self.refresh_bindings()
-            self.query_one("#runs-list", RunsList).reload()
+    @on(TrainingEnded)
+    def _training_ended(self) -> None:
+        self.refresh_bindings()
+        self.query_one("#runs-list", RunsList).reload()  # its status, steps and checkpoints are final now
 
     @on(Dashboard.TuneRequested)
     def _tune(self, event: Dashboard.TuneRequested) -> None:
