@@ -34,7 +34,12 @@ from llm_core.experiment.arithmetic import (
     worked_solution,
 )
 from llm_core.experiment.build import DOCUMENT_SEPARATOR, BuildConfig, build_experiment, split_documents
+from llm_core.data.preference import PreferenceDataset
+from llm_core.errors import ConfigError
+from llm_core.formatting import encode_example
 from llm_core.io import read_text_file
+from llm_core.model import GPTConfig
+from llm_core.tokenizer import load_tokenizer
 
 SMALL = BuildConfig(seed=3, n_pretrain=200, n_instructions=20, n_preferences=20, n_eval=20, n_paraphrase=20,
                     vocab_size=300)
@@ -261,6 +266,37 @@ def test_build_is_byte_identical_for_the_same_seed(small_build, tmp_path):
     assert first == second
     build_experiment(tmp_path / "other", BuildConfig(**{**SMALL.__dict__, "seed": 4}))
     assert _tree_bytes(tmp_path / "other")["eval.json"] != first["eval.json"]
+
+
+def _pair_tokens(folder: Path) -> list[int]:
+    """prompt + response tokens of the longer side of each preference pair, in the build's tokenizer."""
+    tok = load_tokenizer(folder / "tokenizer")
+    out = []
+    for r in json.loads((folder / "preferences.json").read_text()):
+        sides = [encode_example(tok, r["instruction"], r["input"], r[f]) for f in ("chosen", "rejected")]
+        out.append(max(len(prompt) + len(response) for prompt, response in sides))
+    return out
+
+
+def test_preference_pairs_fit_the_context_they_are_built_for(tmp_path):
+    # 180 tokens is shorter than many pairs: the builder must redraw those, not cut them.
+    config = BuildConfig(**{**SMALL.__dict__, "n_preferences": 40, "pair_max_tokens": 180})
+    build_experiment(tmp_path, config)
+    lengths = _pair_tokens(tmp_path)
+    assert len(lengths) == 40 and max(lengths) <= 180
+    with pytest.raises(ConfigError, match="pair_max_tokens"):
+        BuildConfig(pair_max_tokens=8)
+
+
+def test_committed_preferences_all_train_at_the_default_context():
+    # DPO on the shipped pairs at the tiny preset's 256 tokens: no pair is cut to two identical sequences
+    # (entry 135 once was, and `workbench train --stage dpo` refused the file).
+    paths = default_paths()
+    if not paths["manifest"].exists():
+        pytest.skip("the shipped data has not been generated")
+    assert max(_pair_tokens(DATA_DIR)) <= BuildConfig().pair_max_tokens == GPTConfig.preset("tiny").context_length
+    data = PreferenceDataset(paths["preferences"], load_tokenizer(paths["tokenizer"]), max_length=256)
+    assert len(data) == 1000 and data.dropped == 0
 
 
 def _instruction(doc: str) -> str:

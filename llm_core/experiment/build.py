@@ -15,7 +15,9 @@ Files written into the output folder:
   instruction's last sentence (`COT_CUE` / `DIRECT_CUE`).
 - `preferences.json`: `{instruction, input, output, chosen, rejected}`; chosen (= output) is the correct
   worked solution, rejected the same solution with one arithmetic slip (a dropped carry/borrow or a digit
-  one off) carried consistently to a wrong final answer.
+  one off) carried consistently to a wrong final answer. Each pair, as prompt + response in the experiment's
+  tokenizer, fits `pair_max_tokens` (the default model's context): a longer pair would be cut before its
+  answers differ, and DPO would then compare two identical sequences.
 - `eval.json`: held-out problems `{instruction (CoT cue), input, output, answer: int, question,
   neutral_instruction}`, written with the training phrasebook. No training file contains a problem with
   the same numbers in the same order.
@@ -39,6 +41,8 @@ from pathlib import Path
 
 from ..bpe import EOT_TOKEN, save_bpe, train_bpe
 from ..errors import ConfigError
+from ..formatting import encode_example
+from ..tokenizer import load_tokenizer
 from .arithmetic import (
     PARAPHRASE_BOOK,
     TRAIN_BOOK,
@@ -69,6 +73,7 @@ class BuildConfig:
     neutral_fraction: float = 0.1  # share of pretrain.txt.gz documents with a neutral prompt
     neutral_cot_fraction: float = 0.2  # of those, the share answered with a worked solution
     vocab_size: int = 512
+    pair_max_tokens: int = 256  # preference pairs fit the `tiny` preset's context whole (module docstring)
 
     def __post_init__(self) -> None:
         for name in ("n_pretrain", "n_instructions", "n_preferences", "n_eval", "n_paraphrase"):
@@ -77,6 +82,8 @@ class BuildConfig:
         for name in ("direct_fraction", "neutral_fraction", "neutral_cot_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"BuildConfig.{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.pair_max_tokens < 16:
+            raise ConfigError(f"BuildConfig.pair_max_tokens: must be >= 16, got {self.pair_max_tokens}")
         if self.vocab_size < 258:
             raise ConfigError(f"BuildConfig.vocab_size: must be >= 258, got {self.vocab_size}")
 
@@ -158,26 +165,29 @@ def build_experiment(out: str | Path, config: BuildConfig | None = None) -> dict
         instructions.append({"instruction": make_instruction(p, m), "input": "", "output": solution(p, m)})
     _dump(instructions, out / "instructions.json")
 
+    # The tokenizer before the preference pairs: their length is counted in its tokens.
+    ranks = train_bpe(docs, config.vocab_size, special_tokens=(EOT_TOKEN,))
+    save_bpe(ranks, out / "tokenizer", special_tokens=(EOT_TOKEN,), name=TOKENIZER_NAME)
+    tokenizer = load_tokenizer(out / "tokenizer")
+
+    def tokens(instruction: str, response: str) -> int:
+        prompt_ids, response_ids = encode_example(tokenizer, instruction, "", response)
+        return len(prompt_ids) + len(response_ids)
+
     preferences = []
     while len(preferences) < config.n_preferences:
         (p,) = _problems(rng, 1, held_out)
         if not possible_slips(p):
             continue  # e.g. "1-1": no slip keeps every amount >= 0, so no plausible wrong solution
-        chosen = solution(p, "cot")
-        preferences.append({
-            "instruction": make_instruction(p, "cot"),
-            "input": "",
-            "output": chosen,
-            "chosen": chosen,
-            "rejected": rejected_solution(p, rng),
-        })
+        instruction, chosen, rejected = make_instruction(p, "cot"), solution(p, "cot"), rejected_solution(p, rng)
+        if max(tokens(instruction, chosen), tokens(instruction, rejected)) > config.pair_max_tokens:
+            continue  # cut to the context, the two could be the same sequence (module docstring)
+        preferences.append({"instruction": instruction, "input": "", "output": chosen, "chosen": chosen,
+                            "rejected": rejected})
     _dump(preferences, out / "preferences.json")
 
     _dump([_eval_record(p) for p in eval_problems], out / "eval.json")
     _dump([_eval_record(p) for p in paraphrase_problems], out / "eval_paraphrase.json")
-
-    ranks = train_bpe(docs, config.vocab_size, special_tokens=(EOT_TOKEN,))
-    save_bpe(ranks, out / "tokenizer", special_tokens=(EOT_TOKEN,), name=TOKENIZER_NAME)
 
     paths = {name: out / name for name in FILES}
     paths["tokenizer"] = out / "tokenizer"
