@@ -294,8 +294,9 @@ def test_committed_preferences_all_train_at_the_default_context():
     paths = default_paths()
     if not paths["manifest"].exists():
         pytest.skip("the shipped data has not been generated")
-    assert max(_pair_tokens(DATA_DIR)) <= BuildConfig().pair_max_tokens == GPTConfig.preset("tiny").context_length
-    data = PreferenceDataset(paths["preferences"], load_tokenizer(paths["tokenizer"]), max_length=256)
+    context = GPTConfig.preset("tiny").context_length
+    assert context == 256 and max(_pair_tokens(DATA_DIR)) <= BuildConfig().pair_max_tokens == context
+    data = PreferenceDataset(paths["preferences"], load_tokenizer(paths["tokenizer"]), max_length=context)
     assert len(data) == 1000 and data.dropped == 0
 
 

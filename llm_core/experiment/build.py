@@ -42,6 +42,7 @@ from pathlib import Path
 from ..bpe import EOT_TOKEN, save_bpe, train_bpe
 from ..errors import ConfigError
 from ..formatting import encode_example
+from ..model import PRESETS
 from ..tokenizer import load_tokenizer
 from .arithmetic import (
     PARAPHRASE_BOOK,
@@ -73,7 +74,7 @@ class BuildConfig:
     neutral_fraction: float = 0.1  # share of pretrain.txt.gz documents with a neutral prompt
     neutral_cot_fraction: float = 0.2  # of those, the share answered with a worked solution
     vocab_size: int = 512
-    pair_max_tokens: int = 256  # preference pairs fit the `tiny` preset's context whole (module docstring)
+    pair_max_tokens: int = PRESETS["tiny"]["context_length"]  # pairs fit the default model's context whole
 
     def __post_init__(self) -> None:
         for name in ("n_pretrain", "n_instructions", "n_preferences", "n_eval", "n_paraphrase"):
