@@ -16,7 +16,13 @@ on the arithmetic corpus, batch 16 x 256) in a checkout BEFORE (e.g. `git worktr
 <commit>`) against this one, alternating, `--steps` steps each, reading tokens/s from metrics.jsonl.
 
     python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--dtypes fp32,bf16] [--threads N]
+`--attention` times the default experiment's Trainer in one process with attention's backward in fp32
+at short contexts (`llm_core.model.CPU_FP32_ATTENTION_MAX_T`, what the model does) against the bf16 kernel
+(the limit set to 0, as before), alternating blocks of `--steps` steps; it needs a bf16 CPU.
+
+    python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--dtypes fp32,bf16] [--threads N]
     python benchmarks/train_speed.py --default-experiment /path/to/old/checkout [--rounds 2] [--steps 60]
+    python benchmarks/train_speed.py --attention [--rounds 10] [--steps 4]
 """
 from __future__ import annotations
 
@@ -157,6 +163,42 @@ def part_default_experiment(before: Path, rounds: int, steps: int) -> None:
           f"{ratio:.2f}x median (rounds {', '.join(f'{r:.2f}' for r in per_round)}; goal 1.5x)")
 
 
+def part_attention(rounds: int, steps: int) -> None:
+    import time
+
+    import llm_core.model as model_module
+    from llm_core.training import Trainer
+
+    if not supports_bf16(torch.device("cpu")):
+        raise SystemExit("--attention: this CPU has no bf16 arithmetic, so training runs attention in fp32 anyway")
+    limit = model_module.CPU_FP32_ATTENTION_MAX_T
+    print(f"\nThe default experiment's Trainer (tiny preset, batch 16 x 256, bf16 autocast), one process: "
+          f"attention in fp32 up to T = {limit} vs the bf16 kernel, {rounds} paired rounds of {steps} steps")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(TrainConfig(out=tmp, name="attention", max_steps=10**6, eval_every=10**6,
+                                      checkpoint_every=10**6))
+        for _ in range(3):
+            trainer.train_step()
+        seconds: dict[str, list[float]] = {"bf16": [], "fp32": []}
+        for r in range(rounds):
+            for label in (("bf16", "fp32") if r % 2 == 0 else ("fp32", "bf16")):
+                model_module.CPU_FP32_ATTENTION_MAX_T = limit if label == "fp32" else 0
+                trainer.train_step()  # the first step after a switch is not timed
+                start = time.perf_counter()
+                for _ in range(steps):
+                    trainer.train_step()
+                seconds[label].append((time.perf_counter() - start) / steps)
+            print(f"   round {r + 1}: bf16 attention {seconds['bf16'][-1] * 1e3:.0f} ms a step, fp32 "
+                  f"{seconds['fp32'][-1] * 1e3:.0f} ms  ({peers.machine_line()})")
+        model_module.CPU_FP32_ATTENTION_MAX_T = limit
+        trainer.close()
+    ratio, per_round = peers.median_ratio(seconds["bf16"], seconds["fp32"])
+    tokens = 16 * 256
+    print(f"   tokens/s: bf16 attention {tokens / statistics.median(seconds['bf16']):,.0f}, fp32 "
+          f"{tokens / statistics.median(seconds['fp32']):,.0f}: {ratio:.2f}x median "
+          f"(rounds {', '.join(f'{x:.2f}' for x in per_round)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (default 3)")
@@ -165,6 +207,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--default-experiment", type=Path, default=None, metavar="BEFORE",
                         help="time `workbench train` from the checkout BEFORE against this one")
+    parser.add_argument("--attention", action="store_true",
+                        help="the Trainer with attention's backward in fp32 vs bf16, one process")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,6 +217,9 @@ def main() -> None:
         if not (args.default_experiment / "workbench" / "cli.py").is_file():
             raise SystemExit(f"--default-experiment: {args.default_experiment} is not a checkout of this project")
         part_default_experiment(args.default_experiment.resolve(), args.rounds, args.steps or 60)
+        return
+    if args.attention:
+        part_attention(args.rounds, args.steps or 4)
         return
     part_peers(args.rounds, args.steps or 3, args.dtypes.split(","))
     model = GPT(GPTConfig.preset("gpt2-mini"))
