@@ -3,7 +3,8 @@
 Radford et al., "Language Models are Unsupervised Multitask Learners" (2019): learned token and position
 embeddings, pre-LayerNorm blocks of causal multi-head self-attention and a GELU MLP, a final LayerNorm and
 a linear head, optionally tied to the token embedding. Attention runs through
-`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel on every backend.
+`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel on every backend (in fp32
+when training on the CPU under bf16 autocast at short contexts: `causal_attention`).
 
 Two hooks keep other components out of this file:
 - `cache`: an object with `attend(layer, q, k, v) -> y` (the inference engine's KV cache) that stores the
