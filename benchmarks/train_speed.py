@@ -15,7 +15,6 @@ the matmul peak measured here (2048^3, best of 5) in that dtype.
 on the arithmetic corpus, batch 16 x 256) in a checkout BEFORE (e.g. `git worktree add /tmp/before
 <commit>`) against this one, alternating, `--steps` steps each, reading tokens/s from metrics.jsonl.
 
-    python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--dtypes fp32,bf16] [--threads N]
 `--attention` times the default experiment's Trainer in one process with attention's backward in fp32
 at short contexts (`llm_core.model.CPU_FP32_ATTENTION_MAX_T`, what the model does) against the bf16 kernel
 (the limit set to 0, as before), alternating blocks of `--steps` steps; it needs a bf16 CPU.
@@ -164,36 +163,39 @@ def part_default_experiment(before: Path, rounds: int, steps: int) -> None:
 
 
 def part_attention(rounds: int, steps: int) -> None:
-    import time
-
     import llm_core.model as model_module
     from llm_core.training import Trainer
 
     if not supports_bf16(torch.device("cpu")):
         raise SystemExit("--attention: this CPU has no bf16 arithmetic, so training runs attention in fp32 anyway")
     limit = model_module.CPU_FP32_ATTENTION_MAX_T
-    print(f"\nThe default experiment's Trainer (tiny preset, batch 16 x 256, bf16 autocast), one process: "
-          f"attention in fp32 up to T = {limit} vs the bf16 kernel, {rounds} paired rounds of {steps} steps")
+    seconds: dict[str, list[float]] = {"bf16": [], "fp32": []}
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(TrainConfig(out=tmp, name="attention", max_steps=10**6, eval_every=10**6,
                                       checkpoint_every=10**6))
-        for _ in range(3):
-            trainer.train_step()
-        seconds: dict[str, list[float]] = {"bf16": [], "fp32": []}
-        for r in range(rounds):
-            for label in (("bf16", "fp32") if r % 2 == 0 else ("fp32", "bf16")):
-                model_module.CPU_FP32_ATTENTION_MAX_T = limit if label == "fp32" else 0
-                trainer.train_step()  # the first step after a switch is not timed
-                start = time.perf_counter()
-                for _ in range(steps):
-                    trainer.train_step()
-                seconds[label].append((time.perf_counter() - start) / steps)
-            print(f"   round {r + 1}: bf16 attention {seconds['bf16'][-1] * 1e3:.0f} ms a step, fp32 "
-                  f"{seconds['fp32'][-1] * 1e3:.0f} ms  ({peers.machine_line()})")
-        model_module.CPU_FP32_ATTENTION_MAX_T = limit
-        trainer.close()
+        tokens = trainer.config.batch_size * trainer.model.config.context_length  # a step's tokens
+        print(f"\nThe default experiment's Trainer ({trainer.config.model} preset, batch {trainer.config.batch_size}"
+              f" x {trainer.model.config.context_length}, bf16 autocast), one process: attention in fp32 up to "
+              f"T = {limit} vs the bf16 kernel, {rounds} paired rounds of {steps} steps")
+
+        def steps_timed() -> None:
+            for _ in range(steps):
+                trainer.train_step()
+
+        try:
+            for _ in range(3):
+                trainer.train_step()
+            for r in range(rounds):
+                for label in (("bf16", "fp32") if r % 2 == 0 else ("fp32", "bf16")):
+                    model_module.CPU_FP32_ATTENTION_MAX_T = limit if label == "fp32" else 0
+                    trainer.train_step()  # the first step after a switch is not timed
+                    seconds[label].append(peers._timed(steps_timed) / steps)
+                print(f"   round {r + 1}: bf16 attention {seconds['bf16'][-1] * 1e3:.0f} ms a step, fp32 "
+                      f"{seconds['fp32'][-1] * 1e3:.0f} ms  ({peers.machine_line()})")
+        finally:
+            model_module.CPU_FP32_ATTENTION_MAX_T = limit
+            trainer.close()
     ratio, per_round = peers.median_ratio(seconds["bf16"], seconds["fp32"])
-    tokens = 16 * 256
     print(f"   tokens/s: bf16 attention {tokens / statistics.median(seconds['bf16']):,.0f}, fp32 "
           f"{tokens / statistics.median(seconds['fp32']):,.0f}: {ratio:.2f}x median "
           f"(rounds {', '.join(f'{x:.2f}' for x in per_round)})")
