@@ -16,6 +16,7 @@ from test_engine_cache import PROMPT, reference_greedy
 from llm_core import Engine, GenerationError
 from llm_core.device import supports_bf16
 from llm_core.engine import KVCache, SamplingParams
+from llm_core.engine import fast
 from llm_core.engine.fast import FastPaths, InferenceHead
 
 NO_STOP = SamplingParams(stop_ids=())
@@ -176,3 +177,75 @@ def test_threads_setting_applies_during_a_step_and_is_restored(model, monkeypatc
     got = engine.generate_ids(PROMPT, 6, NO_STOP)
     assert set(seen) == {1} and len(seen) == 6 and torch.get_num_threads() == before
     assert got == reference_greedy(model, PROMPT, 6, 16)
+
+
+# --- batched rows (sample_batch, beams, RL rollouts) in fp32: MKL-packed head and block Linears ---------
+HAS_MKL_PACKING = fast.mkl_packing(torch.zeros(1, dtype=torch.float32))
+
+
+@pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
+@pytest.mark.parametrize("x_shape", [(8, 24), (8, 1, 24), (3, 24)])  # packed rows, 3-D, another row count
+def test_mkl_packed_linear_computes_the_linear(x_shape):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(24, 40)
+    packed = fast.MklPackedLinear(linear, rows=8)
+    x = torch.randn(*x_shape)
+    want = x.double() @ linear.weight.double().t() + linear.bias.double()  # written out, in fp64
+    assert packed(x).shape == (*x_shape[:-1], 40)
+    torch.testing.assert_close(packed(x).double(), want, atol=1e-5, rtol=1e-5)
+    assert packed.weight.data_ptr() == linear.weight.data_ptr()  # shares the weight, does not copy it
+
+
+@pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
+def test_few_row_copy_shares_every_parameter_and_follows_weight_updates():
+    model = tiny_model(context_length=16, seed=8, dtype=torch.float32)
+    rows = fast.FewRowCopy()
+    packed = rows.get(model, 4)
+    linears = [m for m in packed.modules() if isinstance(m, fast.MklPackedLinear)]
+    assert len(linears) == 4 * model.config.n_layers  # qkv, attention out, fc, proj of every block
+    assert type(packed.lm_head) is torch.nn.Linear  # the head is InferenceHead's job
+    ours = {p.data_ptr() for p in model.parameters()}
+    assert {p.data_ptr() for p in packed.parameters()} <= ours
+    assert {m.weight.data_ptr() for m in linears} <= ours
+    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))  # untouched
+    assert rows.get(model, 4) is packed  # nothing changed: no repacking
+    with torch.no_grad():
+        model.blocks[0].mlp.fc.weight.mul_(2.0)
+    again = rows.get(model, 4)
+    assert again is not packed and rows.get(model, 5) is not again  # weights or row count changed
+
+
+@pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
+def test_batched_fp32_steps_match_the_plain_path_and_the_seeded_single_samples():
+    """Same logits as the plain path to fp32 rounding (stated tolerance 1e-4 of the logits' spread), and
+    sample i of a batch is the single sample seeded with derive_seed(seed, i)."""
+    from llm_core.engine import derive_seed
+
+    model = tiny_model(context_length=64, seed=9, dtype=torch.float32)
+    fast_engine, plain = Engine(model, ByteTokenizer()), Engine(model, ByteTokenizer(), False)
+    params = SamplingParams(temperature=1.0, seed=5, stop_ids=())
+    got = fast_engine.sample_ids(PROMPT, 4, 20, params)
+    assert fast_engine.decoder.describe()["few_row_packing"]
+    assert got == plain.sample_ids(PROMPT, 4, 20, params)
+    for i, (ids, _) in enumerate(got):
+        assert ids == fast_engine.generate_ids(PROMPT, 20, params.replace(seed=derive_seed(5, i)))
+    seqs = torch.tensor([PROMPT + ids for ids, _ in got])  # (4, T): one batched step at the end of each
+    cache = KVCache.for_model(model, 4, 64)
+    with torch.no_grad():
+        fast_engine.decoder(seqs[:, :-1], torch.arange(seqs.shape[1] - 1), cache)  # prefill: the model itself
+        cache.advance(seqs.shape[1] - 1)
+        have = fast_engine.decoder(seqs[:, -1:], torch.tensor([seqs.shape[1] - 1]), cache)  # packed step
+        want = model(seqs)[:, -1]
+    torch.testing.assert_close(have, want, atol=1e-4 * float(want.max() - want.min()), rtol=0)
+
+
+@pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
+def test_batched_steps_under_bf16_autocast_take_autocast_s_linear():
+    """RL rollouts decode inside the training step's autocast: the packed fp32 kernels are not autocast
+    ops, so there the step must be the plain path's (it raised a dtype mismatch before)."""
+    model = tiny_model(context_length=32, seed=10, dtype=torch.float32)
+    params = SamplingParams(temperature=1.0, seed=2, stop_ids=())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = Engine(model, ByteTokenizer()).sample_ids(PROMPT, 3, 8, params)
+        want = Engine(model, ByteTokenizer(), False).sample_ids(PROMPT, 3, 8, params)
+    assert got == want

@@ -207,3 +207,40 @@ def test_two_level_draw_equals_a_flat_inverse_cdf_over_many_blocks():
         want = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
         assert torch.equal(got, want)
         assert bool((probs[torch.arange(6), got] > 0).all())
+
+
+def test_temperature_weights_are_the_unnormalised_softmax_and_leave_the_logits_alone():
+    from llm_core.engine.sampling import temperature_weights
+
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 700, generator=g) * 5
+    before = logits.clone()
+    for out in (None, torch.empty(3, 700)):
+        w = temperature_weights(logits, 0.7, out)
+        assert out is None or w.data_ptr() == out.data_ptr()  # written into the buffer it was given
+        want = torch.exp((logits.double() - logits.double().amax(-1, keepdim=True)) / 0.7)  # written out
+        torch.testing.assert_close(w.double(), want, atol=0, rtol=1e-5)
+        torch.testing.assert_close(w / w.sum(-1, keepdim=True), torch.softmax(logits / 0.7, -1), atol=1e-7, rtol=1e-5)
+    assert torch.equal(logits, before)  # the caller's logits are never written
+    bf16 = logits.bfloat16()
+    assert temperature_weights(bf16, 1.0).dtype == torch.float32 and torch.equal(bf16, logits.bfloat16())
+
+
+@pytest.mark.parametrize("V", [700, 1024, 5000])  # shorter than a block, exactly one, a short last block
+def test_draw_takes_unnormalised_weights_and_matches_a_flat_inverse_cdf(V):
+    from llm_core.engine.sampling import draw
+
+    g = torch.Generator().manual_seed(V)
+    weights = torch.rand(4, V, generator=g) ** 4 * 37.0  # not normalised
+    weights[1, : V // 2] = 0.0
+    weights[3, :] = 0.0
+    weights[3, V - 1] = 2.5  # the last token only
+    gens = seeded_generators(list(range(4)), torch.device("cpu"))
+    for _ in range(100):
+        states = [x.get_state() for x in gens]
+        got = draw(weights, gens)
+        u = torch.cat([torch.rand(1, generator=torch.Generator().set_state(s), dtype=torch.float64) for s in states])
+        cdf = weights.double().cumsum(-1)
+        want = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
+        assert torch.equal(got, want)
+        assert bool((weights[torch.arange(4), got] > 0).all()) and got[3] == V - 1

@@ -61,43 +61,67 @@ def next_token_probs(
     return torch.softmax(logits, dim=-1)
 
 
+def temperature_weights(logits: torch.Tensor, temperature: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """exp((logits - max) / temperature), the softmax before its normalisation, (B, V) -> (B, V) fp32,
+    written into `out` when given (a decode loop passes the same fp32 buffer every step). `draw`
+    normalises by the row total itself, so plain temperature sampling skips the softmax's division. Why
+    the buffer: at 8 x 50257 each fresh fp32 tensor is 1.6 MB that the allocator maps and the CPU
+    page-faults in again on every step (1,950 faults and 4 ms a step with the softmax path)."""
+    x = logits.float()
+    peak = x.amax(-1, keepdim=True)  # (B, 1)
+    if out is not None:
+        shifted = torch.sub(x, peak, out=out)
+    else:
+        shifted = x - peak if x is logits else x.sub_(peak)  # never write into the caller's tensor
+    return shifted.div_(temperature).exp_()
+
+
 def sample_next(
     logits: torch.Tensor,
     temperature: float,
     top_k: int | None,
     top_p: float | None,
     generators: list[torch.Generator],
+    work: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row from last-position logits (B, V) -> (B,). temperature 0 = argmax."""
+    """Pick one token per row from last-position logits (B, V) -> (B,). temperature 0 = argmax. `work`, an
+    fp32 (B, V) buffer, is where plain temperature sampling writes its weights (see `temperature_weights`)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = next_token_probs(logits, temperature, top_k, top_p)  # (B, V)
-    return draw(probs, generators)
+    if (top_k is None or top_k >= logits.shape[-1]) and (top_p is None or top_p >= 1.0):
+        return draw(temperature_weights(logits, temperature, work), generators)
+    return draw(next_token_probs(logits, temperature, top_k, top_p), generators)
 
 
 _BLOCK = 1024  # tokens per block of the two-level cumulative sum in `draw`
 
 
 def draw(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row of `probs` (B, V) by inverse transform sampling: row i draws u_i ~ U[0, 1) from
-    generators[i] and takes the first token whose cumulative probability exceeds u_i times the row's
-    total (a zero-probability token is never taken). One random number per row: torch.multinomial's
-    single-draw path makes V exponential variates per row, 1.2 ms per row at V = 50257 on the benchmark
-    CPU, more than a gpt2-mini layer costs. The cumulative sum is two-level (block totals, then the one
-    block u falls in) and in fp64, so it costs one pass over `probs` and 50k small terms add up exactly
-    enough. -> (B,)"""
+    """One token per row of `probs` (B, V), probabilities or any non-negative weights, by inverse
+    transform sampling: row i draws u_i ~ U[0, 1) from generators[i] and takes the first token whose
+    cumulative weight exceeds u_i times the row's total (a zero-weight token is never taken).
+
+    One random number per row: torch.multinomial's single-draw path makes V exponential variates per row,
+    1.2 ms per row at V = 50257 on the benchmark CPU, more than a gpt2-mini layer costs. The cumulative sum
+    is two-level and reads `probs` in place (no padded or fp64 copy of it): totals of blocks of 1024 tokens
+    (fp32 sums, relative error about 1e-7), their cumulative sum in fp64, then the cumulative sum in fp64
+    of the one block u falls in. -> (B,)"""
     B, V = probs.shape
     u = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64, device=probs.device)
                    for i in range(B)])  # (B,)
-    nb = -(-V // _BLOCK)
-    blocks = torch.nn.functional.pad(probs, (0, nb * _BLOCK - V)).view(B, nb, _BLOCK)  # (B, nb, BLOCK)
-    block_cdf = blocks.sum(-1, dtype=torch.float64).cumsum(-1)  # (B, nb)
+    full = V // _BLOCK
+    totals = [probs[:, : full * _BLOCK].view(B, full, _BLOCK).sum(-1)] if full else []  # (B, full)
+    if V > full * _BLOCK:
+        totals.append(probs[:, full * _BLOCK :].sum(-1, keepdim=True))  # (B, 1): the last, shorter block
+    block_cdf = torch.cat(totals, 1).double().cumsum(-1)  # (B, nb)
+    nb = block_cdf.shape[1]
     target = u * block_cdf[:, -1]  # (B,)
     j = torch.searchsorted(block_cdf, target[:, None], right=True).clamp_(max=nb - 1)  # (B, 1) block index
     before = torch.where(j > 0, block_cdf.gather(1, (j - 1).clamp(min=0)), torch.zeros_like(target[:, None]))
-    row = blocks.gather(1, j[:, :, None].expand(B, 1, _BLOCK)).squeeze(1)  # (B, BLOCK): the chosen block
+    index = j * _BLOCK + torch.arange(_BLOCK, device=probs.device)  # (B, BLOCK): the chosen block's tokens
+    row = probs.gather(1, index.clamp(max=V - 1)).masked_fill_(index >= V, 0)  # (B, BLOCK)
     k = torch.searchsorted(row.double().cumsum(-1), target[:, None] - before, right=True)  # (B, 1)
-    # k == BLOCK only when rounding puts the target past the block's own sum: its last positive token
+    # k == BLOCK when rounding puts the target past the block's own sum: its last positive token
     last = _BLOCK - 1 - row.gt(0).flip(-1).int().argmax(-1, keepdim=True)
     k = torch.where(k >= _BLOCK, last, k)
     return (j * _BLOCK + k).squeeze(1).clamp_(max=V - 1)
