@@ -189,23 +189,30 @@ def test_draw_follows_the_distribution_and_never_picks_a_zero_probability_token(
     assert first == [draw(probs, again).tolist() for _ in range(5)]  # seeded: reproducible
 
 
-def test_two_level_draw_equals_a_flat_inverse_cdf_over_many_blocks():
+def draws_equal_to_a_flat_inverse_cdf(weights: torch.Tensor, n: int):
+    """`draw` n times from row-seeded generators; each draw must equal a flat fp64 inverse CDF fed the same
+    uniforms (replayed from the generators' states). Yields each draw (B,) for more checks."""
     from llm_core.engine.sampling import draw
 
+    gens = seeded_generators(list(range(weights.shape[0])), torch.device("cpu"))
+    for _ in range(n):
+        states = [x.get_state() for x in gens]
+        got = draw(weights, gens)
+        u = torch.cat([torch.rand(1, generator=torch.Generator().set_state(s), dtype=torch.float64) for s in states])
+        cdf = weights.double().cumsum(-1)
+        want = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
+        assert torch.equal(got, want)
+        yield got
+
+
+def test_two_level_draw_equals_a_flat_inverse_cdf_over_many_blocks():
     g = torch.Generator().manual_seed(3)
     probs = torch.rand(6, 5000, generator=g) ** 4
     probs[:, 1024:3000] = 0.0  # whole zero blocks
     probs[2, :] = 0.0
     probs[2, 4999] = 1.0  # the last token only
     probs = probs / probs.sum(-1, keepdim=True)
-    gens = seeded_generators(list(range(6)), torch.device("cpu"))
-    for _ in range(200):
-        states = [x.get_state() for x in gens]
-        got = draw(probs, gens)
-        u = torch.cat([torch.rand(1, generator=torch.Generator().set_state(s), dtype=torch.float64) for s in states])
-        cdf = probs.double().cumsum(-1)
-        want = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
-        assert torch.equal(got, want)
+    for got in draws_equal_to_a_flat_inverse_cdf(probs, 200):
         assert bool((probs[torch.arange(6), got] > 0).all())
 
 
@@ -228,19 +235,10 @@ def test_temperature_weights_are_the_unnormalised_softmax_and_leave_the_logits_a
 
 @pytest.mark.parametrize("V", [700, 1024, 5000])  # shorter than a block, exactly one, a short last block
 def test_draw_takes_unnormalised_weights_and_matches_a_flat_inverse_cdf(V):
-    from llm_core.engine.sampling import draw
-
     g = torch.Generator().manual_seed(V)
     weights = torch.rand(4, V, generator=g) ** 4 * 37.0  # not normalised
     weights[1, : V // 2] = 0.0
     weights[3, :] = 0.0
     weights[3, V - 1] = 2.5  # the last token only
-    gens = seeded_generators(list(range(4)), torch.device("cpu"))
-    for _ in range(100):
-        states = [x.get_state() for x in gens]
-        got = draw(weights, gens)
-        u = torch.cat([torch.rand(1, generator=torch.Generator().set_state(s), dtype=torch.float64) for s in states])
-        cdf = weights.double().cumsum(-1)
-        want = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
-        assert torch.equal(got, want)
+    for got in draws_equal_to_a_flat_inverse_cdf(weights, 100):
         assert bool((weights[torch.arange(4), got] > 0).all()) and got[3] == V - 1

@@ -198,7 +198,7 @@ class Engine:
         keep = max(1, self._window // 2)
         temperature, top_k, top_p = params.temperature, params.top_k_for(self.vocab_size), params.top_p
         generators = seeded_generators(seeds, self.device) if temperature else []
-        work = torch.empty(logits.shape, device=logits.device) if temperature else None  # (rows, V) fp32
+        work = torch.empty(logits.shape, dtype=torch.float32, device=logits.device) if temperature else None
         for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, top_p, generators, work)  # (rows,)
             for row, tok in zip(self._rows, nxt.tolist()):

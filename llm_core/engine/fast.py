@@ -295,7 +295,6 @@ class InferenceHead:
         return 0 if self._wt is None else self._wt.numel() * self._wt.element_size()
 
 
-
 class _StaticStep:
     """The cache as a compiled step sees it: one new token per row written at position `pos` (a (1,)
     tensor), attention over the whole buffer under `mask` (1, 1, 1, max_len); no Python ints that change
