@@ -9,7 +9,9 @@ and tokens; one process; interleaved paired rounds; `peers.py`):
 - transformers: `GPT2LMHeadModel(input_ids, labels=input_ids)` (its own shifted loss) and the same AdamW.
 Each in fp32 and under bf16 autocast (`--dtypes`), every side alike. Prints tokens/s, the median of the
 per-round ratios, and MFU: model FLOPs per token (`GPT.flops_per_token`, 6N + attention) x tokens/s over
-the matmul peak measured here (2048^3, best of 5) in that dtype.
+the matmul peak measured here (2048^3, best of 5) in that dtype. Freed memory is kept in the process as the
+Trainer keeps it (`llm_core.host_memory`; `--host-memory off` for glibc's defaults): it is process-wide, so
+every side gets it, and `benchmarks/host_memory.py` measures what it is worth.
 
 `--default-experiment BEFORE` instead times `workbench train` of the default experiment (the tiny preset
 on the arithmetic corpus, batch 16 x 256) in a checkout BEFORE (e.g. `git worktree add /tmp/before
@@ -19,7 +21,7 @@ on the arithmetic corpus, batch 16 x 256) in a checkout BEFORE (e.g. `git worktr
 at short contexts (`llm_core.model.CPU_FP32_ATTENTION_MAX_T`, what the model does) against the bf16 kernel
 (the limit set to 0, as before), alternating blocks of `--steps` steps; it needs a bf16 CPU.
 
-    python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--dtypes fp32,bf16] [--threads N]
+    python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--dtypes fp32,bf16] [--threads N] [--host-memory off]
     python benchmarks/train_speed.py --default-experiment /path/to/old/checkout [--rounds 2] [--steps 60]
     python benchmarks/train_speed.py --attention [--rounds 10] [--steps 4]
 """
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 import peers
 from llm_core import GPT, GPTConfig
 from llm_core.device import supports_bf16
+from llm_core.host_memory import reuse_freed_memory
 from llm_core.training import TrainConfig
 from llm_core.training.optim import build_optimizer
 
@@ -207,6 +210,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per round (default 3; 60 for the default experiment)")
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--host-memory", choices=["on", "off"], default="on",
+                        help="keep freed memory in the process (llm_core.host_memory), as the Trainer does; "
+                             "process-wide, so it applies to every side (default on)")
     parser.add_argument("--default-experiment", type=Path, default=None, metavar="BEFORE",
                         help="time `workbench train` from the checkout BEFORE against this one")
     parser.add_argument("--attention", action="store_true",
@@ -215,6 +221,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(peers.machine_line())
+    if args.host_memory == "on" and reuse_freed_memory():
+        print("freed memory kept in the process (llm_core.host_memory, as the Trainer sets it): every side gets it")
     if args.default_experiment is not None:
         if not (args.default_experiment / "workbench" / "cli.py").is_file():
             raise SystemExit(f"--default-experiment: {args.default_experiment} is not a checkout of this project")

@@ -2,6 +2,7 @@
 from .errors import CheckpointError, ConfigError, DataError, GenerationError, WorkbenchError
 from .model import GPT, GPTConfig, PRESETS
 from .device import pick_device
+from .host_memory import reuse_freed_memory
 from .adapters import add_adapters, load_peft_adapters, merge_adapters, save_peft_adapters
 from .moe import MoEFeedForward
 from .tokenizer import Tokenizer, load_tokenizer
@@ -34,6 +35,7 @@ __all__ = [
     "GPTConfig",
     "PRESETS",
     "pick_device",
+    "reuse_freed_memory",
     "WorkbenchError",
     "ConfigError",
     "DataError",

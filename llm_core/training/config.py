@@ -113,6 +113,8 @@ class TrainConfig:
     device: str = setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     bf16: bool = setting(True, "bf16 autocast where the hardware computes bf16")
     num_threads: int | None = setting(None, "torch CPU threads; none = torch's default")
+    reuse_freed_memory: bool = setting(True, "on the CPU, keep freed memory in the process for the next step "
+                                             "(glibc malloc settings, process-wide; llm_core.host_memory)")
 
     # --- Parameter-efficient finetuning and Mixture-of-Experts ------------------------------------
     adapter: Literal["none", "lora", "dora"] = setting("none", "train LoRA or DoRA adapters instead of all "
