@@ -242,3 +242,14 @@ def test_draw_takes_unnormalised_weights_and_matches_a_flat_inverse_cdf(V):
     weights[3, V - 1] = 2.5  # the last token only
     for got in draws_equal_to_a_flat_inverse_cdf(weights, 100):
         assert bool((weights[torch.arange(4), got] > 0).all()) and got[3] == V - 1
+
+
+@pytest.mark.parametrize("top_k, top_p", [(None, None), (64, None), (500, None), (None, 1.0), (64, 1.0)])
+def test_filters_that_keep_every_token_draw_as_plain_temperature_sampling(top_k, top_p):
+    from llm_core.engine.sampling import draw, sample_next, temperature_weights
+
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 64, generator=g) * 2  # V = 64: top_k 64 and 500 keep every token
+    got = sample_next(logits, 0.7, top_k, top_p, seeded_generators([1, 2, 3], torch.device("cpu")))
+    want = draw(temperature_weights(logits, 0.7), seeded_generators([1, 2, 3], torch.device("cpu")))
+    assert torch.equal(got, want)

@@ -30,9 +30,19 @@ def seeded_generators(seeds: list[int], device: torch.device) -> list[torch.Gene
     return gens
 
 
+def top_k_keeps_all(k: int | None, vocab_size: int) -> bool:
+    """True when top-k removes no token: no k, or k at least the vocabulary."""
+    return k is None or k >= vocab_size
+
+
+def top_p_keeps_all(p: float | None) -> bool:
+    """True when top-p removes no token: no p, or p >= 1."""
+    return p is None or p >= 1.0
+
+
 def filter_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
     """Set every logit below the k-th largest of its row to -inf. (B, V) -> (B, V)."""
-    if k is None or k >= logits.shape[-1]:
+    if top_k_keeps_all(k, logits.shape[-1]):
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -40,7 +50,7 @@ def filter_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
 
 def filter_top_p(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose probability sum reaches p. (B, V) -> (B, V)."""
-    if p is None or p >= 1.0:
+    if top_p_keeps_all(p):
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)
@@ -88,7 +98,7 @@ def sample_next(
     fp32 (B, V) buffer, is where plain temperature sampling writes its weights (see `temperature_weights`)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    if (top_k is None or top_k >= logits.shape[-1]) and (top_p is None or top_p >= 1.0):
+    if top_k_keeps_all(top_k, logits.shape[-1]) and top_p_keeps_all(top_p):  # plain temperature sampling
         return draw(temperature_weights(logits, temperature, work), generators)
     return draw(next_token_probs(logits, temperature, top_k, top_p), generators)
 
