@@ -3,8 +3,8 @@
 Radford et al., "Language Models are Unsupervised Multitask Learners" (2019): learned token and position
 embeddings, pre-LayerNorm blocks of causal multi-head self-attention and a GELU MLP, a final LayerNorm and
 a linear head, optionally tied to the token embedding. Attention runs through
-`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel on every backend (in fp32
-when training on the CPU under bf16 autocast at short contexts: `causal_attention`).
+`llm_core.attention.causal_attention`: `torch.nn.functional.scaled_dot_product_attention`'s fused kernels,
+except for training on the CPU under bf16 autocast, which takes a faster blocked kernel of explicit matmuls.
 
 Two hooks keep other components out of this file:
 - `cache`: an object with `attend(layer, q, k, v) -> y` (the inference engine's KV cache) that stores the
@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attention import causal_attention
 from .errors import ConfigError
 from .linear_ce import IGNORE_INDEX, linear_cross_entropy
 
@@ -112,35 +113,6 @@ class AttentionCache(Protocol):
     """What the model needs from a KV cache (implemented in llm_core.engine)."""
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
-
-
-# The CPU flash-attention kernel's bf16 backward is slower than its fp32 one at short contexts (2 cores,
-# AVX512-BF16 + AMX, torch 2.13, forward + backward of causal SDPA: 16 x 4 heads x 48 at T = 128 took 28
-# vs 7.5 ms, at 256 53 vs 27 ms, at 512 110 vs 97 ms; at 768 and 1024 bf16 wins, 107 vs 156 ms). So training
-# on the CPU under bf16 autocast runs attention in fp32 up to this length; bf16 inference (no gradient)
-# keeps the bf16 kernel, whose forward is the faster one (4.4 vs 9.1 ms at 256).
-CPU_FP32_ATTENTION_MAX_T = 512
-
-
-def attention_compute_dtype(q: torch.Tensor) -> torch.dtype:
-    """The dtype causal SDPA runs in for queries `q` (B, n_heads, T, head_dim): q's own, except fp32 for a
-    bf16 backward on the CPU at T <= CPU_FP32_ATTENTION_MAX_T (see the timings above)."""
-    if (q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad and torch.is_grad_enabled()
-            and q.shape[-2] <= CPU_FP32_ATTENTION_MAX_T):
-        return torch.float32
-    return q.dtype
-
-
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-    """Causal scaled dot-product attention of (B, n_heads, T, head_dim) tensors, in the dtype
-    `attention_compute_dtype` picks; the result is in q's dtype."""
-    dtype = attention_compute_dtype(q)
-    if dtype == q.dtype:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-    with torch.autocast(q.device.type, enabled=False):  # autocast would cast the fp32 inputs back to bf16
-        y = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), is_causal=True,
-                                           dropout_p=dropout_p)
-    return y.to(q.dtype)
 
 
 class CausalSelfAttention(nn.Module):

@@ -70,59 +70,24 @@ def test_presets_have_gpt2_shapes():
         GPTConfig.preset("gpt5")
 
 
-def test_cpu_bf16_attention_runs_its_backward_in_fp32_at_short_contexts():
-    from llm_core.model import CPU_FP32_ATTENTION_MAX_T, attention_compute_dtype
-
-    def q(T, dtype=torch.bfloat16, grad=True):
-        return torch.zeros(2, 4, T, 8, dtype=dtype, requires_grad=grad)
-
-    assert attention_compute_dtype(q(256)) == torch.float32
-    assert attention_compute_dtype(q(CPU_FP32_ATTENTION_MAX_T)) == torch.float32
-    assert attention_compute_dtype(q(CPU_FP32_ATTENTION_MAX_T + 1)) == torch.bfloat16  # bf16's kernel wins there
-    assert attention_compute_dtype(q(256, grad=False)) == torch.bfloat16  # inference: the faster bf16 forward
-    with torch.no_grad():
-        assert attention_compute_dtype(q(256)) == torch.bfloat16
-    assert attention_compute_dtype(q(256, dtype=torch.float32)) == torch.float32
-
-
-def test_causal_attention_matches_softmax_attention_written_out():
-    from llm_core.model import causal_attention
-
-    g = torch.Generator().manual_seed(0)
-    B, H, T, D = 2, 3, 20, 8
-    q, k, v = (torch.randn(B, H, T, D, generator=g).bfloat16().requires_grad_() for _ in range(3))
-    y = causal_attention(q, k, v)
-    assert y.dtype == torch.bfloat16
-    dy = torch.randn(B, H, T, D, generator=g)
-    y.float().backward(dy)
-    # softmax(q k^T / sqrt(D) + causal mask) v, in fp64 from the same bf16 inputs
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    scores = q64 @ k64.transpose(-1, -2) / D ** 0.5  # (B, H, T, T)
-    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
-    want = torch.softmax(scores, dim=-1) @ v64
-    want.backward(dy.double())
-    torch.testing.assert_close(y.double(), want, atol=2e-2, rtol=2e-2)  # y is rounded to bf16 once
-    for ours, ref in ((q, q64), (k, k64), (v, v64)):
-        torch.testing.assert_close(ours.grad.double(), ref.grad, atol=2e-2, rtol=2e-2)
-
-
-def test_training_under_bf16_autocast_calls_attention_in_fp32(monkeypatch):
-    import llm_core.model as model_module
+def test_training_under_bf16_autocast_takes_the_blocked_kernel_and_inference_sdpa(monkeypatch):
+    import llm_core.attention as attention
 
     seen = []
-    sdpa = model_module.F.scaled_dot_product_attention
-
-    def recording(q, k, v, **kw):
-        seen.append(q.dtype)
-        return sdpa(q, k, v, **kw)
-
-    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", recording)
+    sdpa, blocked = attention.F.scaled_dot_product_attention, attention.blocked_causal_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(("sdpa", q.dtype)) or sdpa(q, k, v, **kw))
+    monkeypatch.setattr(attention, "blocked_causal_attention",
+                        lambda q, k, v: seen.append(("blocked", q.dtype)) or blocked(q, k, v))
     model = GPT(tiny_config())
     idx = torch.randint(0, 64, (2, 12))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(idx, idx).backward()
-        assert seen == [torch.float32] * 2
+        assert seen == [("blocked", torch.bfloat16)] * 2
         seen.clear()
         with torch.no_grad():
             model(idx)
-    assert seen == [torch.bfloat16] * 2
+    assert seen == [("sdpa", torch.bfloat16)] * 2
+    seen.clear()
+    model(idx, idx).backward()  # fp32 training: the flash kernel
+    assert seen == [("sdpa", torch.float32)] * 2
