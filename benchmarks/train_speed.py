@@ -17,9 +17,10 @@ every side gets it, and `benchmarks/host_memory.py` measures what it is worth.
 on the arithmetic corpus, batch 16 x 256) in a checkout BEFORE (e.g. `git worktree add /tmp/before
 <commit>`) against this one, alternating, `--steps` steps each, reading tokens/s from metrics.jsonl.
 
-`--attention` times the default experiment's Trainer in one process with attention's backward in fp32
-at short contexts (`llm_core.model.CPU_FP32_ATTENTION_MAX_T`, what the model does) against the bf16 kernel
-(the limit set to 0, as before), alternating blocks of `--steps` steps; it needs a bf16 CPU.
+`--attention` times causal attention's forward + backward on bf16 inputs, `llm_core.attention`'s blocked
+kernel (what CPU bf16 training runs) against the CPU flash kernel in fp32 (what it ran before) and in bf16,
+at the shapes of the default experiment, gpt2-mini and gpt2-small; then the default experiment's Trainer
+with each kernel in one process, alternating blocks of `--steps` steps. It needs a bf16 CPU.
 
     python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--dtypes fp32,bf16] [--threads N] [--host-memory off]
     python benchmarks/train_speed.py --default-experiment /path/to/old/checkout [--rounds 2] [--steps 60]
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 import peers
-from llm_core import GPT, GPTConfig
+from llm_core import GPT, GPTConfig, attention
 from llm_core.device import supports_bf16
 from llm_core.host_memory import reuse_freed_memory
 from llm_core.training import TrainConfig
@@ -165,21 +166,59 @@ def part_default_experiment(before: Path, rounds: int, steps: int) -> None:
           f"{ratio:.2f}x median (rounds {', '.join(f'{r:.2f}' for r in per_round)}; goal 1.5x)")
 
 
+def flash_fp32(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """The CPU flash kernel in fp32 on bf16 inputs: what CPU bf16 training ran up to T = 512 before the
+    blocked kernel (commit ce3a81d)."""
+    with torch.autocast("cpu", enabled=False):
+        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, dropout_p=dropout_p)
+    return y.to(q.dtype)
+
+
+def flash_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+
+
+ATTENTION_KERNELS = {"blocked (ours)": attention.causal_attention, "flash fp32": flash_fp32, "flash bf16": flash_bf16}
+
+
 def part_attention(rounds: int, steps: int) -> None:
+    """Causal attention forward + backward on bf16 inputs: `llm_core.attention`'s blocked kernel against the
+    CPU flash kernel in fp32 and in bf16, per shape; then the default experiment's Trainer with each."""
     import llm_core.model as model_module
     from llm_core.training import Trainer
 
     if not supports_bf16(torch.device("cpu")):
-        raise SystemExit("--attention: this CPU has no bf16 arithmetic, so training runs attention in fp32 anyway")
-    limit = model_module.CPU_FP32_ATTENTION_MAX_T
-    seconds: dict[str, list[float]] = {"bf16": [], "fp32": []}
+        raise SystemExit("--attention: this CPU has no bf16 arithmetic, so training never takes the blocked kernel")
+    print(f"\nCausal attention forward + backward, bf16 inputs, ms (best of 5 calls a round, {rounds} rounds)")
+    shapes = {"default experiment 16 x 4 x 256 x 48": (16, 4, 256, 48), "same at T = 512": (16, 4, 512, 48),
+              "gpt2-mini 4 x 6 x 256 x 64": (4, 6, 256, 64), "gpt2-small 2 x 12 x 1024 x 64": (2, 12, 1024, 64)}
+    for label, shape in shapes.items():
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(shape, generator=g).bfloat16().requires_grad_() for _ in range(3))
+        dy = torch.randn(shape, generator=g).bfloat16()
+
+        def call(fn) -> float:
+            return min(peers._timed(lambda: fn(q, k, v).backward(dy)) for _ in range(5))
+
+        for fn in ATTENTION_KERNELS.values():  # warm-up
+            call(fn)
+        times: dict[str, list[float]] = {name: [] for name in ATTENTION_KERNELS}
+        for _ in range(rounds):  # the kernels interleaved within a round
+            for name, fn in ATTENTION_KERNELS.items():
+                times[name].append(call(fn))
+        best = {name: statistics.median(ts) for name, ts in times.items()}  # (each a best of 5, in seconds)
+        ours = best["blocked (ours)"]
+        print(f"   {label:<38}" + "  ".join(f"{name} {t * 1e3:6.1f}" for name, t in best.items())
+              + f"   flash fp32 / ours {best['flash fp32'] / ours:.2f}x, flash bf16 / ours {best['flash bf16'] / ours:.2f}x")
+
+    seconds: dict[str, list[float]] = {name: [] for name in ATTENTION_KERNELS}
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(TrainConfig(out=tmp, name="attention", max_steps=10**6, eval_every=10**6,
                                       checkpoint_every=10**6))
         tokens = trainer.config.batch_size * trainer.model.config.context_length  # a step's tokens
         print(f"\nThe default experiment's Trainer ({trainer.config.model} preset, batch {trainer.config.batch_size}"
-              f" x {trainer.model.config.context_length}, bf16 autocast), one process: attention in fp32 up to "
-              f"T = {limit} vs the bf16 kernel, {rounds} paired rounds of {steps} steps")
+              f" x {trainer.model.config.context_length}, bf16 autocast) with each kernel, one process, "
+              f"{rounds} rounds of {steps} steps each")
 
         def steps_timed() -> None:
             for _ in range(steps):
@@ -189,19 +228,21 @@ def part_attention(rounds: int, steps: int) -> None:
             for _ in range(3):
                 trainer.train_step()
             for r in range(rounds):
-                for label in (("bf16", "fp32") if r % 2 == 0 else ("fp32", "bf16")):
-                    model_module.CPU_FP32_ATTENTION_MAX_T = limit if label == "fp32" else 0
+                order = list(ATTENTION_KERNELS) if r % 2 == 0 else list(reversed(ATTENTION_KERNELS))
+                for name in order:
+                    model_module.causal_attention = ATTENTION_KERNELS[name]  # what each Block calls
                     trainer.train_step()  # the first step after a switch is not timed
-                    seconds[label].append(peers._timed(steps_timed) / steps)
-                print(f"   round {r + 1}: bf16 attention {seconds['bf16'][-1] * 1e3:.0f} ms a step, fp32 "
-                      f"{seconds['fp32'][-1] * 1e3:.0f} ms  ({peers.machine_line()})")
+                    seconds[name].append(peers._timed(steps_timed) / steps)
+                print(f"   round {r + 1}: " + ", ".join(f"{name} {seconds[name][-1] * 1e3:.0f} ms a step"
+                                                       for name in ATTENTION_KERNELS) + f"  ({peers.machine_line()})")
         finally:
-            model_module.CPU_FP32_ATTENTION_MAX_T = limit
+            model_module.causal_attention = attention.causal_attention
             trainer.close()
-    ratio, per_round = peers.median_ratio(seconds["bf16"], seconds["fp32"])
-    print(f"   tokens/s: bf16 attention {tokens / statistics.median(seconds['bf16']):,.0f}, fp32 "
-          f"{tokens / statistics.median(seconds['fp32']):,.0f}: {ratio:.2f}x median "
-          f"(rounds {', '.join(f'{x:.2f}' for x in per_round)})")
+    for name in ATTENTION_KERNELS:
+        print(f"   {name:<16}{tokens / statistics.median(seconds[name]):8,.0f} tokens/s")
+    for name in ("flash fp32", "flash bf16"):
+        ratio, per_round = peers.median_ratio(seconds[name], seconds["blocked (ours)"])
+        print(f"   ours / {name}: {ratio:.2f}x median (rounds {', '.join(f'{x:.2f}' for x in per_round)})")
 
 
 def main() -> None:
@@ -216,7 +257,7 @@ def main() -> None:
     parser.add_argument("--default-experiment", type=Path, default=None, metavar="BEFORE",
                         help="time `workbench train` from the checkout BEFORE against this one")
     parser.add_argument("--attention", action="store_true",
-                        help="the Trainer with attention's backward in fp32 vs bf16, one process")
+                        help="the blocked attention kernel vs the CPU flash kernel (fp32, bf16), alone and in the Trainer")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
