@@ -199,7 +199,7 @@ def test_mkl_packed_linear_computes_the_linear(x_shape):
 @pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
 def test_few_row_copy_shares_every_parameter_and_follows_weight_updates():
     model = tiny_model(context_length=16, seed=8, dtype=torch.float32)
-    rows = fast.FewRowCopy()
+    rows = fast.LinearsCopy.few_rows()
     packed = rows.get(model, 4)
     linears = [m for m in packed.modules() if isinstance(m, fast.MklPackedLinear)]
     assert len(linears) == 4 * model.config.n_layers  # qkv, attention out, fc, proj of every block

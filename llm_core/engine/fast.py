@@ -16,7 +16,7 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
   inductor uses for frozen weights). In fp32 a step of a few rows (batched sampling, beams, RL rollouts)
   runs MKL's packed sgemm instead, packed for that row count (`MklPackedLinear`): the head (gpt2-mini at 8
   rows: 5.7 ms vs 9.9 ms oneDNN-packed and 10.8 ms for `h @ W_t`; one row streams it in 2.9 ms) and every
-  block Linear (`FewRowCopy`, which shares the model's parameters: 15 -> 13 ms a step).
+  block Linear (`LinearsCopy.few_rows`, which shares the model's parameters: 15 -> 13 ms a step).
 - Fresh large buffers. A (B, V) fp32 tensor at 8 x 50257 is 1.6 MB, which the allocator maps and the CPU
   page-faults in again every step; sampling writes into one buffer per generation instead
   (`sampling.temperature_weights`): 1,950 faults and 4 ms a step before.
@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from ..device import num_threads, supports_bf16
 from ..errors import GenerationError
 from .kv_cache import KVCache
+from .row_split import RowSplitLinear, row_split_applies, split_matmul
 
 log = logging.getLogger("llm_core.engine")
 
@@ -213,26 +214,38 @@ def _with_linears_replaced(module: nn.Module, make: Callable[[nn.Linear], nn.Mod
     return clone
 
 
-class FewRowCopy:
-    """The fp32 model as a batched decode step (a few rows of one token) runs it best: every block Linear
-    packed by MKL for that row count (`MklPackedLinear`), all parameters shared with the model, rebuilt
-    when the weights or the row count change. gpt2-mini at 8 rows: 15 -> 13 ms a step. The head is left
-    to `InferenceHead`. None where MKL does not pack the weights (not fp32, not CPU, no MKL)."""
+class LinearsCopy:
+    """The fp32 model as a decode step of a few rows runs it best: every block Linear replaced by
+    `make(linear, rows)`, all parameters shared with the model, rebuilt when the weights or the row count
+    change; the head is left to `InferenceHead`. None where `applies(weight)` is False.
 
-    def __init__(self) -> None:
+    - `few_rows()`: a batched step (sampling N rows, beams, RL rollouts), each Linear packed by MKL for that
+      row count (`MklPackedLinear`): gpt2-mini at 8 rows, 15 -> 13 ms a step.
+    - `one_row()`: batch 1, each Linear's matrix-vector product split across threads (`RowSplitLinear`).
+    """
+
+    def __init__(self, make: Callable[[nn.Linear, int], nn.Module], applies: Callable[[torch.Tensor], bool]) -> None:
+        self.make, self.applies = make, applies
         self._copy: nn.Module | None = None
         self._key: tuple | None = None
 
+    @classmethod
+    def few_rows(cls) -> "LinearsCopy":
+        return cls(MklPackedLinear, mkl_packing)
+
+    @classmethod
+    def one_row(cls) -> "LinearsCopy":
+        return cls(lambda linear, rows: RowSplitLinear(linear), row_split_applies)
+
     def get(self, model: nn.Module, rows: int) -> nn.Module | None:
-        weight = next(model.parameters())
-        if not mkl_packing(weight):
+        if not self.applies(next(model.parameters())):
             return None
         key = (_weights_key(model), rows)
         if key != self._key:
             self._copy, self._key = None, None  # free the old packed weights before packing new ones
             skip = getattr(model, "lm_head", None)
             with torch.no_grad():
-                self._copy = _with_linears_replaced(model, lambda lin: MklPackedLinear(lin, rows), skip)
+                self._copy = _with_linears_replaced(model, lambda lin: self.make(lin, rows), skip)
             self._key = key
         return self._copy
 
@@ -287,6 +300,8 @@ class InferenceHead:
         wt = self.weight_t(head)
         if wt is None:
             return head(h)
+        if h.shape[0] == 1 and row_split_applies(wt) and not torch.is_autocast_enabled(h.device.type):
+            return split_matmul(h, wt, head.bias, torch.get_num_threads())
         out = h @ wt
         return out + head.bias if head.bias is not None else out
 
@@ -325,7 +340,8 @@ class Decoder:
             dtype = None
         self.weights = InferenceCopy(model, dtype)
         self.head = InferenceHead()
-        self.few_rows = FewRowCopy()
+        self.few_rows = LinearsCopy.few_rows()
+        self.one_row = LinearsCopy.one_row()
         self._compile = paths.wants_compile(device)
         self._compiled: Callable[..., torch.Tensor] | None = None
         self.compile_seconds: float | None = None
@@ -352,8 +368,9 @@ class Decoder:
             if logits is not None:
                 return logits
         runner = model
-        if tokens.shape[0] > 1 and tokens.shape[1] == 1 and not torch.is_autocast_enabled(tokens.device.type):
-            runner = self.few_rows.get(model, tokens.shape[0]) or model  # a batched step: few-row packing
+        if tokens.shape[1] == 1 and not torch.is_autocast_enabled(tokens.device.type):  # (autocast: F.linear's bf16)
+            rows = tokens.shape[0]  # a batched step: few-row packing; batch 1: split across threads
+            runner = (self.few_rows if rows > 1 else self.one_row).get(model, rows) or model
         h = runner.features(tokens, positions, cache)[:, -1]  # (B, C): the head on the last position only
         return self.head(model.lm_head, h)
 
@@ -397,5 +414,6 @@ class Decoder:
             "compile": self._compile,
             "head_copy_bytes": self.head.nbytes(),
             "few_row_packing": self.few_rows.built(),
+            "one_row_split": self.one_row.built(),
             "compile_seconds": self.compile_seconds,
         }
