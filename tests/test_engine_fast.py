@@ -215,17 +215,22 @@ def test_few_row_copy_shares_every_parameter_and_follows_weight_updates():
     assert again is not packed and rows.get(model, 5) is not again  # weights or row count changed
 
 
-@pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
-def test_batched_fp32_steps_match_the_plain_path_and_the_seeded_single_samples():
-    """Same logits as the plain path to fp32 rounding (stated tolerance 1e-4 of the logits' spread), and
-    sample i of a batch is the single sample seeded with derive_seed(seed, i)."""
+@pytest.mark.parametrize("threads,path", [
+    pytest.param(1, "few_row_packing", marks=pytest.mark.skipif(not HAS_MKL_PACKING, reason="no MKL packed sgemm")),
+    (2, "split_threads"),  # more than one thread: each matmul split across them (llm_core.engine.split_linear)
+])
+def test_batched_fp32_steps_match_the_plain_path_and_the_seeded_single_samples(threads, path):
+    """On one thread MKL's packed sgemm, on two the split matmuls: same logits as the plain path to fp32
+    rounding (stated tolerance 1e-4 of the logits' spread), and sample i of a batch is the single sample
+    seeded with derive_seed(seed, i)."""
     from llm_core.engine import derive_seed
 
     model = tiny_model(context_length=64, seed=9, dtype=torch.float32)
-    fast_engine, plain = Engine(model, ByteTokenizer()), Engine(model, ByteTokenizer(), False)
+    fast_engine = Engine(model, ByteTokenizer(), FastPaths(threads=threads))
+    plain = Engine(model, ByteTokenizer(), False)
     params = SamplingParams(temperature=1.0, seed=5, stop_ids=())
     got = fast_engine.sample_ids(PROMPT, 4, 20, params)
-    assert fast_engine.decoder.describe()["few_row_packing"]
+    assert fast_engine.decoder.describe()[path]
     assert got == plain.sample_ids(PROMPT, 4, 20, params)
     for i, (ids, _) in enumerate(got):
         assert ids == fast_engine.generate_ids(PROMPT, 20, params.replace(seed=derive_seed(5, i)))

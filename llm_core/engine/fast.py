@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from ..device import num_threads, supports_bf16
 from ..errors import GenerationError
 from .kv_cache import KVCache
-from .row_split import RowSplitLinear, row_split_applies, split_matmul
+from .split_linear import SPLIT_MAX_ROWS, SplitLinear, split_applies, split_matmul
 
 log = logging.getLogger("llm_core.engine")
 
@@ -219,9 +219,10 @@ class LinearsCopy:
     `make(linear, rows)`, all parameters shared with the model, rebuilt when the weights or the row count
     change; the head is left to `InferenceHead`. None where `applies(weight)` is False.
 
-    - `few_rows()`: a batched step (sampling N rows, beams, RL rollouts), each Linear packed by MKL for that
-      row count (`MklPackedLinear`): gpt2-mini at 8 rows, 15 -> 13 ms a step.
-    - `one_row()`: batch 1, each Linear's matrix-vector product split across threads (`RowSplitLinear`).
+    - `split()`: with more than one thread, each Linear's product cut into one block per thread
+      (`SplitLinear`), at any row count up to SPLIT_MAX_ROWS;
+    - `few_rows()`: on one thread, a batched step (sampling N rows, beams, RL rollouts) with each Linear
+      packed by MKL for that row count (`MklPackedLinear`): gpt2-mini at 8 rows, 15 -> 13 ms a step.
     """
 
     def __init__(self, make: Callable[[nn.Linear, int], nn.Module], applies: Callable[[torch.Tensor], bool]) -> None:
@@ -234,8 +235,8 @@ class LinearsCopy:
         return cls(MklPackedLinear, mkl_packing)
 
     @classmethod
-    def one_row(cls) -> "LinearsCopy":
-        return cls(lambda linear, rows: RowSplitLinear(linear), row_split_applies)
+    def split(cls) -> "LinearsCopy":
+        return cls(lambda linear, rows: SplitLinear(linear), split_applies)
 
     def get(self, model: nn.Module, rows: int) -> nn.Module | None:
         if not self.applies(next(model.parameters())):
@@ -293,15 +294,16 @@ class InferenceHead:
         """h (B, C) -> logits (B, V)."""
         if type(head) is not nn.Linear:
             return head(h)
-        if h.shape[0] > 1 and not torch.is_autocast_enabled(h.device.type):  # (autocast: F.linear's bf16)
-            packed = self.packed(head, h.shape[0])
-            if packed is not None:
-                return packed(h)
+        if not torch.is_autocast_enabled(h.device.type):  # (autocast: F.linear's bf16)
+            if h.shape[0] <= SPLIT_MAX_ROWS and split_applies(head.weight):
+                return split_matmul(h, self.weight_t(head), head.bias, torch.get_num_threads())
+            if h.shape[0] > 1:
+                packed = self.packed(head, h.shape[0])
+                if packed is not None:
+                    return packed(h)
         wt = self.weight_t(head)
         if wt is None:
             return head(h)
-        if h.shape[0] == 1 and row_split_applies(wt) and not torch.is_autocast_enabled(h.device.type):
-            return split_matmul(h, wt, head.bias, torch.get_num_threads())
         out = h @ wt
         return out + head.bias if head.bias is not None else out
 
@@ -341,7 +343,7 @@ class Decoder:
         self.weights = InferenceCopy(model, dtype)
         self.head = InferenceHead()
         self.few_rows = LinearsCopy.few_rows()
-        self.one_row = LinearsCopy.one_row()
+        self.split = LinearsCopy.split()
         self._compile = paths.wants_compile(device)
         self._compiled: Callable[..., torch.Tensor] | None = None
         self.compile_seconds: float | None = None
@@ -369,8 +371,9 @@ class Decoder:
                 return logits
         runner = model
         if tokens.shape[1] == 1 and not torch.is_autocast_enabled(tokens.device.type):  # (autocast: F.linear's bf16)
-            rows = tokens.shape[0]  # a batched step: few-row packing; batch 1: split across threads
-            runner = (self.few_rows if rows > 1 else self.one_row).get(model, rows) or model
+            rows = tokens.shape[0]  # split across threads; on one thread a batched step packs for its rows
+            runner = (self.split.get(model, 0) or (self.few_rows.get(model, rows) if rows > 1 else None)
+                      or model)
         h = runner.features(tokens, positions, cache)[:, -1]  # (B, C): the head on the last position only
         return self.head(model.lm_head, h)
 
@@ -414,6 +417,6 @@ class Decoder:
             "compile": self._compile,
             "head_copy_bytes": self.head.nbytes(),
             "few_row_packing": self.few_rows.built(),
-            "one_row_split": self.one_row.built(),
+            "split_threads": self.split.built(),
             "compile_seconds": self.compile_seconds,
         }

@@ -1,5 +1,5 @@
-"""One-row matmuls split across threads (`llm_core.engine.row_split`): the same linear map, written out in
-fp64, at fp32 rounding (stated tolerance 1e-5 relative), and the Engine's batch-1 fp32 decoding on it keeps
+"""Few-row matmuls split across threads (`llm_core.engine.split_linear`): the same linear map, written out in
+fp64, at fp32 rounding (stated tolerance 1e-5 relative), and the Engine's fp32 decoding on it keeps
 cached == uncached greedy tokens."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from test_engine_cache import PROMPT, reference_greedy
 from llm_core import Engine
 from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine.fast import FastPaths, LinearsCopy
-from llm_core.engine.row_split import RowSplitLinear, row_split_applies, split_matmul
+from llm_core.engine.split_linear import SPLIT_MAX_ROWS, SplitLinear, split_applies, split_matmul
 
 
 def written_out(x, weight_t, bias):
@@ -20,60 +20,59 @@ def written_out(x, weight_t, bias):
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 4, 41])  # 1: unsplit; 41 > 40 columns: unsplit
+@pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("layout", ["linear weight.t()", "contiguous (in, out)"])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_split_matmul_is_the_matmul_written_out(parts, layout, with_bias):
+def test_split_matmul_is_the_matmul_written_out(parts, rows, layout, with_bias):
     g = torch.Generator().manual_seed(parts)
     weight = torch.randn(40, 24, generator=g)  # (out, in): 40 columns split 2 / 3 (with a rest) / 4 ways
     weight_t = weight.t() if layout == "linear weight.t()" else weight.t().contiguous()
     bias = torch.randn(40, generator=g) if with_bias else None
-    x = torch.randn(1, 24, generator=g)
+    x = torch.randn(rows, 24, generator=g)
     got = split_matmul(x, weight_t, bias, parts)
-    assert got.shape == (1, 40) and got.dtype == torch.float32
+    assert got.shape == (rows, 40) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), written_out(x, weight_t, bias), atol=1e-5, rtol=1e-5)
 
 
-def test_split_matmul_takes_one_row_only():
-    with pytest.raises(ValueError, match=r"split_matmul: x must be one row, got shape \(2, 24\)"):
-        split_matmul(torch.zeros(2, 24), torch.zeros(24, 8), None, 2)
-
-
-def test_row_split_linear_shares_the_weight_and_leaves_other_row_counts_to_linear():
+def test_split_linear_shares_the_weight_and_leaves_many_rows_to_linear():
     torch.manual_seed(0)
     linear = torch.nn.Linear(24, 36)
-    split = RowSplitLinear(linear)
+    split = SplitLinear(linear)
     assert split.weight.data_ptr() == linear.weight.data_ptr() and split.bias.data_ptr() == linear.bias.data_ptr()
-    one = torch.randn(1, 1, 24)
     with torch.no_grad():
-        torch.testing.assert_close(split(one).double(), written_out(one[0], linear.weight.t(), linear.bias)[None],
-                                   atol=1e-5, rtol=1e-5)
-        many = torch.randn(3, 1, 24)
-        assert torch.equal(split(many), linear(many))  # F.linear itself
+        for shape in ((1, 1, 24), (4, 1, 24)):  # one row, and a batched step of 4
+            x = torch.randn(*shape)
+            torch.testing.assert_close(split(x).double(), written_out(x.flatten(0, 1), linear.weight.t(),
+                                                                      linear.bias).view(*shape[:-1], 36),
+                                       atol=1e-5, rtol=1e-5)
+        many = torch.randn(SPLIT_MAX_ROWS + 1, 24)
+        assert torch.equal(split(many), linear(many))  # a prefill's rows: F.linear itself
 
 
-def test_row_split_applies_to_fp32_cpu_weights_with_threads_to_split_over(monkeypatch):
+def test_split_applies_to_fp32_cpu_weights_with_threads_to_split_over(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert row_split_applies(torch.zeros(2, 2))
-    assert not row_split_applies(torch.zeros(2, 2, dtype=torch.float64))
-    assert not row_split_applies(torch.zeros(2, 2, dtype=torch.bfloat16))
+    assert split_applies(torch.zeros(2, 2))
+    assert not split_applies(torch.zeros(2, 2, dtype=torch.float64))
+    assert not split_applies(torch.zeros(2, 2, dtype=torch.bfloat16))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert not row_split_applies(torch.zeros(2, 2))
+    assert not split_applies(torch.zeros(2, 2))
 
 
-def test_one_row_copy_shares_every_parameter_and_follows_weight_updates(monkeypatch):
+def test_split_copy_shares_every_parameter_and_follows_weight_updates(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     model = tiny_model(context_length=16, seed=3, dtype=torch.float32)
-    rows = LinearsCopy.one_row()
-    split = rows.get(model, 1)
-    linears = [m for m in split.modules() if isinstance(m, RowSplitLinear)]
+    copies = LinearsCopy.split()
+    split = copies.get(model, 0)
+    linears = [m for m in split.modules() if isinstance(m, SplitLinear)]
     assert len(linears) == 4 * model.config.n_layers and type(split.lm_head) is torch.nn.Linear
     assert {p.data_ptr() for p in split.parameters()} | {m.weight.data_ptr() for m in linears} <= \
         {p.data_ptr() for p in model.parameters()}
-    assert rows.get(model, 1) is split
+    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))  # untouched
+    assert copies.get(model, 0) is split
     with torch.no_grad():
         model.blocks[1].attn.qkv.weight.mul_(0.5)
-    assert rows.get(model, 1) is not split
-    assert LinearsCopy.one_row().get(model.double(), 1) is None  # not fp32: nothing to split
+    assert copies.get(model, 0) is not split
+    assert LinearsCopy.split().get(model.double(), 0) is None  # not fp32: nothing to split
 
 
 @pytest.mark.parametrize("window,n_new", [(None, 30), (5, 23)])
@@ -81,7 +80,7 @@ def test_batch_one_fp32_decoding_split_over_two_threads_keeps_cached_equal_uncac
     model = tiny_model(context_length=16, seed=4, dtype=torch.float32)
     engine = Engine(model, ByteTokenizer(), FastPaths(threads=2))
     got = engine.generate_ids(PROMPT, n_new, SamplingParams(window=window, stop_ids=()))
-    assert engine.decoder.describe()["one_row_split"]
+    assert engine.decoder.describe()["split_threads"]
     assert got == reference_greedy(model, PROMPT, n_new, window or 16)
 
 
@@ -95,5 +94,5 @@ def test_a_split_step_gives_the_plain_logits_to_fp32_rounding():
         cache.advance(ids.shape[1] - 1)
         have = engine.decoder(ids[:, -1:], torch.tensor([ids.shape[1] - 1]), cache)  # one row: split
         want = model(ids)[:, -1]
-    assert engine.decoder.describe()["one_row_split"]
+    assert engine.decoder.describe()["split_threads"]
     torch.testing.assert_close(have, want, atol=1e-5 * float(want.abs().max()), rtol=1e-5)

@@ -1,0 +1,76 @@
+"""Few-row fp32 matmuls split across threads: the block Linears and the head of a decode step.
+
+A decode step multiplies one row (batch 1) or a few (batched samples, beams, RL rollouts) by every weight,
+so its cost is reading the weights from memory (Pope et al., "Efficiently Scaling Transformer Inference",
+2022, sec. 3). MKL runs such a product on one thread whatever torch's thread count (2-core EPYC, gpt2-small's
+48 block Linears at one row: 18.8 ms on one thread, 18.0 on two), and one core cannot draw the memory
+bandwidth two can. So the output columns are cut into one contiguous block per thread and the blocks run as
+one batched matmul, `torch.bmm`, which hands each batch entry to its own thread of torch's pool: the block
+Linears from row blocks of the model's own (out, in) weight, the head from column blocks of its (C, V) copy
+(`InferenceHead`), no copy of either. On that machine, 2 threads:
+
+- one row, gpt2-small: the 48 block Linears 18.1-19.2 -> 10.7-11.3 ms, the 50257-way head 5.4 -> 3.7-4.1 ms;
+- gpt2-mini's 24 block Linears / head at 2, 4, 8 and 16 rows: 2.1 / 2.8, 2.0 / 3.4, 2.7 / 4.0, 3.4 / 5.5 ms,
+  against 2.7 / 5.1, 3.2 / 6.3, 3.7 / 7.4, 4.4 / 9.3 with MKL's sgemm packed for the row count (which the
+  Engine keeps for one thread, `fast.MklPackedLinear`).
+
+Each output element is still one dot product over the input, computed by another kernel, so the logits
+move by fp32 rounding (tests/test_engine_split_linear.py states the tolerance).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Up to this many rows a split pays (measured to 16); a prefill's hundreds of rows are a matmul that torch
+# already spreads over its threads.
+SPLIT_MAX_ROWS = 16
+
+
+def split_matmul(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, parts: int) -> torch.Tensor:
+    """x (R, in) @ weight_t (in, out) [+ bias (out,)] -> (R, out), the out columns cut into `parts` blocks
+    computed as one batched matmul (one block a thread); the last out % parts columns by one more matmul.
+    weight_t may be any strided view, such as a Linear's weight.t()."""
+    rows = x.shape[0]
+    n_in, n_out = weight_t.shape
+    width = n_out // parts if parts > 0 else 0  # columns per block
+    if parts < 2 or width == 0:
+        out = x @ weight_t
+        return out + bias if bias is not None else out
+    main = width * parts
+    out = x.new_empty(rows, n_out)
+    blocks = weight_t[:, :main].unflatten(1, (parts, width)).permute(1, 0, 2)  # (parts, in, width), a view
+    if rows == 1:  # block p is out[0, p * width:(p + 1) * width]: bmm writes its result in place
+        torch.bmm(x.expand(parts, 1, n_in), blocks, out=out[:, :main].view(parts, 1, width))
+    else:
+        y = torch.bmm(x.expand(parts, rows, n_in), blocks)  # (parts, rows, width)
+        out[:, :main].view(rows, parts, width).copy_(y.transpose(0, 1))
+    if main < n_out:
+        torch.mm(x, weight_t[:, main:], out=out[:, main:])
+    return out.add_(bias) if bias is not None else out
+
+
+class SplitLinear(nn.Module):
+    """An inference-only fp32 Linear for decode steps: up to SPLIT_MAX_ROWS rows of input run
+    `split_matmul` over the model's own weight (shared, not copied), a block per torch thread at the call;
+    more rows run `F.linear`."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight.detach()  # (out, in): the model's storage
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)  # (rows, in)
+        if not 0 < flat.shape[0] <= SPLIT_MAX_ROWS:
+            return F.linear(x, self.weight, self.bias)
+        out = split_matmul(flat, self.weight.t(), self.bias, torch.get_num_threads())  # (rows, out)
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+def split_applies(weight: torch.Tensor) -> bool:
+    """Split few-row matmuls of this weight: fp32 on the CPU with more than one torch thread (on a GPU one
+    kernel already spreads over the whole device)."""
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.get_num_threads() > 1
