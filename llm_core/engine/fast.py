@@ -296,7 +296,7 @@ class InferenceHead:
             return head(h)
         if not torch.is_autocast_enabled(h.device.type):  # (autocast: F.linear's bf16)
             if h.shape[0] <= SPLIT_MAX_ROWS and split_applies(head.weight):
-                return split_matmul(h, self.weight_t(head), head.bias, torch.get_num_threads())
+                return split_matmul(h, head.weight, head.bias, torch.get_num_threads())
             if h.shape[0] > 1:
                 packed = self.packed(head, h.shape[0])
                 if packed is not None:
