@@ -11,7 +11,7 @@ from test_engine_cache import PROMPT, reference_greedy
 from llm_core import Engine
 from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine.fast import FastPaths, LinearsCopy
-from llm_core.engine.split_linear import SPLIT_MAX_ROWS, SplitLinear, split_applies, split_matmul
+from llm_core.engine.split_linear import SPLIT_MAX_ROWS, SplitLinear, split_applies, split_matmul, weight_major
 
 
 def written_out(x, weight, bias):
@@ -20,17 +20,23 @@ def written_out(x, weight, bias):
     return out + bias.double() if bias is not None else out
 
 
-@pytest.mark.parametrize("parts", [1, 2, 3, 4, 41])  # 1: unsplit; 41 > 40 columns: unsplit
-@pytest.mark.parametrize("rows", [1, 3])  # one row (weight blocks @ x^T) and a few (x @ weight blocks^T)
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 201])  # 1: unsplit; more parts than columns: unsplit
+@pytest.mark.parametrize("rows,n_out", [(1, 40), (3, 40), (6, 40), (6, 200)])  # each form of `weight_major`
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_split_matmul_is_the_linear_map_written_out(parts, rows, with_bias):
+def test_split_matmul_is_the_linear_map_written_out(parts, rows, n_out, with_bias):
     g = torch.Generator().manual_seed(parts)
-    weight = torch.randn(40, 24, generator=g)  # (out, in): 40 columns split 2 / 3 (with a rest) / 4 ways
-    bias = torch.randn(40, generator=g) if with_bias else None
+    weight = torch.randn(n_out, 24, generator=g)  # (out, in): split 2 / 3 (with a rest) / 4 ways
+    bias = torch.randn(n_out, generator=g) if with_bias else None
     x = torch.randn(rows, 24, generator=g)
     got = split_matmul(x, weight, bias, parts)
-    assert got.shape == (rows, 40) and got.dtype == torch.float32
+    assert got.shape == (rows, n_out) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), written_out(x, weight, bias), atol=1e-5, rtol=1e-5)
+
+
+def test_weight_major_picks_the_form_by_rows_and_width():
+    assert weight_major(1, 40, 24) and weight_major(4, 40, 24)
+    assert not weight_major(6, 40, 24) and weight_major(6, 200, 24)  # a vocabulary-sized head up to 8 rows
+    assert not weight_major(9, 200, 24)
 
 
 def test_split_linear_shares_the_weight_and_leaves_many_rows_to_linear():
