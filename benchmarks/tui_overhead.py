@@ -57,7 +57,8 @@ async def with_tui(out: Path, steps: int, name: str) -> tuple[float, int, float]
     """tokens/s, dashboard plot updates, and the UI thread's CPU time / wall time while training."""
     app = make_app(out, config(out, steps, name))
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("s")
+        await pilot.pause()  # the app mounted
+        await pilot.press("1", "ctrl+s")  # the run form, then start
         wall, cpu = time.perf_counter(), time.thread_time()  # this thread runs the app's event loop
         # Wait off the event loop (Pilot.pause would post a message to every widget each time it polls).
         await asyncio.to_thread(app.session.wait_until_done)
@@ -108,7 +109,8 @@ async def keypress_latency_ms(out: Path, steps: int, presses: int, train: bool) 
     async with app.run_test(size=(120, 40)) as pilot:
         dash = app.query_one("#dash")
         if train:
-            await pilot.press("s")
+            await pilot.pause()
+            await pilot.press("1", "ctrl+s")  # the run form, then start
             session = app.session
             await asyncio.to_thread(lambda: session._ready.wait() and session.trainer.wait_for_state("running"))
             await asyncio.sleep(2.0)  # a few steps in, past start-up
