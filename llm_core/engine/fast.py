@@ -11,9 +11,13 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
   exact while a trainer updates the model.
 - Prefill. Only the last position's logits are used, so the head runs on one row per sequence, not on
   every prompt token (for a 512-token gpt2-small prompt that is 40 GFLOP the plain path computes).
+- One core's share of the bandwidth. MKL runs a one-row (or few-row) fp32 product on one thread, so with
+  more than one torch thread every block Linear and the head of a step of up to 16 rows is cut into one
+  column block per thread and run as one `torch.bmm` (`split_linear.py`: gpt2-mini batch 1 from 144.9 to
+  268.8 tokens/s on 2 cores).
 - Few-row matmuls at all. oneDNN re-lays out a plain weight on every call (for bf16 on AMX that costs more
   than the matmul), so every Linear of the bf16 copy is pre-packed once (`PackedLinear`, the kernel
-  inductor uses for frozen weights). In fp32 a step of a few rows (batched sampling, beams, RL rollouts)
+  inductor uses for frozen weights). In fp32 on one thread a step of a few rows (batched sampling, beams, RL rollouts)
   runs MKL's packed sgemm instead, packed for that row count (`MklPackedLinear`): the head (gpt2-mini at 8
   rows: 5.7 ms vs 9.9 ms oneDNN-packed and 10.8 ms for `h @ W_t`; one row streams it in 2.9 ms) and every
   block Linear (`LinearsCopy.few_rows`, which shares the model's parameters: 15 -> 13 ms a step).
@@ -70,7 +74,9 @@ class FastPaths:
     - `threads`: torch intra-op threads while a step runs (None: torch's setting, restored after each step).
       A decode step is a chain of ~100 small kernels, each a parallel region: on cores other processes
       also use, every region waits for its slowest thread, and on 2 shared cores (load average 3) one
-      thread decoded gpt2-mini 3-6x faster than two (`benchmarks/decode_speed.py --threads`).
+      thread decoded gpt2-mini 3-6x faster than two (`benchmarks/decode_speed.py --threads`). With more
+      than one thread, fp32 steps of up to 16 rows split each matmul across them (`split_linear`); with
+      one, batched steps use MKL's packed sgemm.
     """
 
     enabled: bool = True
