@@ -11,7 +11,7 @@ fp32), because it walks the scores in small tiles with an online softmax (Dao et
 softmax with fp32 accumulation, and keeps the bf16 probabilities for the backward pass instead of recomputing
 them. The same shape takes 5.9 ms (gpt2-mini's 4 x 6 x 64: 2.5 vs 8.6 ms; gpt2-small's 2 x 12 x 64 at
 T = 1024: 31 vs 73 ms), at the cost of B x heads x T^2 / 2 bf16 probabilities a layer held for backward, so
-it is used up to `BLOCKED_ATTENTION_MAX_T`. `benchmarks/attention_speed.py` measures it.
+it is used up to `BLOCKED_ATTENTION_MAX_T`. `benchmarks/train_speed.py --attention` measures it.
 
 The rounding is bf16's, as in the bf16 flash kernel: scores and probabilities rounded to bf16, sums in
 fp32 (tests/test_attention.py compares both with attention written out in fp64).

@@ -17,8 +17,8 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
   268.8 tokens/s on 2 cores).
 - Few-row matmuls at all. oneDNN re-lays out a plain weight on every call (for bf16 on AMX that costs more
   than the matmul), so every Linear of the bf16 copy is pre-packed once (`PackedLinear`, the kernel
-  inductor uses for frozen weights). In fp32 on one thread a step of a few rows (batched sampling, beams, RL rollouts)
-  runs MKL's packed sgemm instead, packed for that row count (`MklPackedLinear`): the head (gpt2-mini at 8
+  inductor uses for frozen weights). In fp32 on one thread a step of a few rows (batched sampling, beams,
+  RL rollouts) runs MKL's packed sgemm instead, packed for that row count (`MklPackedLinear`): the head (gpt2-mini at 8
   rows: 5.7 ms vs 9.9 ms oneDNN-packed and 10.8 ms for `h @ W_t`; one row streams it in 2.9 ms) and every
   block Linear (`LinearsCopy.few_rows`, which shares the model's parameters: 15 -> 13 ms a step).
 - Fresh large buffers. A (B, V) fp32 tensor at 8 x 50257 is 1.6 MB, which the allocator maps and the CPU
@@ -378,6 +378,7 @@ class Decoder:
         runner = model
         if tokens.shape[1] == 1 and not torch.is_autocast_enabled(tokens.device.type):  # (autocast: F.linear's bf16)
             rows = tokens.shape[0]  # split across threads; on one thread a batched step packs for its rows
+            # (one split copy serves every row count: it is keyed as row count 0)
             runner = (self.split.get(model, 0) or (self.few_rows.get(model, rows) if rows > 1 else None)
                       or model)
         h = runner.features(tokens, positions, cache)[:, -1]  # (B, C): the head on the last position only
