@@ -160,6 +160,22 @@ def test_engine_restores_training_mode(model):
     assert out == reference_greedy(model, PROMPT, 3, 16)
 
 
+def test_engine_restores_a_mixed_training_mode_and_samples_without_dropout():
+    """Only the modules that were training are switched off for the forward, and exactly those back."""
+    model = tiny_model()
+    for m in model.modules():  # dropout everywhere, so a module left training would change the tokens
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.5
+        if hasattr(m, "n_heads"):
+            m.dropout = 0.5
+    model.blocks[0].train()  # one submodule left training: its dropout must not run during sampling
+    training = {name for name, m in model.named_modules() if m.training}
+    out = Engine(model, ByteTokenizer()).generate_ids(PROMPT, 3, NO_STOP)
+    assert {name for name, m in model.named_modules() if m.training} == training
+    model.eval()
+    assert out == reference_greedy(model, PROMPT, 3, 16)
+
+
 def test_stream_ids_equals_generate_ids_and_a_prompt_extending_the_conversation_reuses_the_cache():
     from engine_fakes import ByteTokenizer, tiny_model
 

@@ -25,7 +25,7 @@ from ..errors import GenerationError
 from ..experiment import make_instruction
 from ..formatting import format_prompt
 from .beam import BeamResult
-from .engine import RESPONSE_STOPS, Engine
+from .engine import RESPONSE_STOPS, Engine, eval_mode
 from .params import SamplingParams
 from .reasoning import VoteResult, split_answer
 from .streaming import TextStream
@@ -239,12 +239,8 @@ class Conversation:
         seq = (prompt_ids + answer_ids)[-ctx:]
         n = min(len(answer_ids), len(seq) - 1)
         model = self.engine.model
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             logits = model(torch.tensor([seq], device=self.engine.device))[0].float()  # (T, V)
-        finally:
-            model.train(was_training)
         logp = torch.log_softmax(logits[-n - 1 : -1], dim=-1)  # position t predicts token t + 1
         targets = torch.tensor(seq[-n:], device=logp.device)
         probs = logp.gather(1, targets[:, None])[:, 0].exp().tolist()
