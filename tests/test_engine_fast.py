@@ -172,7 +172,13 @@ def test_threads_setting_applies_during_a_step_and_is_restored(model, monkeypatc
         seen.append(torch.get_num_threads())
         return features(*args, **kwargs)
 
+    def step_spy(*args):  # the one-token steps (`decode_step`)
+        seen.append(torch.get_num_threads())
+        return one_token(*args)
+
+    one_token = fast.one_token_features
     monkeypatch.setattr(model, "features", spy)
+    monkeypatch.setattr(fast, "one_token_features", step_spy)
     before = torch.get_num_threads()
     got = engine.generate_ids(PROMPT, 6, NO_STOP)
     assert set(seen) == {1} and len(seen) == 6 and torch.get_num_threads() == before
