@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llm_core.attention import (BLOCKED_ATTENTION_MAX_T, blocked_causal_attention, causal_attention,
-                                uses_blocked_attention)
+from llm_core import attention
+from llm_core.attention import (BLOCKED_ATTENTION_MAX_T, ONE_QUERY_UPCAST_SCORES, blocked_causal_attention,
+                                causal_attention, one_query_attention, uses_blocked_attention)
 
 
 def written_out(q, k, v):
@@ -93,3 +94,45 @@ def test_a_block_of_no_queries_is_refused():
     q, k, v = qkv()
     with pytest.raises(ValueError, match="block: must be a positive number of queries, got 0"):
         blocked_causal_attention(q, k, v, block=0)
+
+
+# --- one query per row over a KV cache (decoding) -------------------------------------------------------
+def one_query(B, H, L, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(B, H, 1, 64, generator=g) * 2).to(dtype)  # scores of a few units, as trained models have
+    return q, torch.randn(B, H, L, 64, generator=g).to(dtype), torch.randn(B, H, L, 64, generator=g).to(dtype)
+
+
+def no_mask_written_out(q, k, v):
+    """softmax(q k^T / sqrt(D)) v in fp64: one query sees every key."""
+    q, k, v = (t.double() for t in (q, k, v))
+    return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) @ v
+
+
+@pytest.mark.parametrize("B,H,L", [(8, 6, 160), (1, 12, 640), (2, 4, 300)])
+def test_one_query_over_a_bf16_cache_is_the_fp64_result_rounded_once(B, H, L):
+    q, k, v = one_query(B, H, L, torch.bfloat16)
+    assert B * H * L >= ONE_QUERY_UPCAST_SCORES  # the fp32 path
+    y = one_query_attention(q, k, v)
+    assert y.dtype == torch.bfloat16 and y.shape == (B, H, 1, 64)
+    want = no_mask_written_out(q, k, v)
+    err = (y.double() - want).abs()
+    assert (err <= want.abs() * 2 ** -8 + 1e-6).all()  # within bf16's rounding of the exact value
+    flash_err = (F.scaled_dot_product_attention(q, k, v).double() - want).abs().max()
+    assert err.max() <= flash_err * 1.01 + 1e-6  # and no further from it than the flash kernel
+
+
+def test_one_query_takes_sdpa_below_the_threshold_in_fp32_and_under_autocast(monkeypatch):
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or sdpa(*a, **kw))
+    small = one_query(1, 4, 16, torch.bfloat16)  # 64 scores
+    assert torch.equal(one_query_attention(*small), sdpa(*small)) and len(calls) == 1
+    fp32 = one_query(8, 6, 160, torch.float32)
+    torch.testing.assert_close(one_query_attention(*fp32).double(), no_mask_written_out(*fp32), atol=1e-5, rtol=1e-5)
+    assert len(calls) == 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # RL rollouts decode under autocast: SDPA casts
+        one_query_attention(*one_query(8, 6, 160, torch.bfloat16))
+    assert len(calls) == 3
+    one_query_attention(*one_query(8, 6, 160, torch.bfloat16))
+    assert len(calls) == 3  # the fp32 path

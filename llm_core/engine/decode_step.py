@@ -10,7 +10,7 @@ gpt2-small 1.014x, where the weights' 0.5 GB dwarfs the dispatch).
 
 It computes exactly what `GPT.features` computes on a cached forward of one token: the same norms and
 Linears, called as the modules they are (the Engine's split or packed copies, a LoRA or DoRA wrapper), the
-same SDPA over the same cache slice. Only the wrappers and the no-op dropouts are skipped, so it applies
+same attention over the same cache slice. Only the wrappers and the no-op dropouts are skipped, so it applies
 only where they are plain: `Block`s of `CausalSelfAttention` and a dense `MLP`, nothing training. A Mixture-
 of-Experts layer, a block type of one's own, or dropout in training runs the model's own forward instead.
 tests/test_engine_decode_step.py checks it bit for bit against that forward.
@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attention import one_query_attention
 from ..model import MLP, Block, CausalSelfAttention, GPT
 from .kv_cache import KVCache
 
@@ -53,7 +54,7 @@ def one_token_features(model: GPT, tokens: torch.Tensor, cache: KVCache) -> torc
         keys[:B, :, pos] = qkv[:, 1, :, 0]
         values[:B, :, pos] = qkv[:, 2, :, 0]
         # one query sees every cached position: no mask (as KVCache.attend at T = 1)
-        y = F.scaled_dot_product_attention(qkv[:, 0], keys[:B, :, : pos + 1], values[:B, :, : pos + 1])
+        y = one_query_attention(qkv[:, 0], keys[:B, :, : pos + 1], values[:B, :, : pos + 1])
         x = x + attn.proj(y.view(B, C))  # (B, H, 1, hd) is (B, C) in memory
         x = x + mlp.proj(F.gelu(mlp.fc(block.ln2(x)), approximate="tanh"))
     return model.ln_f(x)  # (B, C)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..attention import one_query_attention
+
 
 class KVCache:
     """Per-layer key/value buffers (rows, n_heads, max_len, head_dim) written in place at `length`.
@@ -102,7 +104,7 @@ class KVCache:
         values = v_buf[:B, :, :end]
         if T == 1:
             # One new token may look at everything before it: no mask needed.
-            return F.scaled_dot_product_attention(q, keys, values)
+            return one_query_attention(q, keys, values)
         if start == 0:
             return F.scaled_dot_product_attention(q, keys, values, is_causal=True)
         # New token i sits at absolute position start + i and may see keys 0..start + i. (SDPA's is_causal
