@@ -139,3 +139,26 @@ def test_an_adapted_head_falls_back_to_its_logits():
     targets = torch.randint(0, 211, (2, 16))
     want = F.cross_entropy(model(idx).reshape(-1, 211), targets.reshape(-1))
     assert torch.allclose(model(idx, targets), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("gap", [50.0, 95.0, 120.0, 200.0])  # p_y normal, denormal, below fp32's range
+def test_a_target_far_below_the_best_logit_keeps_an_exact_finite_loss(gap):
+    """The loss is -log p_y from the softmax, except where p_y is too small for fp32 to hold: there it
+    comes from log_softmax, as F.cross_entropy's does (gap = 200: p_y = e^-200 underflows to 0)."""
+    C, V = 4, 10
+    h = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], requires_grad=True)  # (2, C)
+    w = torch.zeros(V, C)
+    w[0, 0] = gap  # row 0: token 0 is `gap` above every other logit
+    w[3, 1] = 2.0
+    w.requires_grad_()
+    t = torch.tensor([5, 3])  # row 0's target is far below; row 1's is the likeliest
+    fused = linear_cross_entropy(h, w, t, reduction="none")
+    plain = F.cross_entropy(F.linear(h, w), t, reduction="none")
+    assert torch.isfinite(fused).all()
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    fused.sum().backward()
+    hg, wg = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    plain.sum().backward()
+    torch.testing.assert_close(hg, h.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(wg, w.grad, rtol=1e-5, atol=1e-6)
