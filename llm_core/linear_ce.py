@@ -5,8 +5,8 @@ For a 50257-token head the logits of a 4 x 256 batch are 206 MB in fp32; the pla
 backward, a gradient of the same size again: about two gigabytes of memory traffic per step around the
 matmuls (Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models", 2024; the "fused linear
 cross entropy" of Hsu et al., Liger Kernel, 2024). Here one (N, V) buffer in the compute dtype (bf16 under
-autocast: half the bytes of fp32 logits) first holds the logits z = h W^T, made by one matmul, and is
-then turned in place, `chunk` rows at a time, into the gradient of cross-entropy with respect to them,
+autocast: half the bytes of fp32 logits) first holds the logits z = h W^T, made by a few large matmuls,
+and is then turned in place, `chunk` rows at a time, into the gradient of cross-entropy with respect to them,
 
     dCE/dz = softmax(z) - onehot(y),
 
@@ -31,14 +31,15 @@ from __future__ import annotations
 import torch
 
 IGNORE_INDEX = -100
-# Elements of one chunk's logits (rows x vocabulary): 16 MB in fp32, which keeps a chunk's softmax and
-# its gradient within the last-level cache of most CPUs while a chunk still has enough rows (83 for
-# GPT-2's vocabulary) for an efficient matmul.
-CHUNK_ELEMENTS = 1 << 22
-# With a gradient to keep, the logits come from one matmul and a chunk is only the rows whose softmax is
-# taken at a time: 4 MB of fp32 probabilities (20 rows of GPT-2's vocabulary), which stay near the core
-# (gpt2-mini bf16, head forward + backward: 171-177 ms at 16-32 rows, 182-184 at 83-256).
-GRAD_CHUNK_ELEMENTS = 1 << 20
+# Rows of logits one matmul makes: 667 for GPT-2's vocabulary (all of a 4 x 128 batch; a 4 x 256 one in two).
+# With a gradient to keep they go straight into the (N, V) buffer; in no-grad code into one block's buffer,
+# which bounds eval's memory (67 MB in bf16). One matmul of all 1024 rows of gpt2-mini's 4 x 256 bf16 batch
+# took 44 ms, blocks of 83 rows 63-72 ms, of 512-667 rows 47-54 ms. The same blocks with and without a
+# gradient, so that a policy and its frozen reference (DPO) compute the same losses bit for bit.
+LOGITS_ELEMENTS = 1 << 25
+# Rows whose softmax is taken at a time: 4 MB of fp32 probabilities (20 rows of GPT-2's vocabulary), which
+# stay near the core (gpt2-mini bf16, head forward + backward: 171-177 ms at 16-32 rows, 182-184 at 83-256).
+CHUNK_ELEMENTS = 1 << 20
 # Below this a probability from the softmax is denormal in fp32 (fewer significant bits); the loss of such
 # a row comes from log_softmax instead of log(p_y).
 _SMALLEST_P = torch.finfo(torch.float32).tiny
@@ -60,32 +61,31 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 compute_dtype: torch.dtype, chunk: int | None) -> torch.Tensor:
         N, V = h.shape[0], weight.shape[0]
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        chunk = chunk or max(1, (GRAD_CHUNK_ELEMENTS if need_grad else CHUNK_ELEMENTS) // V)
+        chunk = chunk or max(1, CHUNK_ELEMENTS // V)
+        block = max(1, LOGITS_ELEMENTS // V)
         with torch.autocast(h.device.type, enabled=False):
             hc, wc = h.to(compute_dtype), weight.to(compute_dtype)
             acc = torch.promote_types(compute_dtype, torch.float32)  # fp32, or fp64 for an fp64 model
             losses = torch.empty(N, dtype=acc, device=h.device)
-            # With a gradient to keep, all the logits are made by one matmul into the (N, V) buffer that
-            # becomes the gradient in place, chunk by chunk (the 83-row matmuls of a chunk each ran the
-            # head's forward at 0.6x the speed of one); without, one chunk's logits at a time.
-            grad_z = torch.mm(hc, wc.t()) if need_grad else None  # (N, V) in the compute dtype, as F.linear
-            for s in range(0, N, chunk):
-                e = min(N, s + chunk)
-                t = targets[s:e, None]  # (R, 1)
-                z = grad_z[s:e] if grad_z is not None else torch.mm(hc[s:e], wc.t())  # (R, V)
-                if grad_z is None:
-                    losses[s:e] = -torch.log_softmax(z, dim=1, dtype=acc).gather(1, t).squeeze(1)
-                    continue
-                p = torch.softmax(z, dim=1, dtype=acc)  # (R, V) fp32: one exp a logit
-                p_y = p.gather(1, t)  # (R, 1)
-                losses[s:e] = -torch.log(p_y).squeeze(1)
-                tiny = p_y.squeeze(1) < _SMALLEST_P  # where p_y is not represented to fp32's precision
-                if bool(tiny.any()):
-                    rows = tiny.nonzero().squeeze(1)
-                    logp_y = torch.log_softmax(z[rows], dim=1, dtype=acc).gather(1, t[rows]).squeeze(1)
-                    losses[s + rows] = -logp_y
-                p.scatter_add_(1, t, torch.full(t.shape, -1.0, dtype=acc, device=p.device))  # - onehot(y)
-                z.copy_(p)  # the logits become their gradient, rounded to the compute dtype
+            grad_z = torch.empty(N, V, dtype=compute_dtype, device=h.device) if need_grad else None
+            for b in range(0, N, block):
+                be = min(N, b + block)
+                z = grad_z[b:be] if grad_z is not None else hc.new_empty(be - b, V)
+                torch.mm(hc[b:be], wc.t(), out=z)  # (rows, V) in the compute dtype, as F.linear makes them
+                for s in range(b, be, chunk):
+                    e = min(be, s + chunk)
+                    zc, t = z[s - b : e - b], targets[s:e, None]  # (R, V), (R, 1)
+                    p = torch.softmax(zc, dim=1, dtype=acc)  # (R, V) fp32: one exp a logit
+                    p_y = p.gather(1, t)  # (R, 1)
+                    losses[s:e] = -torch.log(p_y).squeeze(1)
+                    tiny = p_y.squeeze(1) < _SMALLEST_P  # p_y not held to fp32's precision: log_softmax
+                    if bool(tiny.any()):
+                        rows = tiny.nonzero().squeeze(1)
+                        logp_y = torch.log_softmax(zc[rows], dim=1, dtype=acc).gather(1, t[rows])
+                        losses[s + rows] = -logp_y.squeeze(1)
+                    if grad_z is not None:
+                        p.scatter_add_(1, t, torch.full(t.shape, -1.0, dtype=acc, device=p.device))  # - onehot(y)
+                        zc.copy_(p)  # the logits become their gradient, rounded to the compute dtype
         if grad_z is not None:
             ctx.save_for_backward(hc, wc, grad_z)
         ctx.dtypes = (h.dtype, weight.dtype)
@@ -115,8 +115,8 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
 
     h (..., C), weight (V, C), targets (...) with `ignore_index` at positions that do not count.
     `reduction`: "mean" over the counted positions (a scalar; NaN when none counts, as `F.cross_entropy`),
-    "sum", or "none" (the shape of `targets`, 0 at ignored positions). `chunk` rows per chunk (default:
-    GRAD_CHUNK_ELEMENTS // V with a gradient to keep, CHUNK_ELEMENTS // V without).
+    "sum", or "none" (the shape of `targets`, 0 at ignored positions). `chunk`: rows whose softmax is taken
+    at a time (default CHUNK_ELEMENTS // V).
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: must be 'mean', 'sum' or 'none', got {reduction!r}")

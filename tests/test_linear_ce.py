@@ -162,3 +162,15 @@ def test_a_target_far_below_the_best_logit_keeps_an_exact_finite_loss(gap):
     plain.sum().backward()
     torch.testing.assert_close(hg, h.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(wg, w.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_losses_with_and_without_a_gradient_are_the_same_bits(autocast):
+    """DPO runs the policy with a gradient and its frozen reference without one: at the start they are the
+    same model, and every pair must come out a tie."""
+    h, w, t = _inputs(V=3000)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with_grad = linear_cross_entropy(h, w, t, reduction="none")
+        without = linear_cross_entropy(h.detach(), w.detach(), t, reduction="none")  # a frozen copy
+    assert with_grad.requires_grad and not without.requires_grad
+    assert torch.equal(with_grad.detach(), without)
