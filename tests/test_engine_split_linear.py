@@ -101,3 +101,40 @@ def test_a_split_step_gives_the_plain_logits_to_fp32_rounding():
         want = model(ids)[:, -1]
     assert engine.decoder.describe()["split_threads"]
     torch.testing.assert_close(have, want, atol=1e-5 * float(want.abs().max()), rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_one_row_uses_block_views_made_once_and_follows_the_weights(monkeypatch, with_bias):
+    """At one row a SplitLinear runs one (b)addbmm over views of the weight made when it was built, for
+    that thread count; another thread count at the call takes `split_matmul`."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(24, 36, bias=with_bias)
+    split = SplitLinear(linear)
+    assert split.one_row and split.weight_blocks.shape == (2, 18, 24)
+    assert split.weight_blocks.data_ptr() == linear.weight.data_ptr()  # a view, not a copy
+    x = torch.randn(1, 1, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x).double(), written_out(x[0], linear.weight, linear.bias).view(1, 1, 36),
+                                   atol=1e-5, rtol=1e-5)
+        linear.weight.mul_(-2.0)  # an optimizer step, in place: the views see it
+        torch.testing.assert_close(split(x).double(), written_out(x[0], linear.weight, linear.bias).view(1, 1, 36),
+                                   atol=1e-5, rtol=1e-5)
+    calls = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    import llm_core.engine.split_linear as split_linear
+
+    real = split_linear.split_matmul
+    monkeypatch.setattr(split_linear, "split_matmul", lambda *a: calls.append(a[3]) or real(*a))
+    with torch.no_grad():
+        got = split(x)
+    assert calls == [3]
+    torch.testing.assert_close(got.double(), written_out(x[0], linear.weight, linear.bias).view(1, 1, 36),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_a_width_the_threads_do_not_divide_has_no_one_row_views(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert not SplitLinear(torch.nn.Linear(4, 7)).one_row  # 7 columns: split_matmul handles the rest
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert not SplitLinear(torch.nn.Linear(4, 8)).one_row  # one thread: nothing to split
