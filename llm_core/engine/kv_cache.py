@@ -87,16 +87,21 @@ class KVCache:
             raise ValueError(f"cannot truncate a cache of {self.length} positions to {length}")
         self.length = length
 
+    def check_room(self, rows: int, n_tokens: int) -> None:
+        """Refuse writing n_tokens more positions for `rows` rows past the buffers. The Engine slides the
+        window before this can happen; reaching it is a bug, not user input."""
+        end = self.length + n_tokens
+        if end > self.max_len or rows > self.rows:
+            raise RuntimeError(f"KV cache overflow: {end} positions x {rows} rows > {self.max_len} x {self.rows}")
+
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Store k/v of T new tokens at [length, length+T) and attend q over positions [0, length+T).
 
         q, k, v: (B, n_heads, T, head_dim) -> (B, n_heads, T, head_dim).
         """
         B, _, T, _ = q.shape
+        self.check_room(B, T)
         start, end = self.length, self.length + T
-        if end > self.max_len or B > self.rows:
-            # The Engine slides the window before this can happen; reaching it is a bug, not user input.
-            raise RuntimeError(f"KV cache overflow: {end} positions x {B} rows > {self.max_len} x {self.rows}")
         k_buf, v_buf = self.keys[layer], self.values[layer]
         k_buf[:B, :, start:end] = k  # in place: the buffer's storage never moves
         v_buf[:B, :, start:end] = v
