@@ -185,48 +185,44 @@ def test_threads_setting_applies_during_a_step_and_is_restored(model, monkeypatc
     assert got == reference_greedy(model, PROMPT, 6, 16)
 
 
-# --- batched rows (sample_batch, beams, RL rollouts) in fp32: MKL-packed head and block Linears ---------
-HAS_MKL_PACKING = fast.mkl_packing(torch.zeros(1, dtype=torch.float32))
+# --- batched rows (sample_batch, beams, RL rollouts) and one thread: oneDNN-packed Linears --------------
+HAS_ONEDNN_PACKING = fast.onednn_packing(torch.zeros(1, dtype=torch.float32))
 
 
-@pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
-@pytest.mark.parametrize("x_shape", [(8, 24), (8, 1, 24), (3, 24)])  # packed rows, 3-D, another row count
-def test_mkl_packed_linear_computes_the_linear(x_shape):
+@pytest.mark.skipif(not HAS_ONEDNN_PACKING, reason="this torch build has no oneDNN packed linear")
+@pytest.mark.parametrize("x_shape", [(1, 24), (8, 24), (8, 1, 24), (fast.PACK_ROWS + 5, 24)])
+def test_packed_linear_computes_the_linear_at_any_row_count(x_shape):
     torch.manual_seed(0)
     linear = torch.nn.Linear(24, 40)
-    packed = fast.MklPackedLinear(linear, rows=8)
+    packed = fast.PackedLinear(linear)
     x = torch.randn(*x_shape)
     want = x.double() @ linear.weight.double().t() + linear.bias.double()  # written out, in fp64
     assert packed(x).shape == (*x_shape[:-1], 40)
     torch.testing.assert_close(packed(x).double(), want, atol=1e-5, rtol=1e-5)
-    assert packed.weight.data_ptr() == linear.weight.data_ptr()  # shares the weight, does not copy it
 
 
-@pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
-def test_few_row_copy_shares_every_parameter_and_follows_weight_updates():
+@pytest.mark.skipif(not HAS_ONEDNN_PACKING, reason="this torch build has no oneDNN packed linear")
+def test_packed_copy_shares_every_other_parameter_and_follows_weight_updates():
     model = tiny_model(context_length=16, seed=8, dtype=torch.float32)
-    rows = fast.LinearsCopy.few_rows()
-    packed = rows.get(model, 4)
-    linears = [m for m in packed.modules() if isinstance(m, fast.MklPackedLinear)]
+    copies = fast.LinearsCopy.packed()
+    packed = copies.get(model)
+    linears = [m for m in packed.modules() if isinstance(m, fast.PackedLinear)]
     assert len(linears) == 4 * model.config.n_layers  # qkv, attention out, fc, proj of every block
     assert type(packed.lm_head) is torch.nn.Linear  # the head is InferenceHead's job
-    ours = {p.data_ptr() for p in model.parameters()}
-    assert {p.data_ptr() for p in packed.parameters()} <= ours
-    assert {m.weight.data_ptr() for m in linears} <= ours
+    assert {p.data_ptr() for p in packed.parameters()} <= {p.data_ptr() for p in model.parameters()}
     assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))  # untouched
-    assert rows.get(model, 4) is packed  # nothing changed: no repacking
+    assert copies.get(model) is packed  # nothing changed: no repacking
     with torch.no_grad():
         model.blocks[0].mlp.fc.weight.mul_(2.0)
-    again = rows.get(model, 4)
-    assert again is not packed and rows.get(model, 5) is not again  # weights or row count changed
+        again = copies.get(model)
+        assert again is not packed
+        x = torch.randn(3, model.blocks[0].mlp.fc.in_features)
+        torch.testing.assert_close(again.blocks[0].mlp.fc(x), model.blocks[0].mlp.fc(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("threads,path", [
-    pytest.param(1, "few_row_packing", marks=pytest.mark.skipif(not HAS_MKL_PACKING, reason="no MKL packed sgemm")),
-    (2, "split_threads"),  # more than one thread: each matmul split across them (llm_core.engine.split_linear)
-])
-def test_batched_fp32_steps_match_the_plain_path_and_the_seeded_single_samples(threads, path):
-    """On one thread MKL's packed sgemm, on two the split matmuls: same logits as the plain path to fp32
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_fp32_steps_match_the_plain_path_and_the_seeded_single_samples(threads):
+    """oneDNN-packed Linears and head, on one thread and on two: same logits as the plain path to fp32
     rounding (stated tolerance 1e-4 of the logits' spread), and sample i of a batch is the single sample
     seeded with derive_seed(seed, i)."""
     from llm_core.engine import derive_seed
@@ -236,7 +232,7 @@ def test_batched_fp32_steps_match_the_plain_path_and_the_seeded_single_samples(t
     plain = Engine(model, ByteTokenizer(), False)
     params = SamplingParams(temperature=1.0, seed=5, stop_ids=())
     got = fast_engine.sample_ids(PROMPT, 4, 20, params)
-    assert fast_engine.decoder.describe()[path]
+    assert fast_engine.decoder.describe()["packed_linears"] == HAS_ONEDNN_PACKING
     assert got == plain.sample_ids(PROMPT, 4, 20, params)
     for i, (ids, _) in enumerate(got):
         assert ids == fast_engine.generate_ids(PROMPT, 20, params.replace(seed=derive_seed(5, i)))
@@ -250,7 +246,7 @@ def test_batched_fp32_steps_match_the_plain_path_and_the_seeded_single_samples(t
     torch.testing.assert_close(have, want, atol=1e-4 * float(want.max() - want.min()), rtol=0)
 
 
-@pytest.mark.skipif(not HAS_MKL_PACKING, reason="this torch build has no MKL packed sgemm")
+@pytest.mark.skipif(not HAS_ONEDNN_PACKING, reason="this torch build has no oneDNN packed linear")
 def test_batched_steps_under_bf16_autocast_take_autocast_s_linear():
     """RL rollouts decode inside the training step's autocast: the packed fp32 kernels are not autocast
     ops, so there the step must be the plain path's (it raised a dtype mismatch before)."""

@@ -1,4 +1,4 @@
-"""Few-row matmuls split across threads (`llm_core.engine.split_linear`): the same linear map, written out in
+"""One-row matmuls split across threads (`llm_core.engine.split_linear`): the same linear map, written out in
 fp64, at fp32 rounding (stated tolerance 1e-5 relative), and the Engine's fp32 decoding on it keeps
 cached == uncached greedy tokens."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from test_engine_cache import PROMPT, reference_greedy
 from llm_core import Engine
 from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine.fast import FastPaths, LinearsCopy
-from llm_core.engine.split_linear import SPLIT_MAX_ROWS, SplitLinear, split_applies, split_matmul, weight_major
+from llm_core.engine.split_linear import SplitLinear, split_applies, split_matmul
 
 
 def written_out(x, weight, bias):
@@ -21,7 +21,7 @@ def written_out(x, weight, bias):
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 4, 201])  # 1: unsplit; more parts than columns: unsplit
-@pytest.mark.parametrize("rows,n_out", [(1, 40), (3, 40), (6, 40), (6, 200)])  # each form of `weight_major`
+@pytest.mark.parametrize("rows,n_out", [(1, 40), (1, 200), (3, 40)])  # 40 / 3: a rest; 3 rows: F.linear
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_split_matmul_is_the_linear_map_written_out(parts, rows, n_out, with_bias):
     g = torch.Generator().manual_seed(parts)
@@ -33,10 +33,14 @@ def test_split_matmul_is_the_linear_map_written_out(parts, rows, n_out, with_bia
     torch.testing.assert_close(got.double(), written_out(x, weight, bias), atol=1e-5, rtol=1e-5)
 
 
-def test_weight_major_picks_the_form_by_rows_and_width():
-    assert weight_major(1, 40, 24) and weight_major(4, 40, 24)
-    assert not weight_major(6, 40, 24) and weight_major(6, 200, 24)  # a vocabulary-sized head up to 8 rows
-    assert not weight_major(9, 200, 24)
+def test_split_matmul_leaves_more_than_one_row_to_linear(monkeypatch):
+    """Steps of several rows run oneDNN-packed weights (`fast.PackedLinear`); the split is for one row."""
+    calls, real = [], torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a, **k: calls.append(a) or real(*a, **k))
+    x, weight = torch.randn(3, 24), torch.randn(40, 24)
+    assert torch.equal(split_matmul(x, weight, None, 2), torch.nn.functional.linear(x, weight)) and calls == []
+    split_matmul(x[:1], weight, None, 2)
+    assert len(calls) == 1
 
 
 def test_split_linear_shares_the_weight_and_leaves_many_rows_to_linear():
@@ -45,13 +49,12 @@ def test_split_linear_shares_the_weight_and_leaves_many_rows_to_linear():
     split = SplitLinear(linear)
     assert split.weight.data_ptr() == linear.weight.data_ptr() and split.bias.data_ptr() == linear.bias.data_ptr()
     with torch.no_grad():
-        for shape in ((1, 1, 24), (4, 1, 24)):  # one row, and a batched step of 4
-            x = torch.randn(*shape)
-            torch.testing.assert_close(split(x).double(), written_out(x.flatten(0, 1), linear.weight,
-                                                                      linear.bias).view(*shape[:-1], 36),
-                                       atol=1e-5, rtol=1e-5)
-        many = torch.randn(SPLIT_MAX_ROWS + 1, 24)
-        assert torch.equal(split(many), linear(many))  # a prefill's rows: F.linear itself
+        x = torch.randn(1, 1, 24)  # one row
+        torch.testing.assert_close(split(x).double(), written_out(x[0], linear.weight, linear.bias).view(1, 1, 36),
+                                   atol=1e-5, rtol=1e-5)
+        for shape in ((4, 1, 24), (2, 9, 24)):  # a batched step of 4, a prefill's rows: F.linear itself
+            many = torch.randn(*shape)
+            assert torch.equal(split(many), linear(many))
 
 
 def test_split_applies_to_fp32_cpu_weights_with_threads_to_split_over(monkeypatch):
@@ -67,17 +70,17 @@ def test_split_copy_shares_every_parameter_and_follows_weight_updates(monkeypatc
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     model = tiny_model(context_length=16, seed=3, dtype=torch.float32)
     copies = LinearsCopy.split()
-    split = copies.get(model, 0)
+    split = copies.get(model)
     linears = [m for m in split.modules() if isinstance(m, SplitLinear)]
     assert len(linears) == 4 * model.config.n_layers and type(split.lm_head) is torch.nn.Linear
     assert {p.data_ptr() for p in split.parameters()} | {m.weight.data_ptr() for m in linears} <= \
         {p.data_ptr() for p in model.parameters()}
     assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))  # untouched
-    assert copies.get(model, 0) is split
+    assert copies.get(model) is split
     with torch.no_grad():
         model.blocks[1].attn.qkv.weight.mul_(0.5)
-    assert copies.get(model, 0) is not split
-    assert LinearsCopy.split().get(model.double(), 0) is None  # not fp32: nothing to split
+    assert copies.get(model) is not split
+    assert LinearsCopy.split().get(model.double()) is None  # not fp32: nothing to split
 
 
 @pytest.mark.parametrize("window,n_new", [(None, 30), (5, 23)])

@@ -6,21 +6,23 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
 
 - The head. `F.linear(h, W)` with GPT-2's tied W (V, C) is a one-row matmul against a transposed operand,
   which oneDNN/MKL run far below bandwidth for V = 50257; `h @ W_t` with a contiguous (C, V) copy streams
-  it (3x faster for gpt2-mini in issue 15's profile). `InferenceHead` keeps that copy, rebuilt whenever
-  the weight changes (its storage or torch's in-place version counter), so an Engine built once stays
-  exact while a trainer updates the model.
+  it (3x faster for gpt2-mini in issue 15's profile), and the split and packed products below faster
+  still. `InferenceHead` runs the head; every copy it keeps is rebuilt whenever the weight changes (its
+  storage or torch's in-place version counter), so an Engine built once stays exact while a trainer
+  updates the model.
 - Prefill. Only the last position's logits are used, so the head runs on one row per sequence, not on
   every prompt token (for a 512-token gpt2-small prompt that is 40 GFLOP the plain path computes).
-- One core's share of the bandwidth. MKL runs a one-row (or few-row) fp32 product on one thread, so with
-  more than one torch thread every block Linear and the head of a step of up to 16 rows is cut into one
-  column block per thread and run as one `torch.bmm` (`split_linear.py`: gpt2-mini batch 1 from 144.9 to
-  268.8 tokens/s on 2 cores).
-- Few-row matmuls at all. oneDNN re-lays out a plain weight on every call (for bf16 on AMX that costs more
-  than the matmul), so every Linear of the bf16 copy is pre-packed once (`PackedLinear`, the kernel
-  inductor uses for frozen weights). In fp32 on one thread a step of a few rows (batched sampling, beams,
-  RL rollouts) runs MKL's packed sgemm instead, packed for that row count (`MklPackedLinear`): the head (gpt2-mini at 8
-  rows: 5.7 ms vs 9.9 ms oneDNN-packed and 10.8 ms for `h @ W_t`; one row streams it in 2.9 ms) and every
-  block Linear (`LinearsCopy.few_rows`, which shares the model's parameters: 15 -> 13 ms a step).
+- One core's share of the bandwidth. MKL runs a one-row fp32 product on one thread, so with more than one
+  torch thread every block Linear and the head of a one-row step is cut into one column block per thread
+  and run as one `torch.bmm` (`split_linear.py`: gpt2-mini batch 1 from 144.9 to 268.8 tokens/s on 2
+  cores), over the model's own weights: no copy.
+- Few-row matmuls at all. oneDNN and MKL re-lay out a plain weight on every call (for bf16 on AMX that
+  costs more than the matmul), so a step of several rows (batched sampling, beams, RL rollouts), a step on
+  one thread, and every Linear of the bf16 copy run on weights oneDNN packed once for PACK_ROWS rows
+  (`PackedLinear`, the kernel inductor uses for frozen weights; `LinearsCopy.packed`, the head in
+  `InferenceHead`). On a 2-core EPYC with AVX512, two threads, the fp32 gpt2-mini head at 8 rows took 1.5
+  ms packed against 3.2 ms split across the threads and 7.4 ms in MKL's sgemm packed for 8 rows; batched
+  sampling of 8 rows went from 913-1040 to 1494-1645 tokens/s, and one thread at batch 1 from 157 to 199.
 - Fresh large buffers. A (B, V) fp32 tensor at 8 x 50257 is 1.6 MB, which the allocator maps and the CPU
   page-faults in again every step; sampling writes into one buffer per generation instead
   (`sampling.temperature_weights`): 1,950 faults and 4 ms a step before.
@@ -53,7 +55,7 @@ from ..device import num_threads, supports_bf16
 from ..errors import GenerationError
 from .decode_step import one_token_features, step_applies
 from .kv_cache import KVCache
-from .split_linear import SPLIT_MAX_ROWS, SplitLinear, split_applies, split_matmul
+from .split_linear import SplitLinear, split_applies, split_matmul
 
 log = logging.getLogger("llm_core.engine")
 
@@ -76,8 +78,8 @@ class FastPaths:
       A decode step is a chain of ~100 small kernels, each a parallel region: on cores other processes
       also use, every region waits for its slowest thread, and on 2 shared cores (load average 3) one
       thread decoded gpt2-mini 3-6x faster than two (`benchmarks/decode_speed.py --threads`). With more
-      than one thread, fp32 steps of up to 16 rows split each matmul across them (`split_linear`); with
-      one, batched steps use MKL's packed sgemm.
+      than one thread, an fp32 step of one row splits each matmul across them (`split_linear`); any other
+      step runs oneDNN-packed weights.
     """
 
     enabled: bool = True
@@ -140,51 +142,28 @@ def onednn_packing(weight: torch.Tensor) -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
+# Rows oneDNN is told to expect when it packs a weight (its batch-size hint). Packed for 16 rows, a weight ran
+# every count from 1 to 16 as fast as packed for that count, or faster (2-core EPYC, AVX512, two threads):
+# the fp32 gpt2-mini head at 1 / 8 / 16 rows 1.28 / 1.59 / 2.04 ms, against 1.54 / 2.69 / 3.30 packed for
+# one row; on one thread 1.68 / 2.76 ms against MKL's one-row 2.48 and 8-row sgemm 7.7.
+PACK_ROWS = 16
+
+
 class PackedLinear(nn.Module):
-    """An inference-only copy of a Linear with its weight packed once in oneDNN's blocked layout, so no
-    call re-lays it out. For a few rows this is where a CPU matmul is fastest: the bf16 gpt2-mini head at
-    one row took 1.5 ms packed vs 6.7 ms for `F.linear` (AMX re-packs a plain bf16 weight on every call),
-    and the fp32 head at 8 rows 7.5 ms vs 14 ms for `h @ W_t` (one thread, load average 3)."""
+    """An inference-only copy of a Linear with its weight packed once in oneDNN's blocked layout for
+    PACK_ROWS rows, so no call re-lays it out: where a CPU matmul of a few rows is fastest (module
+    docstring). It takes any number of rows. The packed weight is a copy (the model's 120 MB again for
+    gpt2-mini in fp32), so the copy is made only where it pays: batched steps, one thread, bf16."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         with torch.no_grad():
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_ROWS)
             self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-
-
-def mkl_packing(weight: torch.Tensor) -> bool:
-    """MKL's packed sgemm (`cblas_sgemm_pack`, what inductor uses for frozen fp32 weights) exists for this
-    weight: an x86 CPU build of torch with MKL, and fp32 (MKL packs no other dtype here)."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkl.is_available()
-            and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight") and hasattr(torch.ops.mkl, "_mkl_linear"))
-
-
-class MklPackedLinear(nn.Module):
-    """An inference-only fp32 Linear whose weight MKL has packed for exactly `rows` rows of input. MKL's
-    few-row sgemm reaches about twice the speed of oneDNN's on the 50257-way head (module docstring). MKL
-    reserves more than it writes (the buffer's numel is 1.8-13x the weight's), but only about the weight's
-    size becomes resident (RSS measured: 75 MB for gpt2-mini's 77 MB head, 0.7 MB for a 384 x 384 one).
-    Another row count runs `F.linear` on the original weight, which the module shares, not copies."""
-
-    def __init__(self, linear: nn.Linear, rows: int) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.rows = linear.in_features, linear.out_features, rows
-        with torch.no_grad():
-            self.weight = linear.weight.detach()  # (out, in), the same storage as the model's
-            self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, rows)
-            self.bias = None if linear.bias is None else linear.bias.detach()  # shared too
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., in) -> (..., out); packed when x has `rows` rows in all, else `F.linear` (same numbers
-        up to rounding)."""
-        flat = x.reshape(-1, self.in_features)  # (rows, in)
-        out = torch.ops.mkl._mkl_linear(flat, self.packed, self.weight, self.bias, self.rows)
-        return out.view(*x.shape[:-1], self.out_features)
 
 
 def pack_linears(model: nn.Module) -> int:
@@ -237,38 +216,38 @@ def _with_linears_replaced(module: nn.Module, make: Callable[[nn.Linear], nn.Mod
 
 
 class LinearsCopy:
-    """The fp32 model as a decode step of a few rows runs it best: every block Linear replaced by
-    `make(linear, rows)`, all parameters shared with the model, rebuilt when the weights or the row count
-    change; the head is left to `InferenceHead`. None where `applies(weight)` is False.
+    """The model as a decode step of a few rows runs it best: every block Linear replaced by
+    `make(linear)`, every other parameter shared with the model, rebuilt when the weights change; the head
+    is left to `InferenceHead`. None where `applies(weight)` is False.
 
-    - `split()`: with more than one thread, each Linear's product cut into one block per thread
-      (`SplitLinear`), at any row count up to SPLIT_MAX_ROWS;
-    - `few_rows()`: on one thread, a batched step (sampling N rows, beams, RL rollouts) with each Linear
-      packed by MKL for that row count (`MklPackedLinear`): gpt2-mini at 8 rows, 15 -> 13 ms a step.
+    - `split()`: each one-row product cut into one block per thread (`SplitLinear`, fp32, more than one
+      thread), over the model's own weights;
+    - `packed()`: each Linear's weight packed by oneDNN (`PackedLinear`, fp32 or bf16), for steps of
+      several rows and for one thread: gpt2-mini at 8 rows, 2.7 -> 1.4 ms for the 24 block Linears.
     """
 
-    def __init__(self, make: Callable[[nn.Linear, int], nn.Module], applies: Callable[[torch.Tensor], bool]) -> None:
+    def __init__(self, make: Callable[[nn.Linear], nn.Module], applies: Callable[[torch.Tensor], bool]) -> None:
         self.make, self.applies = make, applies
         self._copy: nn.Module | None = None
         self._key: tuple | None = None
 
     @classmethod
-    def few_rows(cls) -> "LinearsCopy":
-        return cls(MklPackedLinear, mkl_packing)
+    def packed(cls) -> "LinearsCopy":
+        return cls(PackedLinear, onednn_packing)
 
     @classmethod
     def split(cls) -> "LinearsCopy":
-        return cls(lambda linear, rows: SplitLinear(linear), split_applies)
+        return cls(SplitLinear, split_applies)
 
-    def get(self, model: nn.Module, rows: int) -> nn.Module | None:
+    def get(self, model: nn.Module) -> nn.Module | None:
         if not self.applies(next(model.parameters())):
             return None
-        key = (_weights_key(model), rows)
+        key = _weights_key(model)
         if key != self._key:
             self._copy, self._key = None, None  # free the old packed weights before packing new ones
             skip = getattr(model, "lm_head", None)
             with torch.no_grad():
-                self._copy = _with_linears_replaced(model, lambda lin: self.make(lin, rows), skip)
+                self._copy = _with_linears_replaced(model, self.make, skip)
             self._key = key
         return self._copy
 
@@ -277,10 +256,10 @@ class LinearsCopy:
 
 
 class InferenceHead:
-    """The output head in the layout a few-row CPU matmul wants: for one row a contiguous (C, V) copy of
-    W^T (`h @ W_t`); for more rows (batched sampling, beams) an MKL-packed copy for that row count in fp32,
-    a oneDNN-packed one where MKL is absent; each rebuilt when the weight (or the row count) changes. A
-    head that is not a plain Linear (an adapter on it, a PackedLinear), or one on a GPU, is called as it is."""
+    """The output head in the layout a few-row CPU matmul wants: one row with more than one thread split
+    across them over the model's own weight (`split_matmul`); any other step oneDNN-packed (a copy, rebuilt
+    when the weight changes); where oneDNN is absent, a contiguous (C, V) copy of W^T for `h @ W_t`. A head
+    that is not a plain Linear (an adapter on it, a PackedLinear), or one on a GPU, is called as it is."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
@@ -297,19 +276,14 @@ class InferenceHead:
             self._key = key
         return self._wt
 
-    def packed(self, head: nn.Linear, rows: int) -> nn.Module | None:
-        """The packed head for `rows` rows, or None where neither MKL nor oneDNN packs this weight."""
-        if mkl_packing(head.weight):
-            key = (_tensor_key(head.weight), rows)
-            make: Callable[[], nn.Module] = lambda: MklPackedLinear(head, rows)  # noqa: E731
-        elif onednn_packing(head.weight):
-            key = (_tensor_key(head.weight), None)  # oneDNN's blocked layout serves any row count
-            make = lambda: PackedLinear(head)  # noqa: E731
-        else:
+    def packed(self, head: nn.Linear) -> nn.Module | None:
+        """The oneDNN-packed head, or None where oneDNN does not pack this weight."""
+        if not onednn_packing(head.weight):
             return None
+        key = _tensor_key(head.weight)
         if key != self._packed_key:
             self._packed, self._packed_key = None, None  # free the old copy before building the new one
-            self._packed, self._packed_key = make(), key
+            self._packed, self._packed_key = PackedLinear(head), key
         return self._packed
 
     def __call__(self, head: nn.Module, h: torch.Tensor) -> torch.Tensor:
@@ -317,12 +291,11 @@ class InferenceHead:
         if type(head) is not nn.Linear:
             return head(h)
         if not torch.is_autocast_enabled(h.device.type):  # (autocast: F.linear's bf16)
-            if h.shape[0] <= SPLIT_MAX_ROWS and split_applies(head.weight):
+            if h.shape[0] == 1 and split_applies(head.weight):
                 return split_matmul(h, head.weight, head.bias, torch.get_num_threads())
-            if h.shape[0] > 1:
-                packed = self.packed(head, h.shape[0])
-                if packed is not None:
-                    return packed(h)
+            packed = self.packed(head)
+            if packed is not None:
+                return packed(h)
         wt = self.weight_t(head)
         if wt is None:
             return head(h)
@@ -364,7 +337,7 @@ class Decoder:
             dtype = None
         self.weights = InferenceCopy(model, dtype)
         self.head = InferenceHead()
-        self.few_rows = LinearsCopy.few_rows()
+        self.packed = LinearsCopy.packed()
         self.split = LinearsCopy.split()
         self._compile = paths.wants_compile(device)
         self._compiled: Callable[..., torch.Tensor] | None = None
@@ -392,11 +365,10 @@ class Decoder:
             if logits is not None:
                 return logits
         runner = model
-        if tokens.shape[1] == 1 and not torch.is_autocast_enabled(tokens.device.type):  # (autocast: F.linear's bf16)
-            rows = tokens.shape[0]  # split across threads; on one thread a batched step packs for its rows
-            # (one split copy serves every row count: it is keyed as row count 0)
-            runner = (self.split.get(model, 0) or (self.few_rows.get(model, rows) if rows > 1 else None)
-                      or model)
+        if (tokens.shape[1] == 1 and model is self.weights.source  # (the bf16 copy is packed already)
+                and not torch.is_autocast_enabled(tokens.device.type)):  # (autocast: F.linear's bf16)
+            split = self.split.get(model) if tokens.shape[0] == 1 else None  # one row, more than one thread
+            runner = split or self.packed.get(model) or model
         if tokens.shape[1] == 1 and step_applies(runner):
             h = one_token_features(runner, tokens, cache)  # (B, C): the same ops without the module wrappers
         else:
@@ -442,7 +414,7 @@ class Decoder:
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "compile": self._compile,
             "head_copy_bytes": self.head.nbytes(),
-            "few_row_packing": self.few_rows.built(),
+            "packed_linears": self.packed.built(),
             "split_threads": self.split.built(),
             "compile_seconds": self.compile_seconds,
         }

@@ -1,18 +1,17 @@
-"""Few-row fp32 matmuls split across threads: the block Linears and the head of a decode step.
+"""One-row fp32 matmuls split across threads: the block Linears and the head of a batch-1 decode step.
 
-A decode step multiplies one row (batch 1) or a few (batched samples, beams, RL rollouts) by every weight,
-so its cost is reading the weights from memory (Pope et al., "Efficiently Scaling Transformer Inference",
-2022, sec. 3). MKL runs such a product on one thread whatever torch's thread count (2-core EPYC, gpt2-small's
-48 block Linears at one row: 18.8 ms on one thread, 18.0 on two), and one core cannot draw the memory
-bandwidth two can. So the output columns are cut into one contiguous block per thread and the blocks run as
-one batched matmul, `torch.bmm`, which hands each batch entry to its own thread of torch's pool: the block
-Linears and the head alike from row blocks of the model's own (out, in) weight, no copy (the head's (C, V)
-copy of `InferenceHead` is not even made on this path). On that machine, 2 threads:
+A decode step at batch 1 multiplies one row by every weight, so its cost is reading the weights from
+memory (Pope et al., "Efficiently Scaling Transformer Inference", 2022, sec. 3). MKL runs such a product on
+one thread whatever torch's thread count (2-core EPYC, gpt2-small's 48 block Linears at one row: 18.8 ms on
+one thread, 18.0 on two), and one core cannot draw the memory bandwidth two can. So the output columns are
+cut into one contiguous block per thread and the blocks run as one batched matmul, `torch.bmm`, which hands
+each batch entry to its own thread of torch's pool: the block Linears and the head alike from row blocks of
+the model's own (out, in) weight, no copy. On that machine, 2 threads, one row of gpt2-small: the 48 block
+Linears 18.1-19.2 -> 10.7-11.3 ms, the 50257-way head 5.4 -> 3.7-4.1 ms.
 
-- one row, gpt2-small: the 48 block Linears 18.1-19.2 -> 10.7-11.3 ms, the 50257-way head 5.4 -> 3.7-4.1 ms;
-- gpt2-mini's 24 block Linears / head at 2, 4, 8 and 16 rows: 2.1 / 2.8, 2.0 / 3.4, 2.7 / 4.0, 3.4 / 5.5 ms,
-  against 2.7 / 5.1, 3.2 / 6.3, 3.7 / 7.4, 4.4 / 9.3 with MKL's sgemm packed for the row count (which the
-  Engine keeps for one thread, `fast.MklPackedLinear`).
+Steps of more rows (batched sampling, beams) run oneDNN-packed weights instead (`fast.PackedLinear`: the
+gpt2-mini head at 8 rows 1.5 ms against 3.2 ms split); at one row the split is as fast (1.31 vs 1.28 ms)
+and needs no copy of the weights.
 
 Each output element is still one dot product over the input, computed by another kernel, so the logits
 move by fp32 rounding (tests/test_engine_split_linear.py states the tolerance).
@@ -23,57 +22,36 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Up to this many rows a split pays (measured to 16); a prefill's hundreds of rows are a matmul that torch
-# already spreads over its threads.
-SPLIT_MAX_ROWS = 16
-
-
-def weight_major(rows: int, n_out: int, n_in: int) -> bool:
-    """Whether `split_matmul` runs as weight_block @ x^T (else x @ weight_block^T): the faster one measured
-    (2-core EPYC, gpt2-mini and gpt2-small shapes) at up to 4 rows, and for a vocabulary head (out >= 8 x
-    in) at up to 8; x @ weight_block^T at more rows (gpt2-mini's head at 8 rows: 3.5 vs 5.4 ms; at 16:
-    7.6 vs 7.0; gpt2-small's fc at 4 rows: 3.0 vs 5.5 ms, its proj 7.4 vs 4.9)."""
-    return rows <= 4 or (rows <= 8 and n_out >= 8 * n_in)
-
 
 def split_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, parts: int) -> torch.Tensor:
-    """x (R, in) @ weight (out, in)^T [+ bias (out,)] -> (R, out), as F.linear, with the out columns cut
+    """x (1, in) @ weight (out, in)^T [+ bias (out,)] -> (1, out), as F.linear, with the out columns cut
     into `parts` blocks (row blocks of `weight`, views) computed as one batched matmul, one block a thread;
-    the last out % parts columns by one more matmul.
+    the last out % parts columns by one more matmul. More than one row: `F.linear` itself.
 
-    One row runs as weight_block @ x^T: (parts, out/parts, in) @ (in, 1) is the output's own layout, and
+    The row runs as weight_block @ x^T: (parts, out/parts, in) @ (in, 1) is the output's own layout, and
     it streams each block's rows in order (gpt2-small's block Linears 8.3 ms vs 10.4 as x @ weight_block^T,
-    the gpt2-mini head 1.25 vs 1.42 from a (C, V) copy). More rows take the form `weight_major` picks."""
-    rows = x.shape[0]
+    the gpt2-mini head 1.25 vs 1.42 from a (C, V) copy)."""
     n_out, n_in = weight.shape
     width = n_out // parts if parts > 0 else 0  # output columns per block
-    if parts < 2 or width == 0:
+    if x.shape[0] != 1 or parts < 2 or width == 0:
         return F.linear(x, weight, bias)
     main = width * parts
-    out = x.new_empty(rows, n_out)
+    out = x.new_empty(1, n_out)
     blocks = weight[:main].view(parts, width, n_in)  # (parts, width, in)
-    if rows == 1:  # (parts, width, 1) is out[0, :main] itself: bmm writes it in place
-        torch.bmm(blocks, x.t().expand(parts, n_in, 1), out=out[:, :main].view(parts, width, 1))
-    elif weight_major(rows, n_out, n_in):
-        y = torch.bmm(blocks, x.t().expand(parts, n_in, rows))  # (parts, width, rows)
-        out[:, :main].view(rows, parts, width).copy_(y.permute(2, 0, 1))
-    else:
-        y = torch.bmm(x.expand(parts, rows, n_in), blocks.transpose(1, 2))  # (parts, rows, width)
-        out[:, :main].view(rows, parts, width).copy_(y.transpose(0, 1))
+    # (parts, width, 1) is out[0, :main] itself: bmm writes it in place
+    torch.bmm(blocks, x.t().expand(parts, n_in, 1), out=out[:, :main].view(parts, width, 1))
     if main < n_out:
         torch.mm(x, weight[main:].t(), out=out[:, main:])
     return out.add_(bias) if bias is not None else out
 
 
 class SplitLinear(nn.Module):
-    """An inference-only fp32 Linear for decode steps: up to SPLIT_MAX_ROWS rows of input run
-    `split_matmul` over the model's own weight (shared, not copied), a block per torch thread at the call;
-    more rows run `F.linear`.
+    """An inference-only fp32 Linear for batch-1 decode steps: one row of input runs `split_matmul` over
+    the model's own weight (shared, not copied), a block per torch thread; more rows run `F.linear`.
 
-    One row, the batch-1 step, is the common call: for it the blocks of the weight and of the bias are
-    views made once, for the thread count at construction, and one `baddbmm` adds the bias as it writes
-    (gpt2-mini's block Linears 11-26 us a call against 15-30 through `split_matmul`, which slices, views
-    and adds again on every call: 0.1 ms of a 3.2 ms step)."""
+    The blocks of the weight and of the bias are views made once, for the thread count at construction,
+    and one `baddbmm` adds the bias as it writes (gpt2-mini's block Linears 11-26 us a call against 15-30
+    through `split_matmul`, which slices, views and adds again on every call: 0.1 ms of a 3.2 ms step)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -89,21 +67,20 @@ class SplitLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)  # (rows, in)
-        rows = flat.shape[0]
-        if rows == 1 and self.one_row and torch.get_num_threads() == self.parts:
+        if flat.shape[0] != 1:
+            return F.linear(x, self.weight, self.bias)
+        if self.one_row and torch.get_num_threads() == self.parts:
             x_t = flat.t().expand(self.parts, self.in_features, 1)  # (parts, in, 1)
             if self.bias_blocks is None:
                 y = torch.bmm(self.weight_blocks, x_t)
             else:
                 y = torch.baddbmm(self.bias_blocks, self.weight_blocks, x_t)
             return y.view(*x.shape[:-1], self.out_features)  # (parts, width, 1) is the row in order
-        if not 0 < rows <= SPLIT_MAX_ROWS:
-            return F.linear(x, self.weight, self.bias)
-        out = split_matmul(flat, self.weight, self.bias, torch.get_num_threads())  # (rows, out)
+        out = split_matmul(flat, self.weight, self.bias, torch.get_num_threads())  # (1, out)
         return out.view(*x.shape[:-1], self.out_features)
 
 
 def split_applies(weight: torch.Tensor) -> bool:
-    """Split few-row matmuls of this weight: fp32 on the CPU with more than one torch thread (on a GPU one
+    """Split one-row matmuls of this weight: fp32 on the CPU with more than one torch thread (on a GPU one
     kernel already spreads over the whole device)."""
     return weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.get_num_threads() > 1
