@@ -10,7 +10,7 @@ from test_engine_cache import NO_STOP, PROMPT, reference_greedy
 from llm_core import Engine, GPT, GPTConfig
 from llm_core.adapters import add_adapters
 from llm_core.engine import KVCache
-from llm_core.engine.decode_step import one_token_features, step_applies
+from llm_core.engine.decode_step import StepPlan, one_token_features, plan_step, step_applies
 
 
 def _prefilled(model, rows: int, prompt_len: int = 5) -> tuple[KVCache, torch.Tensor]:
@@ -86,13 +86,71 @@ def test_a_full_cache_is_refused_with_its_size():
         one_token_features(model, tokens, cache)
 
 
-def test_the_engine_decodes_a_plain_model_with_the_step_and_stays_exact(monkeypatch):
-    import llm_core.engine.fast as fast
+def _count_steps(monkeypatch) -> list:
+    calls, real = [], StepPlan.__call__
+    monkeypatch.setattr(StepPlan, "__call__", lambda plan, tokens, cache: calls.append(tokens.shape) or
+                        real(plan, tokens, cache))
+    return calls
 
-    calls = []
-    real = fast.one_token_features
-    monkeypatch.setattr(fast, "one_token_features", lambda *a: calls.append(a[1].shape) or real(*a))
+
+@pytest.mark.parametrize("threads", [1, 2])  # one thread: the packed copy (or the model); two: the split copy
+def test_the_engine_decodes_a_plain_model_with_the_step_and_stays_exact(monkeypatch, threads):
+    from llm_core.engine.fast import FastPaths
+
+    calls = _count_steps(monkeypatch)
     model = tiny_model(seed=4)
-    out = Engine(model, ByteTokenizer()).generate_ids(PROMPT, 5, NO_STOP)
+    out = Engine(model, ByteTokenizer(), FastPaths(threads=threads)).generate_ids(PROMPT, 5, NO_STOP)
     assert out == reference_greedy(model, PROMPT, 5, 16)
     assert calls == [(1, 1)] * 4  # every one-token step (the prompt's prefill runs the forward)
+
+
+def test_the_plan_is_made_once_and_follows_in_place_weight_updates(monkeypatch):
+    import llm_core.engine.fast as fast
+
+    made = []
+    real = fast.plan_step
+    monkeypatch.setattr(fast, "plan_step", lambda m: made.append(type(m).__name__) or real(m))
+    model = tiny_model(seed=5)  # fp64: the model runs as it is, with its own plan
+    engine = Engine(model, ByteTokenizer())
+    engine.generate_ids(PROMPT, 6, NO_STOP)
+    assert len(made) == 1  # one plan for five steps
+    with torch.no_grad():
+        model.pos_emb.weight.mul_(1.5)  # the plan reads the weight at each step, not a stale one
+        model.blocks[0].ln1.weight.add_(0.25)
+    assert engine.generate_ids(PROMPT, 6, NO_STOP) == reference_greedy(model, PROMPT, 6, 16)
+
+
+def test_a_forward_hook_is_called_as_the_models_forward_calls_it(monkeypatch):
+    """The step skips module call wrappers, so with a hook anywhere (registered before or after the Engine
+    made its plan, on a module or for every module) the model's own forward runs, and the hook sees it."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    model = tiny_model(seed=6)
+    engine = Engine(model, ByteTokenizer())
+    engine.generate_ids(PROMPT, 3, NO_STOP)  # the plan exists
+    calls = _count_steps(monkeypatch)
+    seen = []
+    handle = model.blocks[1].ln2.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert not step_applies(model)
+    got = engine.generate_ids(PROMPT, 4, NO_STOP)
+    assert calls == [] and len(seen) == 4  # the prefill and 3 one-token steps, all through the forward
+    assert got == reference_greedy(model, PROMPT, 4, 16)
+    handle.remove()
+    seen.clear()
+    engine.generate_ids(PROMPT, 4, NO_STOP)
+    assert len(calls) == 3 and seen == []
+    handle = register_module_forward_hook(lambda m, i, o: None)
+    try:
+        assert not step_applies(model) and not plan_step(model.eval())
+        engine.generate_ids(PROMPT, 4, NO_STOP)
+        assert len(calls) == 3
+    finally:
+        handle.remove()
+
+
+def test_one_token_features_refuses_a_model_it_would_not_compute():
+    model = tiny_model()
+    cache, tokens = _prefilled(model, 1)
+    model.train()
+    with pytest.raises(ValueError, match="does not apply to this GPT"):
+        one_token_features(model, tokens, cache)

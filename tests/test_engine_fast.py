@@ -18,6 +18,7 @@ from llm_core.device import supports_bf16
 from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine import fast
 from llm_core.engine.fast import FastPaths, InferenceHead
+from llm_core.engine.decode_step import StepPlan
 
 NO_STOP = SamplingParams(stop_ids=())
 HAS_BF16 = supports_bf16(torch.device("cpu"))
@@ -172,13 +173,13 @@ def test_threads_setting_applies_during_a_step_and_is_restored(model, monkeypatc
         seen.append(torch.get_num_threads())
         return features(*args, **kwargs)
 
-    def step_spy(*args):  # the one-token steps (`decode_step`)
+    def step_spy(plan, *args):  # the one-token steps (`decode_step`)
         seen.append(torch.get_num_threads())
-        return one_token(*args)
+        return one_token(plan, *args)
 
-    one_token = fast.one_token_features
+    one_token = StepPlan.__call__
     monkeypatch.setattr(model, "features", spy)
-    monkeypatch.setattr(fast, "one_token_features", step_spy)
+    monkeypatch.setattr(StepPlan, "__call__", step_spy)
     before = torch.get_num_threads()
     got = engine.generate_ids(PROMPT, 6, NO_STOP)
     assert set(seen) == {1} and len(seen) == 6 and torch.get_num_threads() == before

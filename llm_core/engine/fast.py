@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from ..device import num_threads, supports_bf16
 from ..errors import GenerationError
-from .decode_step import one_token_features, step_applies
+from .decode_step import StepPlan, plan_step
 from .kv_cache import KVCache
 from .split_linear import SplitLinear, split_applies, split_matmul
 
@@ -230,6 +230,7 @@ class LinearsCopy:
         self.make, self.applies = make, applies
         self._copy: nn.Module | None = None
         self._key: tuple | None = None
+        self.plan: StepPlan | None = None  # the copy's written-out one-token step (`decode_step`), if it has one
 
     @classmethod
     def packed(cls) -> "LinearsCopy":
@@ -239,15 +240,17 @@ class LinearsCopy:
     def split(cls) -> "LinearsCopy":
         return cls(SplitLinear, split_applies)
 
-    def get(self, model: nn.Module) -> nn.Module | None:
+    def get(self, model: nn.Module, key: tuple | None = None) -> nn.Module | None:
+        """The copy of `model` (whose `_weights_key` is `key`, computed here when not given), or None."""
         if not self.applies(next(model.parameters())):
             return None
-        key = _weights_key(model)
+        key = _weights_key(model) if key is None else key
         if key != self._key:
-            self._copy, self._key = None, None  # free the old packed weights before packing new ones
+            self._copy, self._key, self.plan = None, None, None  # free the old weights before packing new ones
             skip = getattr(model, "lm_head", None)
             with torch.no_grad():
                 self._copy = _with_linears_replaced(model, self.make, skip)
+            self.plan = plan_step(self._copy)
             self._key = key
         return self._copy
 
@@ -342,6 +345,8 @@ class Decoder:
         self._compile = paths.wants_compile(device)
         self._compiled: Callable[..., torch.Tensor] | None = None
         self.compile_seconds: float | None = None
+        self._plan: StepPlan | None = None
+        self._plan_key: tuple | None = None
 
     def _notice(self, message: str) -> None:
         self.notices.append(message)
@@ -364,16 +369,31 @@ class Decoder:
             logits = self._compiled_step(model, tokens, positions, cache)
             if logits is not None:
                 return logits
-        runner = model
-        if (tokens.shape[1] == 1 and model is self.weights.source  # (the bf16 copy is packed already)
-                and not torch.is_autocast_enabled(tokens.device.type)):  # (autocast: F.linear's bf16)
-            split = self.split.get(model) if tokens.shape[0] == 1 else None  # one row, more than one thread
-            runner = split or self.packed.get(model) or model
-        if tokens.shape[1] == 1 and step_applies(runner):
-            h = one_token_features(runner, tokens, cache)  # (B, C): the same ops without the module wrappers
+        runner, plan = model, None
+        if tokens.shape[1] == 1:
+            if model is self.weights.source and not torch.is_autocast_enabled(tokens.device.type):
+                # (the bf16 copy is packed already; autocast: F.linear's bf16)
+                key = _weights_key(model)
+                for copies in ((self.split, self.packed) if tokens.shape[0] == 1 else (self.packed,)):
+                    copy = copies.get(model, key)  # one row, more than one thread: split; else packed
+                    if copy is not None:
+                        runner, plan = copy, copies.plan
+                        break
+            if runner is model:
+                plan = self._plan_of(model)
+        if plan is not None and plan.applies():
+            h = plan(tokens, cache)  # (B, C): the same ops without the module wrappers
         else:
             h = runner.features(tokens, positions, cache)[:, -1]  # (B, C): the head on the last position only
         return self.head(model.lm_head, h)
+
+    def _plan_of(self, model: nn.Module) -> StepPlan | None:
+        """The written-out step of the model run as it is (no split or packed copy: fp64, the bf16 copy, a
+        GPU), rebuilt when its weights change (a module replaced, an adapter added)."""
+        key = (id(model), _weights_key(model))
+        if key != self._plan_key:
+            self._plan, self._plan_key = plan_step(model), key
+        return self._plan
 
     # --- torch.compile of the one-token step ---------------------------------------------------------
     def _step(self, model: nn.Module, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache,
