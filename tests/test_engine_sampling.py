@@ -253,3 +253,15 @@ def test_filters_that_keep_every_token_draw_as_plain_temperature_sampling(top_k,
     got = sample_next(logits, 0.7, top_k, top_p, seeded_generators([1, 2, 3], torch.device("cpu")))
     want = draw(temperature_weights(logits, 0.7), seeded_generators([1, 2, 3], torch.device("cpu")))
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_greedy_picks_the_first_largest_logit_in_every_dtype(dtype):
+    """Half logits are upcast before argmax (faster on the CPU, and exact); fp64 stays fp64. Ties, which
+    rounding to half precision makes common, go to the lowest id, as torch.argmax documents."""
+    from llm_core.engine.sampling import sample_next
+
+    logits = torch.tensor([[0.5, 2.0, 2.0, -1.0], [3.0, 1.0, 3.0, 3.0]], dtype=dtype)
+    assert sample_next(logits, 0.0, None, None, []).tolist() == [1, 0]
+    close = torch.tensor([[1.0, 1.0 + 1e-12, 0.0]], dtype=dtype)  # fp64 tells these apart; halves do not
+    assert sample_next(close, 0.0, None, None, []).tolist() == ([1] if dtype == torch.float64 else [0])

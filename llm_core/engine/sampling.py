@@ -97,6 +97,8 @@ def sample_next(
     """Pick one token per row from last-position logits (B, V) -> (B,). temperature 0 = argmax. `work`, an
     fp32 (B, V) buffer, is where plain temperature sampling writes its weights (see `temperature_weights`)."""
     if temperature == 0:
+        if logits.dtype in (torch.bfloat16, torch.float16):  # (exact) torch's half argmax is 5x slower on the
+            logits = logits.float()  # CPU: 158 vs 32 us over 50257 logits, 8% of a bf16 gpt2-mini token
         return logits.argmax(dim=-1)
     if top_k_keeps_all(top_k, logits.shape[-1]) and top_p_keeps_all(top_p):  # plain temperature sampling
         return draw(temperature_weights(logits, temperature, work), generators)
