@@ -3,15 +3,18 @@
 Sides (gpt2-mini: width 384, 6 layers, context 256, vocab 50257; batch 4 x 256; the same random weights
 and tokens; one process; interleaved paired rounds; `peers.py`):
 - ours: `GPT.forward(ids, targets)` (the fused chunked head + cross-entropy) and the Trainer's optimizer
-  (`llm_core.training.optim.build_optimizer`: fused AdamW), as the Trainer runs a step;
+  (`llm_core.training.optim.build_optimizer`: fused AdamW), as the Trainer runs a step; in fp32 on a CPU
+  where `llm_core.device.onednn_fp32_pays`, also ours with torch's own fp32 kernels (MKL), to show what
+  the oneDNN route (`llm_core.onednn_linear`) is worth;
 - llms-from-scratch: its ch04 `GPTModel`, the book's loss (`cross_entropy(logits.flatten(0, 1), y)`) and
   `torch.optim.AdamW` with its defaults;
 - transformers: `GPT2LMHeadModel(input_ids, labels=input_ids)` (its own shifted loss) and the same AdamW.
 Each in fp32 and under bf16 autocast (`--dtypes`), every side alike. Prints tokens/s, the median of the
 per-round ratios, and MFU: model FLOPs per token (`GPT.flops_per_token`, 6N + attention) x tokens/s over
-the matmul peak measured here (2048^3, best of 5) in that dtype. Freed memory is kept in the process as the
-Trainer keeps it (`llm_core.host_memory`; `--host-memory off` for glibc's defaults): it is process-wide, so
-every side gets it, and `benchmarks/host_memory.py` measures what it is worth.
+the matmul peak measured here (2048^3, best of 5, the faster of torch's kernel and oneDNN's) in that
+dtype. Freed memory is kept in the process as the Trainer keeps it (`llm_core.host_memory`; `--host-memory
+off` for glibc's defaults): it is process-wide, so every side gets it, and `benchmarks/host_memory.py`
+measures what it is worth.
 
 `--default-experiment BEFORE` instead times `workbench train` of the default experiment (the tiny preset
 on the arithmetic corpus, batch 16 x 256) in a checkout BEFORE (e.g. `git worktree add /tmp/before
@@ -42,7 +45,7 @@ import torch.nn.functional as F
 
 import peers
 from llm_core import GPT, GPTConfig, attention
-from llm_core.device import supports_bf16
+from llm_core.device import onednn_fp32_pays, supports_bf16, use_onednn_fp32
 from llm_core.host_memory import reuse_freed_memory
 from llm_core.training import TrainConfig
 from llm_core.training.optim import build_optimizer
@@ -88,7 +91,18 @@ def make_sides(model: GPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> dict
         hf_opt.zero_grad(set_to_none=True)
         return loss
 
-    return {"ours": step_ours, "llms-from-scratch ch04": step_ref, "transformers GPT2LMHeadModel": step_hf}
+    sides = {"ours": step_ours, "llms-from-scratch ch04": step_ref, "transformers GPT2LMHeadModel": step_hf}
+    if not bf16 and onednn_fp32_pays():  # what the oneDNN route (`llm_core.onednn_linear`) is worth here
+
+        def step_ours_torch_kernels():
+            use_onednn_fp32(False)
+            try:
+                return step_ours()
+            finally:
+                use_onednn_fp32(None)
+
+        sides["ours, torch's fp32 kernels"] = step_ours_torch_kernels
+    return sides
 
 
 def part_peers(rounds: int, steps: int, dtypes: list[str]) -> None:

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import torch
 
+from .onednn_linear import matmul_nt, routes
+
 IGNORE_INDEX = -100
 # Rows of logits one matmul makes: 667 for GPT-2's vocabulary (all of a 4 x 128 batch; a 4 x 256 one in two).
 # With a gradient to keep they go straight into the (N, V) buffer; in no-grad code into one block's buffer,
@@ -68,10 +70,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             acc = torch.promote_types(compute_dtype, torch.float32)  # fp32, or fp64 for an fp64 model
             losses = torch.empty(N, dtype=acc, device=h.device)
             grad_z = torch.empty(N, V, dtype=compute_dtype, device=h.device) if need_grad else None
+            onednn = routes(hc, wc)  # fp32 through oneDNN (`onednn_linear`): its own block, no out=
             for b in range(0, N, block):
                 be = min(N, b + block)
-                z = grad_z[b:be] if grad_z is not None else hc.new_empty(be - b, V)
-                torch.mm(hc[b:be], wc.t(), out=z)  # (rows, V) in the compute dtype, as F.linear makes them
+                if onednn:
+                    z = matmul_nt(hc[b:be], wc)  # (rows, V) fp32
+                else:
+                    z = grad_z[b:be] if grad_z is not None else hc.new_empty(be - b, V)
+                    torch.mm(hc[b:be], wc.t(), out=z)  # (rows, V) in the compute dtype, as F.linear makes them
                 for s in range(b, be, chunk):
                     e = min(be, s + chunk)
                     zc, t = z[s - b : e - b], targets[s:e, None]  # (R, V), (R, 1)
@@ -85,7 +91,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                         losses[s + rows] = -logp_y.squeeze(1)
                     if grad_z is not None:
                         p.scatter_add_(1, t, torch.full(t.shape, -1.0, dtype=acc, device=p.device))  # - onehot(y)
-                        zc.copy_(p)  # the logits become their gradient, rounded to the compute dtype
+                        grad_z[s:e].copy_(p)  # the logits become their gradient, rounded to the compute dtype
         if grad_z is not None:
             ctx.save_for_backward(hc, wc, grad_z)
         ctx.dtypes = (h.dtype, weight.dtype)
@@ -99,12 +105,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h = grad_w = None
         with torch.autocast(hc.device.type, enabled=False):
             if ctx.needs_input_grad[0]:
-                grad_h = (torch.mm(grad_z, wc).to(row.dtype) * row).to(h_dtype)  # (N, C)
+                grad_h = (matmul_nt(grad_z, wc.t()).to(row.dtype) * row).to(h_dtype)  # G W: (N, C)
             if ctx.needs_input_grad[1]:
-                # (C, N) @ (N, V), then transposed into a contiguous (V, C) in the weight's dtype: one copy,
-                # where G^T (N-major) as the left operand ran at 0.6x (gpt2-mini bf16: 88 vs 53 + 11 ms)
                 scaled_h = (hc.to(row.dtype) * row).to(hc.dtype)  # (N, C)
-                grad_w = torch.mm(scaled_h.t(), grad_z).t().to(w_dtype, memory_format=torch.contiguous_format)
+                if routes(grad_z, wc):  # fp32 through oneDNN: G^T (w h) straight into the (V, C) layout
+                    grad_w = matmul_nt(grad_z.t(), scaled_h.t()).to(w_dtype)
+                else:
+                    # (C, N) @ (N, V), then transposed into a contiguous (V, C) in the weight's dtype: one
+                    # copy, where G^T (N-major) as the left operand ran at 0.6x (gpt2-mini bf16: 88 vs 53 + 11 ms)
+                    grad_w = torch.mm(scaled_h.t(), grad_z).t().to(w_dtype, memory_format=torch.contiguous_format)
         return grad_h, grad_w, None, None, None
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .attention import causal_attention
 from .errors import ConfigError
 from .linear_ce import IGNORE_INDEX, linear_cross_entropy
+from .onednn_linear import Linear, is_plain_linear
 
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
@@ -122,8 +123,8 @@ class CausalSelfAttention(nn.Module):
         self.n_heads = config.n_heads
         self.dropout = config.dropout
         # One fused projection for q, k and v (GPT-2's c_attn): one matmul instead of three.
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.qkv_bias)
-        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.qkv = Linear(config.d_model, 3 * config.d_model, bias=config.qkv_bias)
+        self.proj = Linear(config.d_model, config.d_model)
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: AttentionCache | None = None) -> torch.Tensor:
@@ -146,8 +147,8 @@ class MLP(nn.Module):
 
     def __init__(self, d_model: int, d_hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.fc = nn.Linear(d_model, d_hidden)
-        self.proj = nn.Linear(d_hidden, d_model)
+        self.fc = Linear(d_model, d_hidden)
+        self.proj = Linear(d_hidden, d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,7 +189,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.tok_emb.weight
         self.reset_parameters()
@@ -234,7 +235,7 @@ class GPT(nn.Module):
         if targets.shape != idx.shape:
             raise ValueError(f"targets: shape {tuple(targets.shape)} must equal the ids' {tuple(idx.shape)}")
         head = self.lm_head
-        if type(head) is nn.Linear and head.bias is None:
+        if is_plain_linear(head) and head.bias is None:
             return linear_cross_entropy(h, head.weight, targets, reduction=reduction)
         logits = head(h).float()  # (B, T, V)
         return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction=reduction)

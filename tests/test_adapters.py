@@ -22,6 +22,7 @@ from llm_core.adapters import (
 )
 from llm_core.errors import ConfigError
 from llm_core.model import GPT, GPTConfig
+from llm_core.onednn_linear import is_plain_linear
 
 
 def _gpt(seed: int = 0, **overrides) -> GPT:
@@ -128,7 +129,7 @@ def test_merge_adapters_folds_into_plain_linear_and_unties_head() -> None:
     embedding = model.tok_emb.weight.detach().clone()
     merge_adapters(model)
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
-    assert type(model.blocks[0].attn.qkv) is nn.Linear and model.adapter_config is None
+    assert is_plain_linear(model.blocks[0].attn.qkv) and model.adapter_config is None
     torch.testing.assert_close(model(idx), expected, atol=1e-5, rtol=1e-5)
     # The head got its own merged weight; the embedding keeps the base values; config records the untie.
     assert model.lm_head.weight is not model.tok_emb.weight and not model.config.tie_weights

@@ -19,6 +19,7 @@ from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine import fast
 from llm_core.engine.fast import FastPaths, InferenceHead
 from llm_core.engine.decode_step import StepPlan
+from llm_core.onednn_linear import is_plain_linear
 
 NO_STOP = SamplingParams(stop_ids=())
 HAS_BF16 = supports_bf16(torch.device("cpu"))
@@ -209,9 +210,9 @@ def test_packed_copy_shares_every_other_parameter_and_follows_weight_updates():
     packed = copies.get(model)
     linears = [m for m in packed.modules() if isinstance(m, fast.PackedLinear)]
     assert len(linears) == 4 * model.config.n_layers  # qkv, attention out, fc, proj of every block
-    assert type(packed.lm_head) is torch.nn.Linear  # the head is InferenceHead's job
+    assert is_plain_linear(packed.lm_head)  # the head is InferenceHead's job
     assert {p.data_ptr() for p in packed.parameters()} <= {p.data_ptr() for p in model.parameters()}
-    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))  # untouched
+    assert all(is_plain_linear(m) for m in model.modules() if isinstance(m, torch.nn.Linear))  # untouched
     assert copies.get(model) is packed  # nothing changed: no repacking
     with torch.no_grad():
         model.blocks[0].mlp.fc.weight.mul_(2.0)

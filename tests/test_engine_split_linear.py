@@ -12,6 +12,7 @@ from llm_core import Engine
 from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine.fast import FastPaths, LinearsCopy
 from llm_core.engine.split_linear import SplitLinear, split_applies, split_matmul
+from llm_core.onednn_linear import is_plain_linear
 
 
 def written_out(x, weight, bias):
@@ -72,10 +73,10 @@ def test_split_copy_shares_every_parameter_and_follows_weight_updates(monkeypatc
     copies = LinearsCopy.split()
     split = copies.get(model)
     linears = [m for m in split.modules() if isinstance(m, SplitLinear)]
-    assert len(linears) == 4 * model.config.n_layers and type(split.lm_head) is torch.nn.Linear
+    assert len(linears) == 4 * model.config.n_layers and is_plain_linear(split.lm_head)
     assert {p.data_ptr() for p in split.parameters()} | {m.weight.data_ptr() for m in linears} <= \
         {p.data_ptr() for p in model.parameters()}
-    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))  # untouched
+    assert all(is_plain_linear(m) for m in model.modules() if isinstance(m, torch.nn.Linear))  # untouched
     assert copies.get(model) is split
     with torch.no_grad():
         model.blocks[1].attn.qkv.weight.mul_(0.5)

@@ -42,8 +42,10 @@ def test_a_reward_model_ranks_held_out_chosen_answers_first_and_serves_as_a_rewa
     tokenizer = load_tokenizer(byte_tokenizer(tmp_path / "tok"))
     torch.manual_seed(0)
     backbone = GPT(GPTConfig(vocab_size=tokenizer.n_vocab, context_length=160, d_model=32, n_layers=2, n_heads=2))
-    result = train_reward_model(backbone, tokenizer, toy_pairs(200, 0), tmp_path / "rm", steps=150, batch_size=16,
-                                lr=3e-3, val_fraction=0.2)
+    # (lr 3e-3 sat at the edge of stability: fp32 rounding alone, oneDNN's summation order against MKL's,
+    # moved the held-out accuracy from 0.90 to 0.63; at 2e-3 both give 0.925)
+    result = train_reward_model(backbone, tokenizer, toy_pairs(200, 0), tmp_path / "rm", steps=200, batch_size=16,
+                                lr=2e-3, val_fraction=0.2)
     assert result.val_accuracy >= 0.8 and result.train_accuracy >= 0.8  # chance is 0.5
     reward = parse_reward("model:" + str(tmp_path / "rm"), model_loader=load_reward_model)
     from llm_core.formatting import format_prompt

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..onednn_linear import Linear
 from .layers import DoRALinear, LoRALinear
 
 TARGET_GROUPS: dict[str, tuple[str, ...]] = {
@@ -171,8 +172,8 @@ def remove_adapters(model: nn.Module) -> nn.Module:
     What `workbench export --hf DIR --adapters DIR` writes as the base next to the adapter folder."""
     unmerge_adapters(model)
     for name, layer in adapter_layers(model).items():
-        linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                           device=layer.weight.device, dtype=layer.weight.dtype)
+        linear = Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                        device=layer.weight.device, dtype=layer.weight.dtype)
         linear.weight = layer.weight  # the same Parameter: a head tied to the embedding stays tied
         if layer.bias is not None:
             linear.bias = layer.bias

@@ -33,9 +33,8 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-
 from ..errors import ConfigError
+from ..onednn_linear import Linear, linear
 
 
 class LoRALinear(nn.Module):
@@ -96,7 +95,7 @@ class LoRALinear(nn.Module):
         return self.base_weight() + self.delta_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)  # (..., out): x W^T + b
+        y = linear(x, self.weight, self.bias)  # (..., out): x W^T + b (`onednn_linear`: F.linear's fast route)
         if self.merged or self.disabled:
             return y
         # Two thin matmuls, never forming the (out, in) update: O(r (in + out)) per token.
@@ -123,8 +122,9 @@ class LoRALinear(nn.Module):
         self.merged = False
 
     def to_linear(self) -> nn.Linear:
-        """A plain `nn.Linear` computing the adapted layer (a new weight tensor; the base is untouched)."""
-        layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        """A plain Linear (the model's `nn.Linear`) computing the adapted layer (a new weight tensor; the
+        base is untouched)."""
+        layer = Linear(self.in_features, self.out_features, bias=self.bias is not None)
         layer.to(device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             layer.weight.copy_(self.weight if self.merged else self.merged_weight())
@@ -193,10 +193,10 @@ class DoRALinear(LoRALinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged or self.disabled:
-            return F.linear(x, self.weight, self.bias)
+            return linear(x, self.weight, self.bias)
         # x V^T = x W0^T + scale * x A B, so the (out, in) V is only needed for its norm. Dropout (if any)
         # only touches the adapter path, as in LoRA; the base path sees the clean input.
-        xv = F.linear(x, self.weight) + self.scale * (self.dropout(x) @ self.A) @ self.B  # (..., out)
+        xv = linear(x, self.weight) + self.scale * (self.dropout(x) @ self.A) @ self.B  # (..., out)
         y = self.magnitude_scale() * xv
         return y + self.bias if self.bias is not None else y
 

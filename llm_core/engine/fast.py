@@ -53,6 +53,7 @@ import torch.nn.functional as F
 
 from ..device import num_threads, supports_bf16
 from ..errors import GenerationError
+from ..onednn_linear import is_plain_linear
 from .decode_step import StepPlan, plan_step
 from .kv_cache import KVCache
 from .split_linear import SplitLinear, split_applies, split_matmul
@@ -171,7 +172,7 @@ def pack_linears(model: nn.Module) -> int:
     count = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
+            if is_plain_linear(child):
                 setattr(module, name, PackedLinear(child))
                 count += 1
     return count
@@ -206,7 +207,7 @@ def _with_linears_replaced(module: nn.Module, make: Callable[[nn.Linear], nn.Mod
                            skip: nn.Module | None) -> nn.Module:
     """A copy of the module tree that shares every parameter and buffer with `module`, each plain
     nn.Linear but `skip` replaced by make(linear). Only the modules are new, never a weight."""
-    if type(module) is nn.Linear and module is not skip:
+    if is_plain_linear(module) and module is not skip:
         return make(module)
     clone = copy.copy(module)  # shallow: the same parameter tensors
     clone._parameters, clone._buffers = dict(module._parameters), dict(module._buffers)
@@ -271,7 +272,7 @@ class InferenceHead:
         self._packed: nn.Module | None = None
 
     def weight_t(self, head: nn.Module) -> torch.Tensor | None:
-        if type(head) is not nn.Linear or head.weight.device.type != "cpu":
+        if not is_plain_linear(head) or head.weight.device.type != "cpu":
             return None  # (cuBLAS runs the transposed operand at full speed: no copy on a GPU)
         key = _tensor_key(head.weight)
         if key != self._key:
@@ -291,7 +292,7 @@ class InferenceHead:
 
     def __call__(self, head: nn.Module, h: torch.Tensor) -> torch.Tensor:
         """h (B, C) -> logits (B, V)."""
-        if type(head) is not nn.Linear:
+        if not is_plain_linear(head):
             return head(h)
         if not torch.is_autocast_enabled(h.device.type):  # (autocast: F.linear's bf16)
             if h.shape[0] == 1 and split_applies(head.weight):
@@ -406,7 +407,7 @@ class Decoder:
                        cache: KVCache) -> torch.Tensor | None:
         head = model.lm_head
         wt = self.head.weight_t(head) if tokens.shape[0] == 1 else None  # else: the head module itself
-        if head.bias is not None if type(head) is nn.Linear else False:
+        if head.bias is not None if is_plain_linear(head) else False:
             return None  # a biased plain head: the eager path
         if self._compiled is None:
             mode = "reduce-overhead" if tokens.device.type == "cuda" else None  # CUDA graphs on CUDA
