@@ -56,23 +56,28 @@ REPO = Path(__file__).resolve().parents[1]
 def make_sides(model: GPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> dict:
     """One training step (forward, loss, backward, AdamW) of each side, as a callable."""
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast("cpu", enabled=False))
-    ours = GPT(model.config)
-    ours.load_state_dict(model.state_dict())
-    ours.train()
-    ours_opt = build_optimizer(ours, TrainConfig(peak_lr=1e-4, min_lr=1e-5, initial_lr=1e-5))
+    def our_step():
+        ours = GPT(model.config)
+        ours.load_state_dict(model.state_dict())
+        ours.train()
+        opt = build_optimizer(ours, TrainConfig(peak_lr=1e-4, min_lr=1e-5, initial_lr=1e-5))
+
+        def step():
+            with ctx():
+                loss = ours(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        return step
+
+    step_ours = our_step()
     ref = peers.reference_model(model).train()
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.1)
     hf = peers.hf_model(model).train()
     hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.1)
     full = torch.cat([x, y[:, -1:]], dim=1)[:, :-1]  # = x: HF shifts the labels itself
-
-    def step_ours():
-        with ctx():
-            loss = ours(x, y)
-        loss.backward()
-        ours_opt.step()
-        ours_opt.zero_grad(set_to_none=True)
-        return loss
 
     def step_ref():
         with ctx():
@@ -93,11 +98,12 @@ def make_sides(model: GPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> dict
 
     sides = {"ours": step_ours, "llms-from-scratch ch04": step_ref, "transformers GPT2LMHeadModel": step_hf}
     if not bf16 and onednn_fp32_pays():  # what the oneDNN route (`llm_core.onednn_linear`) is worth here
+        step_torch_kernels = our_step()  # its own copy of the model and optimizer
 
         def step_ours_torch_kernels():
             use_onednn_fp32(False)
             try:
-                return step_ours()
+                return step_torch_kernels()
             finally:
                 use_onednn_fp32(None)
 
