@@ -34,8 +34,11 @@ def _onednn(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
 
 def routes(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """This product goes through oneDNN: fp32 on the CPU, outside autocast, rows to multiply, and oneDNN's
-    fp32 kernels faster here than torch's default (`onednn_fp32_pays`)."""
+    """This product goes through oneDNN: fp32 on the CPU, outside autocast and outside a graph torch.compile
+    traces, rows to multiply, and oneDNN's fp32 kernels faster here than torch's default
+    (`onednn_fp32_pays`)."""
+    if torch.compiler.is_compiling():  # inductor lowers F.linear itself, and cannot lower this op on a
+        return False  # weight it did not pack ("LoweringException: AssertionError")
     return (x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
             and weight.device.type == "cpu" and x.numel() > 0 and x.dim() >= 1
             and not torch.is_autocast_enabled("cpu") and onednn_fp32_pays())

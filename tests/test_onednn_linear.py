@@ -171,3 +171,16 @@ def test_a_training_step_on_the_route_matches_one_without_it():
     assert abs(grads[True][0] - grads[False][0]) < 1e-5
     for name, g_off in grads[False][1].items():
         torch.testing.assert_close(grads[True][1][name], g_off, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@needs_onednn
+def test_a_graph_torch_compile_traces_takes_f_linear(route):
+    """Inductor lowers F.linear itself and cannot lower oneDNN's linear on a weight it did not pack (the
+    Engine's compiled step fell back to eager with "LoweringException"), so traced code takes F.linear."""
+    g = torch.Generator().manual_seed(7)
+    x, w = torch.randn(3, 8, generator=g), torch.randn(5, 8, generator=g)
+    compiled = torch.compile(lambda a, b: linear(a, b), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, w), F.linear(x, w))
+    assert route == []
+    linear(x, w)  # eager: the route
+    assert len(route) == 1
