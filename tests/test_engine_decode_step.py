@@ -9,7 +9,7 @@ from engine_fakes import ByteTokenizer, tiny_model
 from test_engine_cache import NO_STOP, PROMPT, reference_greedy
 from llm_core import Engine, GPT, GPTConfig
 from llm_core.adapters import add_adapters
-from llm_core.engine import KVCache
+from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine.decode_step import StepPlan, one_token_features, plan_step, step_applies
 
 
@@ -93,15 +93,20 @@ def _count_steps(monkeypatch) -> list:
     return calls
 
 
-@pytest.mark.parametrize("threads", [1, 2])  # one thread: the packed copy (or the model); two: the split copy
-def test_the_engine_decodes_a_plain_model_with_the_step_and_stays_exact(monkeypatch, threads):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # fp64: the model itself; fp32: a copy
+@pytest.mark.parametrize("threads", [1, 2])  # fp32 on one thread: the packed copy; on two: the split copy
+def test_the_engine_decodes_a_plain_model_with_the_step_and_stays_exact(monkeypatch, threads, dtype):
     from llm_core.engine.fast import FastPaths
 
     calls = _count_steps(monkeypatch)
-    model = tiny_model(seed=4)
-    out = Engine(model, ByteTokenizer(), FastPaths(threads=threads)).generate_ids(PROMPT, 5, NO_STOP)
+    model = tiny_model(seed=4, dtype=dtype)
+    engine = Engine(model, ByteTokenizer(), FastPaths(threads=threads))
+    out = engine.generate_ids(PROMPT, 5, NO_STOP)
     assert out == reference_greedy(model, PROMPT, 5, 16)
     assert calls == [(1, 1)] * 4  # every one-token step (the prompt's prefill runs the forward)
+    calls.clear()
+    engine.sample_ids(PROMPT, 3, 4, SamplingParams(temperature=1.0, seed=1, stop_ids=()))  # 3 rows: packed
+    assert calls == [(3, 1)] * 3
 
 
 def test_the_plan_is_made_once_and_follows_in_place_weight_updates(monkeypatch):

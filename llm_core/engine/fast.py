@@ -206,9 +206,10 @@ class InferenceCopy:
 def _with_linears_replaced(module: nn.Module, make: Callable[[nn.Linear], nn.Module],
                            skip: nn.Module | None) -> nn.Module:
     """A copy of the module tree that shares every parameter and buffer with `module`, each plain
-    nn.Linear but `skip` replaced by make(linear). Only the modules are new, never a weight."""
+    nn.Linear but `skip` replaced by make(linear), in the linear's train/eval mode (a new module starts in
+    training mode, which would keep the written-out step off). Only the modules are new, never a weight."""
     if is_plain_linear(module) and module is not skip:
-        return make(module)
+        return make(module).train(module.training)
     clone = copy.copy(module)  # shallow: the same parameter tensors
     clone._parameters, clone._buffers = dict(module._parameters), dict(module._buffers)
     clone._modules = {name: None if child is None else _with_linears_replaced(child, make, skip)
