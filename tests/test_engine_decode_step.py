@@ -9,6 +9,7 @@ from engine_fakes import ByteTokenizer, tiny_model
 from test_engine_cache import NO_STOP, PROMPT, reference_greedy
 from llm_core import Engine, GPT, GPTConfig
 from llm_core.adapters import add_adapters
+from llm_core.device import supports_bf16
 from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine.decode_step import StepPlan, one_token_features, plan_step, step_applies
 
@@ -159,3 +160,15 @@ def test_one_token_features_refuses_a_model_it_would_not_compute():
     model.train()
     with pytest.raises(ValueError, match="does not apply to this GPT"):
         one_token_features(model, tokens, cache)
+
+
+@pytest.mark.skipif(not supports_bf16(torch.device("cpu")), reason="this CPU has no bf16 arithmetic")
+def test_the_bf16_copy_decodes_with_the_step(monkeypatch):
+    """The bf16 copy's Linears are oneDNN-packed modules made in eval mode, so the step applies to it."""
+    from llm_core.engine.fast import FastPaths
+
+    calls = _count_steps(monkeypatch)
+    model = tiny_model(seed=7, dtype=torch.float32)
+    engine = Engine(model, ByteTokenizer(), FastPaths(dtype="bf16"))
+    engine.generate_ids(PROMPT, 5, NO_STOP)
+    assert calls == [(1, 1)] * 4 and engine.decoder.describe()["dtype"] == "bfloat16"

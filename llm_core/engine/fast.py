@@ -172,8 +172,8 @@ def pack_linears(model: nn.Module) -> int:
     count = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if is_plain_linear(child):
-                setattr(module, name, PackedLinear(child))
+            if is_plain_linear(child):  # (in the Linear's mode: see `_with_linears_replaced`)
+                setattr(module, name, PackedLinear(child).train(child.training))
                 count += 1
     return count
 
