@@ -33,12 +33,14 @@ import torch
 from .onednn_linear import matmul_nt, routes
 
 IGNORE_INDEX = -100
-# Rows of logits one matmul makes: 667 for GPT-2's vocabulary (all of a 4 x 128 batch; a 4 x 256 one in two).
-# With a gradient to keep they go straight into the (N, V) buffer; in no-grad code into one block's buffer,
-# which bounds eval's memory (67 MB in bf16). One matmul of all 1024 rows of gpt2-mini's 4 x 256 bf16 batch
-# took 44 ms, blocks of 83 rows 63-72 ms, of 512-667 rows 47-54 ms. The same blocks with and without a
-# gradient, so that a policy and its frozen reference (DPO) compute the same losses bit for bit.
-LOGITS_ELEMENTS = 1 << 25
+# Rows of logits one matmul makes: 1335 for GPT-2's vocabulary (all of a 4 x 256 batch). With a gradient to
+# keep they go straight into the (N, V) buffer; in no-grad code (and on the fp32 oneDNN route) into one
+# block's buffer, which bounds that memory (134 MB in bf16, 268 MB in fp32). One matmul of all 1024 rows of
+# gpt2-mini's 4 x 256 bf16 batch took 44 ms, blocks of 83 rows 63-72 ms, of 512-667 rows 47-54 ms; the
+# whole bf16 training step ran 1.028x with one block of 1024 rows instead of 667 + 357 (5 paired rounds).
+# The same blocks with and without a gradient, so that a policy and its frozen reference (DPO) compute the
+# same losses bit for bit.
+LOGITS_ELEMENTS = 1 << 26
 # Rows whose softmax is taken at a time: 4 MB of fp32 probabilities (20 rows of GPT-2's vocabulary), which
 # stay near the core (gpt2-mini bf16, head forward + backward: 171-177 ms at 16-32 rows, 182-184 at 83-256).
 CHUNK_ELEMENTS = 1 << 20

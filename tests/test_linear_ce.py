@@ -174,3 +174,28 @@ def test_losses_with_and_without_a_gradient_are_the_same_bits(autocast):
         without = linear_cross_entropy(h.detach(), w.detach(), t, reduction="none")  # a frozen copy
     assert with_grad.requires_grad and not without.requires_grad
     assert torch.equal(with_grad.detach(), without)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_logits_made_in_several_blocks_match_cross_entropy(monkeypatch, dtype, tol):
+    """A batch larger than one block of LOGITS_ELEMENTS (gpt2-small's 8 x 1024 rows make 7 blocks): blocks
+    of 40 rows over 3 x 41 positions, the last one shorter, on whichever fp32 kernel this CPU takes."""
+    import llm_core.linear_ce as linear_ce
+
+    h, w, t = _inputs(dtype)
+    monkeypatch.setattr(linear_ce, "LOGITS_ELEMENTS", 40 * w.shape[0])
+    fused, plain = _run(h, w, t, True), _run(h, w, t, False)
+    for a, b in zip(fused, plain):
+        assert _rel(a, b) < tol
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_several_blocks_give_the_same_bits_with_and_without_a_gradient(monkeypatch, autocast):
+    import llm_core.linear_ce as linear_ce
+
+    h, w, t = _inputs(V=3000)
+    monkeypatch.setattr(linear_ce, "LOGITS_ELEMENTS", 25 * 3000)  # 25 rows a block, 5 blocks
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with_grad = linear_cross_entropy(h, w, t, reduction="none")
+        without = linear_cross_entropy(h.detach(), w.detach(), t, reduction="none")
+    assert torch.equal(with_grad.detach(), without)
