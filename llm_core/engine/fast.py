@@ -34,8 +34,9 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
   whole buffer with a mask), with CUDA graphs on CUDA ("reduce-overhead"). On CPU it is off by default: on
   gpt2-mini it measured 1.01-1.05x the eager path of an earlier session after a cold compile of 20 s (2.5
   s from inductor's on-disk cache, 146 s on cores shared at load average 9), and 0.43-0.56x today's
-  (inductor's own one-row products against the split ones; `benchmarks/decode_speed.py --parts compile`). Where compiling fails (no C++ toolchain, an op
-  it cannot lower) the Engine decodes eagerly and records a one-line notice in `Engine.notices`.
+  (inductor's own one-row products against the split ones; `benchmarks/decode_speed.py --parts
+  compile`). Where compiling fails (no C++ toolchain, an op it cannot lower) the Engine decodes eagerly
+  and records a one-line notice in `Engine.notices`.
 
 Every path computes the same function as `model(ids)[:, -1]`; tests/test_engine_fast.py checks that each
 gives the cached == uncached greedy tokens the plain path gives.
