@@ -26,10 +26,6 @@ from ..model import MLP, Block, CausalSelfAttention, GPT
 from .kv_cache import KVCache
 
 
-def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks)
-
-
 def _global_hooks() -> bool:
     """Forward hooks registered for every module (`nn.modules.module.register_module_forward_hook`)."""
     from torch.nn.modules import module as torch_module
@@ -38,14 +34,17 @@ def _global_hooks() -> bool:
                 or getattr(torch_module, "_global_forward_pre_hooks", None))
 
 
+def _plain_blocks(model: nn.Module) -> bool:
+    """A GPT (or a copy of one) whose blocks, attention, MLP and embeddings are the plain modules."""
+    if not isinstance(model, GPT) or type(model.tok_emb) is not nn.Embedding or type(model.pos_emb) is not nn.Embedding:
+        return False
+    return all(type(b) is Block and type(b.attn) is CausalSelfAttention and type(b.mlp) is MLP for b in model.blocks)
+
+
 def step_applies(model: nn.Module) -> bool:
     """The written-out step computes this model's forward: a GPT (or a copy of one) of plain blocks, in
     eval, with no forward hooks (the step calls no module wrapper, so a hook would be skipped)."""
-    if not isinstance(model, GPT) or type(model.tok_emb) is not nn.Embedding or type(model.pos_emb) is not nn.Embedding:
-        return False
-    if not all(type(b) is Block and type(b.attn) is CausalSelfAttention and type(b.mlp) is MLP for b in model.blocks):
-        return False
-    return not (_global_hooks() or any(m.training or _hooked(m) for m in model.modules()))
+    return plan_step(model) is not None
 
 
 class StepPlan:
@@ -90,7 +89,10 @@ class StepPlan:
 
 def plan_step(model: nn.Module) -> StepPlan | None:
     """The written-out step of `model`, or None where it would not compute the model's forward."""
-    return StepPlan(model) if step_applies(model) else None
+    if not _plain_blocks(model):
+        return None
+    plan = StepPlan(model)
+    return plan if plan.applies() else None
 
 
 def one_token_features(model: GPT, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:

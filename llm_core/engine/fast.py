@@ -168,17 +168,6 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
-def pack_linears(model: nn.Module) -> int:
-    """Replace every plain nn.Linear of `model` (an inference copy) by a PackedLinear; how many."""
-    count = 0
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if is_plain_linear(child):  # (in the Linear's mode: see `_with_linears_replaced`)
-                setattr(module, name, PackedLinear(child).train(child.training))
-                count += 1
-    return count
-
-
 class InferenceCopy:
     """The model the Engine runs: the model itself, or a copy cast to `dtype` with its Linears packed for
     oneDNN where it has them, rebuilt when the source weights change."""
@@ -198,8 +187,8 @@ class InferenceCopy:
             with torch.no_grad():
                 clone = copy.deepcopy(source).to(self.dtype).eval()
                 clone.requires_grad_(False)
-                if onednn_packing(next(clone.parameters())):
-                    pack_linears(clone)
+                if onednn_packing(next(clone.parameters())):  # every Linear, the head too
+                    clone = _with_linears_replaced(clone, PackedLinear, skip=None)
             self._copy, self._key = clone, key
         return self._copy
 
