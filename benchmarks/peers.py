@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from llm_core import GPT
+from llm_core.device import has_onednn_linear
 
 
 def _require(module: str):
@@ -200,7 +201,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     peak (on an AMD CPU MKL runs its AVX2 code, half of an AVX-512 core's fp32 peak)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     kernels = [lambda: a @ b]
-    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    if has_onednn_linear():
         kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
     best = float("inf")
     for kernel in kernels:

@@ -71,10 +71,17 @@ def onednn_fp32_pays() -> bool:
 
 
 @functools.cache
+def has_onednn_linear() -> bool:
+    """This torch build has oneDNN's linear on dense tensors and its weight packing (the kernels inductor
+    uses for frozen weights): `torch.ops.mkldnn._linear_pointwise` and `_reorder_linear_weight`."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+@functools.cache
 def _machine_onednn_fp32() -> tuple[bool, bool]:
     """(oneDNN's linear is there, torch reports AVX-512), found once: every fp32 Linear call asks."""
-    has = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    return has, torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return has_onednn_linear(), torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def supports_bf16(device: torch.device) -> bool:

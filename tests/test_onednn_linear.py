@@ -10,12 +10,12 @@ import torch.nn.functional as F
 
 from engine_fakes import tiny_model
 from llm_core import onednn_linear
-from llm_core.device import _machine_onednn_fp32, onednn_fp32_pays, use_onednn_fp32
+from llm_core.device import _machine_onednn_fp32, has_onednn_linear, onednn_fp32_pays, use_onednn_fp32
 from llm_core.errors import ConfigError
 from llm_core.linear_ce import linear_cross_entropy
 from llm_core.onednn_linear import Linear, is_plain_linear, linear, matmul_nt, routes
 
-HAS_ONEDNN = _machine_onednn_fp32()[0]
+HAS_ONEDNN = has_onednn_linear()
 needs_onednn = pytest.mark.skipif(not HAS_ONEDNN, reason="this torch build has no oneDNN linear")
 
 

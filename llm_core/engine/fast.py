@@ -52,7 +52,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..device import num_threads, supports_bf16
+from ..device import has_onednn_linear, num_threads, supports_bf16
 from ..errors import GenerationError
 from ..onednn_linear import is_plain_linear
 from .decode_step import StepPlan, plan_step
@@ -140,8 +140,7 @@ def onednn_packing(weight: torch.Tensor) -> bool:
     """oneDNN's pre-packed linear (the kernel inductor's CPU backend uses for frozen weights) exists for
     this weight: a CPU build with oneDNN, and fp32 or bf16 (it has no fp64)."""
     return (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
-            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+            and has_onednn_linear())
 
 
 # Rows oneDNN is told to expect when it packs a weight (its batch-size hint). Packed for 16 rows, a weight ran
