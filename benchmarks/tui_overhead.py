@@ -24,6 +24,7 @@ import asyncio
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,9 +49,23 @@ def tokens_per_s(events: list[dict]) -> float:
 
 
 def headless(out: Path, steps: int, name: str) -> float:
-    trainer = Trainer(config(out, steps, name))
-    trainer.run()
-    return tokens_per_s(trainer.history)
+    """The headless Trainer, run on a thread of its own that ends with it. Not on the main thread: torch's
+    OpenMP keeps one pool of threads per thread that ran a parallel op, and an idle pool of the main thread
+    slowed training on the TUI's worker thread by 15% (2 cores: libgomp then has more threads than CPUs and
+    its waiting threads sleep instead of spinning). The `workbench` TUI runs no torch op on its main thread."""
+    history: list[list[dict]] = []
+
+    def train() -> None:
+        trainer = Trainer(config(out, steps, name))
+        trainer.run()
+        history.append(trainer.history)
+
+    thread = threading.Thread(target=train, name="headless")
+    thread.start()
+    thread.join()
+    if not history:
+        raise RuntimeError(f"the headless run {name} failed (its traceback is above)")
+    return tokens_per_s(history[0])
 
 
 async def with_tui(out: Path, steps: int, name: str) -> tuple[float, int, float]:
@@ -119,13 +134,13 @@ async def keypress_latency_ms(out: Path, steps: int, presses: int, train: bool) 
             dash.show_run(synthetic_run(1000))
         plots = list(dash.query(MetricPlot))
         toggled: list[float] = []
-        toggle = app.action_smoothing
+        toggle = dash.action_smoothing  # the dashboard owns the key (its binding, its action)
 
-        def counted_toggle() -> None:  # the app looks actions up on the instance: this wraps the real one
+        def counted_toggle() -> None:  # Textual looks actions up on the instance: this wraps the real one
             toggle()
             toggled.append(time.perf_counter())
 
-        app.action_smoothing = counted_toggle  # type: ignore[method-assign]
+        dash.action_smoothing = counted_toggle  # type: ignore[method-assign]
         latencies = []
         for i in range(presses):
             await asyncio.sleep(0.5)
@@ -134,6 +149,8 @@ async def keypress_latency_ms(out: Path, steps: int, presses: int, train: bool) 
             # What a terminal keypress becomes (Pilot.press would add its own waits for idleness).
             app._driver.send_message(events.Key("m", "m"))
             while len(toggled) <= i:
+                if time.perf_counter() - sent > 5.0:
+                    raise RuntimeError(f"key m not handled within 5 s (focus on {app.focused!r})")
                 await asyncio.sleep(0.001)
             changed = [p for p, d in zip(plots, drawn) if p.draws > d]
             while any(p._strips is None for p in changed):  # render_line rebuilds them on the next frame

@@ -14,7 +14,7 @@ A thread that allocates gets its own glibc arena, and a thread arena's heaps are
 blocks bypass it and are mapped afresh whatever the thresholds: the TUI trains in a worker thread. One
 arena (`M_ARENA_MAX` = 1) puts every thread on the main heap. Arenas are handed out at a thread's first
 allocation, so this must run before the threads that train start: the Trainer calls it when it is built
-(enough for training in the thread that builds it), `workbench` calls it before the TUI opens.
+(enough for training in the thread that builds it), the TUI's `make_app` before the app opens.
 
 What it costs: the process keeps its high-water mark of heap memory after a run ends (it is reused by the
 next run, not returned to the system). Other C libraries (macOS, musl, Windows) are left alone.

@@ -93,20 +93,16 @@ def test_the_trainer_applies_it_on_the_cpu_unless_turned_off(tmp_path, monkeypat
     assert calls == (["called"] if setting else [])
 
 
-def test_workbench_applies_it_before_the_tui_opens(monkeypatch):
+def test_workbench_applies_it_before_the_tui_opens(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     import workbench.tui.app as app_module
     from workbench.cli import app
 
     order = []
-
-    class FakeApp:
-        def run(self):
-            order.append("tui")
-
-    monkeypatch.setattr(llm_core, "reuse_freed_memory", lambda: order.append("reuse") or True)
-    monkeypatch.setattr(app_module, "make_app", lambda: FakeApp())
+    monkeypatch.chdir(tmp_path)  # (make_app's default runs folder)
+    monkeypatch.setattr(app_module, "reuse_freed_memory", lambda: order.append("reuse") or True)
+    monkeypatch.setattr(app_module.WorkbenchApp, "run", lambda self: order.append("tui"))
     result = CliRunner().invoke(app, [])
     assert result.exit_code == 0, result.output
     assert order == ["reuse", "tui"]

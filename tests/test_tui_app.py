@@ -9,12 +9,14 @@ from textual.widgets import Collapsible, DataTable, Input, OptionList, Select, S
 
 from training_helpers import tiny_config
 from tui_helpers import run_shown, runs_listed, trained_run, until
+from workbench.plotting import RunSeries
 from workbench.tui.app import make_app
 from workbench.tui.commands import WorkbenchCommands
 from workbench.tui.widgets.chat import ChatColumn, ChatPane
 from workbench.tui.widgets.checkpoint_picker import CheckpointPicker
 from workbench.tui.widgets.confirm import Confirm
 from workbench.tui.widgets.plot import MetricPlot
+from workbench.tui.widgets.runs_list import RunsList
 
 SIZE = (110, 34)
 
@@ -319,6 +321,46 @@ async def test_first_run_welcome_trains_then_offers_chat(tmp_path) -> None:
         column = app.query_one("#chat-a", ChatColumn)
         await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
         assert column.conversation.name.startswith("first (step 6)")
+
+
+async def test_a_run_replacing_the_focused_welcome_keeps_the_dashboards_keys(tmp_path) -> None:
+    """The welcome's Train button has the focus; when a run is shown in its place (the button hidden),
+    the focus moves to the dashboard, so its keys (m, l, t) keep working."""
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path, name="first"))
+    async with app.run_test(size=SIZE) as pilot:
+        dash = app.query_one("#dash")
+        assert app.focused is app.query_one("#welcome-train")
+        dash.show_run(RunSeries.from_events({"type": "step", "step": i, "loss": 5.0 - i / 100, "lr": 1e-3,
+                                             "tokens": 100 * i} for i in range(1, 50)))
+        await pilot.pause()
+        assert app.focused is dash
+        await pilot.press("m")
+        assert dash.smoothing > 0
+
+
+async def test_worker_results_arriving_as_the_app_shuts_down_are_dropped(tmp_path) -> None:
+    """A run that ends as the user quits: the runs list's re-read (and the other worker results) reach the
+    app after its panels are gone, and must not crash it on the way out."""
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path, name="first"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert not app._torn_down()
+        screen = app.screen
+    assert app._torn_down()
+    app._runs_listed(RunsList.Listed([]))
+    app._training_ended()
+    assert not screen.query("#form")  # (what a handler would have queried)
+
+
+def test_make_app_keeps_freed_memory_before_any_worker_thread_unless_the_config_says_no(tmp_path, monkeypatch):
+    import workbench.tui.app as app_module
+
+    calls = []
+    monkeypatch.setattr(app_module, "reuse_freed_memory", lambda: calls.append(1) or True)
+    make_app(tmp_path / "runs", tiny_config(tmp_path))
+    assert calls == [1]
+    make_app(tmp_path / "runs", tiny_config(tmp_path).with_overrides(reuse_freed_memory=False))
+    assert calls == [1]
 
 
 async def test_status_line_names_the_run_training_here_while_another_is_attached(tmp_path) -> None:

@@ -77,11 +77,9 @@ def _root(
 ) -> None:
     """With no sub-command, open the TUI on the embedded default experiment."""
     if ctx.invoked_subcommand is None:
-        from llm_core import reuse_freed_memory
         from workbench.tui.app import make_app
 
-        reuse_freed_memory()  # before the TUI's worker threads exist: they train on the main malloc heap
-        make_app().run()
+        make_app().run()  # (it keeps freed memory in the process before any worker thread exists)
 
 
 def main() -> None:

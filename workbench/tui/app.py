@@ -28,6 +28,7 @@ from textual.widgets import Footer, Input, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
 from llm_core.errors import WorkbenchError
+from llm_core.host_memory import reuse_freed_memory
 from llm_core.training import TrainConfig
 from llm_core.training.checkpoint import CHECKPOINTS, list_checkpoints
 from llm_core.training.runs import has_runs
@@ -147,6 +148,11 @@ class WorkbenchApp(App):
         if getattr(self, "_frozen", False):
             gc.unfreeze()  # collectable again (tests run many apps in one process)
 
+    def _torn_down(self) -> bool:
+        """The panels are gone: the app is shutting down. A worker's result (runs listed, history read,
+        training ended) can arrive then, e.g. a run that ends as the user quits; it is dropped."""
+        return not self.query("#panels")
+
     def tick(self) -> None:
         try:
             self.pull_events()
@@ -254,6 +260,8 @@ class WorkbenchApp(App):
 
     @on(TrainingEnded)
     def _training_ended(self) -> None:
+        if self._torn_down():
+            return
         self.refresh_bindings()
         self.query_one("#runs-list", RunsList).reload()  # its status, steps and checkpoints are final now
 
@@ -337,6 +345,8 @@ class WorkbenchApp(App):
     # --- runs -----------------------------------------------------------------------------------------
     @on(RunsList.Listed)
     def _runs_listed(self, event: RunsList.Listed) -> None:
+        if self._torn_down():
+            return
         self.query_one("#form", RunForm).set_teachers(event.runs)  # the distill stage's teacher picker
 
     @on(RunsList.Open)
@@ -382,6 +392,8 @@ class WorkbenchApp(App):
 
     @on(HistoryRead)
     def _history_read(self, event: HistoryRead) -> None:
+        if self._torn_down():
+            return
         dash = self.query_one("#dash", Dashboard)
         if not dash.is_pending(event.request):
             return  # the user moved on before the history was read: not attached
@@ -474,7 +486,13 @@ class WorkbenchApp(App):
 
 def make_app(runs_dir: str | Path = "runs", config: TrainConfig | None = None) -> WorkbenchApp:
     """The workbench on `runs_dir`, with `config` (default: the embedded default experiment) in the run panel.
-    New runs are written under `runs_dir`."""
+    New runs are written under `runs_dir`.
+
+    Freed memory is kept in the process here, before the app's worker threads exist (unless `config` turns
+    `reuse_freed_memory` off): `llm_core.host_memory` can put only threads that have not allocated yet on
+    the main malloc heap, where a run trained in a worker thread reuses its blocks from step to step."""
     config = config or TrainConfig()
     config = config.with_overrides(out=str(runs_dir))
+    if config.reuse_freed_memory:
+        reuse_freed_memory()
     return WorkbenchApp(Path(runs_dir), config)

@@ -191,10 +191,15 @@ class Dashboard(Vertical, can_focus=True):
     def _show_view(self) -> None:
         """One of: the welcome (no run), "loading" (a run being read), the plots."""
         loading, welcome = bool(self.reading), self.run is None and not self.reading
+        button = self.query_one("#welcome-train", Button)
+        # A focused widget that is hidden loses the focus, and then no key of the dashboard's reaches it.
+        keep_focus = not welcome and self.is_attached and self.screen.focused is button
         self.query_one("#welcome").display = welcome
         self.query_one("#loading-text").display = loading
         self.query_one("#plots").display = not welcome and not loading
         self.query_one("#live-controls").display = not welcome and not loading
+        if keep_focus:
+            self.screen.set_focus(self)
         if not welcome and not loading:  # plots shown again get no Show event: draw once they are laid out
             self.call_after_refresh(self._draw_visible_plots)
 
