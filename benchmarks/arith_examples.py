@@ -95,4 +95,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from script_errors import run_script
+
+    run_script(main)

@@ -132,4 +132,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from script_errors import run_script
+
+    run_script(main)

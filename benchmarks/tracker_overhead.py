@@ -1,5 +1,6 @@
 """What the experiment trackers cost per step: the default experiment trained briefly with
-`loggers=csv,tensorboard,wandb`, the time spent inside each tracker measured call by call.
+`loggers=csv,tensorboard,wandb` (those whose optional package is installed; the others are named and
+skipped), the time spent inside each tracker measured call by call.
 
     python benchmarks/tracker_overhead.py                  # 100 steps, eval every 50, checkpoint every 50
     python benchmarks/tracker_overhead.py --steps 300 --loggers csv,tensorboard
@@ -20,7 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llm_core.errors import ConfigError  # noqa: E402
 from llm_core.training import Trainer, stage_config  # noqa: E402
+from llm_core.training.loggers.registry import LOGGERS  # noqa: E402
 
 
 class Timed:
@@ -53,11 +56,22 @@ class Timed:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--loggers", default="csv,tensorboard,wandb")
+    parser.add_argument("--loggers", default=None,
+                        help="comma-separated trackers (default: csv,tensorboard,wandb, those installed)")
     args = parser.parse_args()
+    loggers = args.loggers
+    if loggers is None:  # the default: every tracker whose optional package is here, the rest named
+        loggers = []
+        for name in ("csv", "tensorboard", "wandb"):
+            try:
+                LOGGERS[name].require()
+                loggers.append(name)
+            except ConfigError as exc:
+                print(f"skipped: {exc}")
+        loggers = ",".join(loggers)
     with tempfile.TemporaryDirectory() as out:
         config = stage_config("pretrain").with_overrides(
-            [f"loggers={args.loggers}", f"max_steps={args.steps}", f"eval_every={args.steps // 2}",
+            [f"loggers={loggers}", f"max_steps={args.steps}", f"eval_every={args.steps // 2}",
              f"checkpoint_every={args.steps // 2}", f"out={out}", "name=bench"])
         trainer = Trainer(config)
         timed = [Timed(x) for x in trainer._loggers.loggers]
@@ -77,4 +91,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from script_errors import run_script
+
+    run_script(main)
