@@ -24,6 +24,7 @@ import torch
 
 from llm_core import GPT
 from llm_core.device import has_onednn_linear
+from llm_core.onednn_linear import onednn_matmul
 
 
 def _require(module: str):
@@ -202,7 +203,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     kernels = [lambda: a @ b]
     if has_onednn_linear():
-        kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
+        kernels.append(lambda: onednn_matmul(a, b))
     best = float("inf")
     for kernel in kernels:
         kernel()

@@ -28,8 +28,10 @@ from torch.autograd.function import once_differentiable
 from .device import onednn_fp32_pays
 
 
-def _onednn(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """a (M, K) @ weight (N, K)^T [+ bias (N,)] -> (M, N) by oneDNN; transposed views are taken as they are."""
+def onednn_matmul(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a (M, K) @ weight (N, K)^T [+ bias (N,)] -> (M, N) by oneDNN's linear, whatever the dtype and the
+    machine's verdict; transposed views are taken as they are, and `weight` may be one packed by
+    `torch.ops.mkldnn._reorder_linear_weight` (the Engine's few-row copies). Needs `has_onednn_linear()`."""
     return torch.ops.mkldnn._linear_pointwise(a, weight, bias, "none", [], "")
 
 
@@ -50,7 +52,7 @@ class _OneDNNLinear(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])  # (M, in)
         ctx.save_for_backward(x2, weight)
         ctx.has_bias = bias is not None
-        return _onednn(x2, weight, bias).view(*x.shape[:-1], weight.shape[0])  # (..., out)
+        return onednn_matmul(x2, weight, bias).view(*x.shape[:-1], weight.shape[0])  # (..., out)
 
     @staticmethod
     @once_differentiable
@@ -59,9 +61,9 @@ class _OneDNNLinear(torch.autograd.Function):
         g2 = grad.reshape(-1, grad.shape[-1])  # (M, out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn(g2, weight.t()).view(*grad.shape[:-1], weight.shape[1])  # g W: (..., in)
+            grad_x = onednn_matmul(g2, weight.t()).view(*grad.shape[:-1], weight.shape[1])  # g W: (..., in)
         if ctx.needs_input_grad[1]:
-            grad_w = _onednn(g2.t(), x2.t())  # g^T x: (out, in), the weight's own layout
+            grad_w = onednn_matmul(g2.t(), x2.t())  # g^T x: (out, in), the weight's own layout
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)  # (out,)
         return grad_x, grad_w, grad_b
@@ -75,13 +77,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return _OneDNNLinear.apply(x, weight, bias)
-    return _onednn(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
+    return onednn_matmul(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
 
 
 def matmul_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a (M, K) @ b (N, K)^T -> (M, N), with no autograd: oneDNN where `routes` says so, else torch.mm."""
     if routes(a, b):
-        return _onednn(a, b)
+        return onednn_matmul(a, b)
     return torch.mm(a, b.t())
 
 

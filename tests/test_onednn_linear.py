@@ -23,16 +23,16 @@ needs_onednn = pytest.mark.skipif(not HAS_ONEDNN, reason="this torch build has n
 def route():
     """Force the route on (where oneDNN exists) and count its products; the machine's verdict after."""
     calls = []
-    real = onednn_linear._onednn
+    real = onednn_linear.onednn_matmul
 
     def counted(*args):
         calls.append(tuple(a.shape for a in args if isinstance(a, torch.Tensor)))
         return real(*args)
 
     use_onednn_fp32(True)
-    onednn_linear._onednn = counted
+    onednn_linear.onednn_matmul = counted
     yield calls
-    onednn_linear._onednn = real
+    onednn_linear.onednn_matmul = real
     use_onednn_fp32(None)
 
 

@@ -160,7 +160,8 @@ class Engine:
     def _forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run new tokens (B, T) through the model on top of the cache; return last-position logits (B, V)."""
         T = tokens.shape[1]
-        assert self.cache is not None
+        if self.cache is None:  # _prefill makes the cache before any forward
+            raise GenerationError("the engine has no KV cache: a forward ran before the prompt's prefill")
         positions = torch.arange(self.cache.length, self.cache.length + T, device=self.device)
         self._valid = False  # an interrupted forward leaves half-written layers: start over next time
         with eval_mode(self.model), torch.inference_mode():  # e.g. sampling mid-training: no dropout

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from ..device import has_onednn_linear, num_threads, supports_bf16
 from ..errors import GenerationError
-from ..onednn_linear import is_plain_linear
+from ..onednn_linear import is_plain_linear, onednn_matmul
 from .decode_step import StepPlan, plan_step
 from .kv_cache import KVCache
 from .split_linear import SplitLinear, split_applies, split_matmul
@@ -164,7 +164,7 @@ class PackedLinear(nn.Module):
             self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return onednn_matmul(x, self.packed, self.bias)
 
 
 class InferenceCopy:
