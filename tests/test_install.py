@@ -89,3 +89,47 @@ def test_generate_writes_only_where_told(installed: tuple[Path, Path, dict[str, 
     result = subprocess.run([str(venv / "bin" / "workbench"), "data", "generate"], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "--out" in result.stdout + result.stderr
+
+
+def _declared(requirements: list[str]) -> set[str]:
+    """Distribution names of PEP 508 requirement strings, normalised (PEP 503)."""
+    import re
+
+    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", r).group(0)).lower() for r in requirements}
+
+
+def test_runtime_dependencies_are_declared() -> None:
+    """Every third-party module the shipped packages import, and numpy where they call `Tensor.numpy()`, is in
+    pyproject's runtime dependencies: an installed package gets only those (the wheel test above reuses this
+    environment's packages, so it cannot see a missing one; a user's `pip install` without numpy failed
+    DPO's reference cache and the PEFT export with "Numpy is not available")."""
+    import ast
+    import importlib.metadata
+    import re
+    import tomllib
+
+    declared = _declared(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    providers = importlib.metadata.packages_distributions()  # top-level module -> distributions
+    ours = {"llm_core", "workbench"}
+    needed: dict[str, str] = {}  # distribution -> a file that needs it
+    for package in ours:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            source = path.read_text()
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in ours or top in sys.stdlib_module_names:
+                        continue
+                    for dist in providers.get(top, [top]):
+                        needed.setdefault(re.sub(r"[-_.]+", "-", dist).lower(), str(path.relative_to(ROOT)))
+            if ".numpy()" in source:
+                needed.setdefault("numpy", str(path.relative_to(ROOT)))
+    optional = {"tensorboard", "wandb"}  # the trackers' extras: imported only when a run asks for them
+    missing = {d: f for d, f in needed.items() if d not in declared and d not in optional}
+    assert not missing, f"used but not in pyproject's dependencies: {missing}"
