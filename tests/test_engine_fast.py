@@ -258,3 +258,25 @@ def test_batched_steps_under_bf16_autocast_take_autocast_s_linear():
         got = Engine(model, ByteTokenizer()).sample_ids(PROMPT, 3, 8, params)
         want = Engine(model, ByteTokenizer(), False).sample_ids(PROMPT, 3, 8, params)
     assert got == want
+
+
+@pytest.mark.parametrize("packs", [True, False])
+def test_a_one_row_fp32_step_runs_the_packed_head_where_onednn_packs_it(monkeypatch, packs):
+    """One row on two threads: the block Linears split across the threads, the head oneDNN-packed (faster
+    at one row too: `InferenceHead`); where oneDNN does not pack, the head splits as well. Either way the
+    greedy tokens are the uncached reference's."""
+    if packs and not HAS_ONEDNN_PACKING:
+        pytest.skip("this torch build has no oneDNN packed linear")
+    if not packs:
+        monkeypatch.setattr(fast, "onednn_packing", lambda weight: False)
+    heads, splits = [], []
+    real_packed, real_split = fast.PackedLinear.forward, fast.split_matmul
+    monkeypatch.setattr(fast.PackedLinear, "forward", lambda self, x: heads.append(x.shape[0]) or real_packed(self, x))
+    monkeypatch.setattr(fast, "split_matmul", lambda x, *a: splits.append(x.shape[0]) or real_split(x, *a))
+    model = tiny_model(context_length=32, seed=12, dtype=torch.float32)
+    engine = Engine(model, ByteTokenizer(), FastPaths(threads=2))
+    got = engine.generate_ids(PROMPT, 6, SamplingParams(stop_ids=()))
+    assert got == reference_greedy(model, PROMPT, 6, 32)
+    info = engine.decoder.describe()
+    assert info["split_threads"] and info["packed_head"] == packs
+    assert (heads, splits) == (([1] * 6, []) if packs else ([], [1] * 6))  # prefill's head row + 5 steps

@@ -13,9 +13,12 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
 - Prefill. Only the last position's logits are used, so the head runs on one row per sequence, not on
   every prompt token (for a 512-token gpt2-small prompt that is 40 GFLOP the plain path computes).
 - One core's share of the bandwidth. MKL runs a one-row fp32 product on one thread, so with more than one
-  torch thread every block Linear and the head of a one-row step is cut into one column block per thread
-  and run as one `torch.bmm` (`split_linear.py`: gpt2-mini batch 1 from 144.9 to 268.8 tokens/s on 2
-  cores), over the model's own weights: no copy.
+  torch thread every block Linear of a one-row step is cut into one column block per thread and run as
+  one `torch.bmm` (`split_linear.py`: gpt2-mini batch 1 from 144.9 to 268.8 tokens/s on 2 cores), over
+  the model's own weights: no copy. The head of a one-row step runs oneDNN-packed (below), which draws
+  both cores' bandwidth itself: gpt2-mini's 50257 x 384 head 0.75-1.25 ms against 1.1-1.3 ms split, the
+  whole step 1.07-1.11x (gpt2-small 1.03x) for a packed copy of the head (77 MB fp32 for gpt2-mini); the
+  split stays where oneDNN does not pack.
 - Few-row matmuls at all. oneDNN and MKL re-lay out a plain weight on every call (for bf16 on AMX that
   costs more than the matmul), so a step of several rows (batched sampling, beams, RL rollouts), a step on
   one thread, and every Linear of the bf16 copy run on weights oneDNN packed once for PACK_ROWS rows
@@ -80,8 +83,8 @@ class FastPaths:
       A decode step is a chain of ~100 small kernels, each a parallel region: on cores other processes
       also use, every region waits for its slowest thread, and on 2 shared cores (load average 3) one
       thread decoded gpt2-mini 3-6x faster than two (`benchmarks/decode_speed.py --threads`). With more
-      than one thread, an fp32 step of one row splits each matmul across them (`split_linear`); any other
-      step runs oneDNN-packed weights.
+      than one thread, an fp32 step of one row splits each block matmul across them (`split_linear`) and
+      runs the head oneDNN-packed; any other step runs oneDNN-packed weights.
     """
 
     enabled: bool = True
@@ -250,10 +253,17 @@ class LinearsCopy:
 
 
 class InferenceHead:
-    """The output head in the layout a few-row CPU matmul wants: one row with more than one thread split
-    across them over the model's own weight (`split_matmul`); any other step oneDNN-packed (a copy, rebuilt
-    when the weight changes); where oneDNN is absent, a contiguous (C, V) copy of W^T for `h @ W_t`. A head
-    that is not a plain Linear (an adapter on it, a PackedLinear), or one on a GPU, is called as it is."""
+    """The output head in the layout a few-row CPU matmul wants: oneDNN-packed for any row count (a copy,
+    rebuilt when the weight changes); where oneDNN does not pack, one row with more than one thread split
+    across them over the model's own weight (`split_matmul`), else a contiguous (C, V) copy of W^T for
+    `h @ W_t`. A head that is not a plain Linear (an adapter on it, a PackedLinear), or one on a GPU, is
+    called as it is.
+
+    Why packed at one row too: gpt2-mini's fp32 head (2-core EPYC, AVX-512, two threads) took 0.75-0.83 ms
+    packed against 1.10-1.12 split when the host's memory was fast and 1.18-1.33 against 1.29-1.42 when it
+    was slow (six fresh packings each); in `Engine.generate_ids` 1.066-1.106x (3 runs of 7 paired rounds,
+    the same greedy tokens), gpt2-small 1.028x. A session before measured 0.971x on the same CPU type, so
+    `benchmarks/decode_speed.py` prints which head ran."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
@@ -285,16 +295,20 @@ class InferenceHead:
         if not is_plain_linear(head):
             return head(h)
         if not torch.is_autocast_enabled(h.device.type):  # (autocast: F.linear's bf16)
-            if h.shape[0] == 1 and split_applies(head.weight):
-                return split_matmul(h, head.weight, head.bias, torch.get_num_threads())
             packed = self.packed(head)
             if packed is not None:
                 return packed(h)
+            if h.shape[0] == 1 and split_applies(head.weight):
+                return split_matmul(h, head.weight, head.bias, torch.get_num_threads())
         wt = self.weight_t(head)
         if wt is None:
             return head(h)
         out = h @ wt
         return out + head.bias if head.bias is not None else out
+
+    def packed_built(self) -> bool:
+        """A oneDNN-packed copy of the head exists (it ran)."""
+        return self._packed is not None
 
     def nbytes(self) -> int:
         """Bytes of the (C, V) copy."""
@@ -426,6 +440,7 @@ class Decoder:
             "compile": self._compile,
             "head_copy_bytes": self.head.nbytes(),
             "packed_linears": self.packed.built(),
+            "packed_head": self.head.packed_built(),
             "split_threads": self.split.built(),
             "compile_seconds": self.compile_seconds,
         }

@@ -1,4 +1,5 @@
-"""One-row fp32 matmuls split across threads: the block Linears and the head of a batch-1 decode step.
+"""One-row fp32 matmuls split across threads: the block Linears of a batch-1 decode step (and its head where
+oneDNN does not pack it: `fast.InferenceHead` runs it packed, faster at one row too).
 
 A decode step at batch 1 multiplies one row by every weight, so its cost is reading the weights from
 memory (Pope et al., "Efficiently Scaling Transformer Inference", 2022, sec. 3). MKL runs such a product on
@@ -10,8 +11,8 @@ the model's own (out, in) weight, no copy. On that machine, 2 threads, one row o
 Linears 18.1-19.2 -> 10.7-11.3 ms, the 50257-way head 5.4 -> 3.7-4.1 ms.
 
 Steps of more rows (batched sampling, beams) run oneDNN-packed weights instead (`fast.PackedLinear`: the
-gpt2-mini head at 8 rows 1.5 ms against 3.2 ms split); at one row the split is as fast (1.31 vs 1.28 ms)
-and needs no copy of the weights.
+gpt2-mini head at 8 rows 1.5 ms against 3.2 ms split). At one row the block Linears run as fast split as
+packed (gpt2-mini's, 13-28 us either way) and need no copy; the head runs packed (0.75-1.25 vs 1.1-1.3 ms).
 
 Each output element is still one dot product over the input, computed by another kernel, so the logits
 move by fp32 rounding (tests/test_engine_split_linear.py states the tolerance).
