@@ -17,7 +17,7 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
   one `torch.bmm` (`split_linear.py`: gpt2-mini batch 1 from 144.9 to 268.8 tokens/s on 2 cores), over
   the model's own weights: no copy. The head of a one-row step runs oneDNN-packed (below), which draws
   both cores' bandwidth itself: gpt2-mini's 50257 x 384 head 0.75-1.25 ms against 1.1-1.3 ms split, the
-  whole step 1.07-1.11x (gpt2-small 1.03x) for a packed copy of the head (77 MB fp32 for gpt2-mini); the
+  whole step 1.01-1.11x (gpt2-small 1.03x) for a packed copy of the head (77 MB fp32 for gpt2-mini); the
   split stays where oneDNN does not pack.
 - Few-row matmuls at all. oneDNN and MKL re-lay out a plain weight on every call (for bf16 on AMX that
   costs more than the matmul), so a step of several rows (batched sampling, beams, RL rollouts), a step on
