@@ -101,8 +101,9 @@ def _declared(requirements: list[str]) -> set[str]:
 def test_runtime_dependencies_are_declared() -> None:
     """Every third-party module the shipped packages import, and numpy where they call `Tensor.numpy()`, is in
     pyproject's runtime dependencies: an installed package gets only those (the wheel test above reuses this
-    environment's packages, so it cannot see a missing one; a user's `pip install` without numpy failed
-    DPO's reference cache and the PEFT export with "Numpy is not available")."""
+    environment's packages, so it cannot see a missing one: a user's `pip install` without numpy ended
+    `workbench train` at its first checkpoint, in safetensors' save, and failed DPO's reference cache and
+    the PEFT export with "Numpy is not available")."""
     import ast
     import importlib.metadata
     import re
@@ -128,7 +129,7 @@ def test_runtime_dependencies_are_declared() -> None:
                         continue
                     for dist in providers.get(top, [top]):
                         needed.setdefault(re.sub(r"[-_.]+", "-", dist).lower(), str(path.relative_to(ROOT)))
-            if ".numpy()" in source:
+            if ".numpy()" in source or "safetensors.torch" in source:  # safetensors' save imports numpy
                 needed.setdefault("numpy", str(path.relative_to(ROOT)))
     optional = {"tensorboard", "wandb"}  # the trackers' extras: imported only when a run asks for them
     missing = {d: f for d, f in needed.items() if d not in declared and d not in optional}
