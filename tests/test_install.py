@@ -8,11 +8,15 @@ not processed). The commands then run from an empty folder, so nothing can be fo
 """
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -91,11 +95,20 @@ def test_generate_writes_only_where_told(installed: tuple[Path, Path, dict[str, 
     assert result.returncode != 0 and "--out" in result.stdout + result.stderr
 
 
-def _declared(requirements: list[str]) -> set[str]:
-    """Distribution names of PEP 508 requirement strings, normalised (PEP 503)."""
-    import re
+def _distribution(name: str) -> str:
+    """A distribution's name as PEP 503 normalises it (`PyYAML` -> `pyyaml`, `a_b.c` -> `a-b-c`)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
-    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", r).group(0)).lower() for r in requirements}
+
+def _imported_modules(source: str) -> set[str]:
+    """The top-level modules a file imports absolutely (`import a.b`, `from a.b import c`: "a")."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def test_runtime_dependencies_are_declared() -> None:
@@ -104,33 +117,19 @@ def test_runtime_dependencies_are_declared() -> None:
     environment's packages, so it cannot see a missing one: a user's `pip install` without numpy ended
     `workbench train` at its first checkpoint, in safetensors' save, and failed DPO's reference cache and
     the PEFT export with "Numpy is not available")."""
-    import ast
-    import importlib.metadata
-    import re
-    import tomllib
-
-    declared = _declared(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = {_distribution(re.match(r"[A-Za-z0-9_.-]+", r).group(0)) for r in requirements}
     providers = importlib.metadata.packages_distributions()  # top-level module -> distributions
     ours = {"llm_core", "workbench"}
     needed: dict[str, str] = {}  # distribution -> a file that needs it
     for package in ours:
         for path in sorted((ROOT / package).rglob("*.py")):
-            source = path.read_text()
-            for node in ast.walk(ast.parse(source)):
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                else:
-                    continue
-                for name in names:
-                    top = name.split(".")[0]
-                    if top in ours or top in sys.stdlib_module_names:
-                        continue
-                    for dist in providers.get(top, [top]):
-                        needed.setdefault(re.sub(r"[-_.]+", "-", dist).lower(), str(path.relative_to(ROOT)))
+            source, where = path.read_text(), str(path.relative_to(ROOT))
+            for top in _imported_modules(source) - ours - set(sys.stdlib_module_names):
+                for dist in providers.get(top, [top]):
+                    needed.setdefault(_distribution(dist), where)
             if ".numpy()" in source or "safetensors.torch" in source:  # safetensors' save imports numpy
-                needed.setdefault("numpy", str(path.relative_to(ROOT)))
+                needed.setdefault("numpy", where)
     optional = {"tensorboard", "wandb"}  # the trackers' extras: imported only when a run asks for them
     missing = {d: f for d, f in needed.items() if d not in declared and d not in optional}
     assert not missing, f"used but not in pyproject's dependencies: {missing}"

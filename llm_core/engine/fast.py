@@ -262,8 +262,9 @@ class InferenceHead:
     Why packed at one row too: gpt2-mini's fp32 head (2-core EPYC, AVX-512, two threads) took 0.75-0.83 ms
     packed against 1.10-1.12 split when the host's memory was fast and 1.18-1.33 against 1.29-1.42 when it
     was slow (six fresh packings each); in `Engine.generate_ids` 1.007-1.106x (5 runs of 5-7 paired rounds,
-    the same greedy tokens; the most when the host's memory is fast), gpt2-small 1.028x. A session before measured 0.971x on the same CPU type, so
-    `benchmarks/decode_speed.py` prints which head ran."""
+    the same greedy tokens; the most when the host's memory is fast), gpt2-small 1.028x. A session before
+    measured 0.971x on the same CPU type, so `benchmarks/decode_speed.py` prints which head ran
+    (`describe()["packed_head"]`)."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
