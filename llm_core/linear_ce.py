@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 
+from .embedding import column_major
 from .onednn_linear import matmul_nt, routes
 
 IGNORE_INDEX = -100
@@ -110,12 +111,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_h = (matmul_nt(grad_z, wc.t()).to(row.dtype) * row).to(h_dtype)  # G W: (N, C)
             if ctx.needs_input_grad[1]:
                 scaled_h = (hc.to(row.dtype) * row).to(hc.dtype)  # (N, C)
-                if routes(grad_z, wc):  # fp32 through oneDNN: G^T (w h) straight into the (V, C) layout
-                    grad_w = matmul_nt(grad_z.t(), scaled_h.t()).to(w_dtype)
+                # dL/dW in the weight's own layout (autograd would otherwise copy it into that layout):
+                # row-major (V, C), or column-major as GPT's tied embedding is stored (`llm_core.embedding`).
+                row_major = not column_major(wc)
+                if routes(grad_z, wc):  # fp32 through oneDNN: straight into that layout
+                    grad_w = (matmul_nt(grad_z.t(), scaled_h.t()) if row_major
+                              else matmul_nt(scaled_h.t(), grad_z.t()).t()).to(w_dtype)
                 else:
-                    # (C, N) @ (N, V), then transposed into a contiguous (V, C) in the weight's dtype: one
-                    # copy, where G^T (N-major) as the left operand ran at 0.6x (gpt2-mini bf16: 88 vs 53 + 11 ms)
-                    grad_w = torch.mm(scaled_h.t(), grad_z).t().to(w_dtype, memory_format=torch.contiguous_format)
+                    # (C, N) @ (N, V), then cast into the weight's layout and dtype: for a row-major weight a
+                    # transposing copy, where G^T (N-major) as the left operand ran at 0.6x (gpt2-mini bf16:
+                    # 88 vs 53 + 11 ms); for a column-major one a plain cast
+                    grad_w = torch.empty_like(wc, dtype=w_dtype)
+                    grad_w.copy_(torch.mm(scaled_h.t(), grad_z).t())
         return grad_h, grad_w, None, None, None
 
 

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import causal_attention
+from .embedding import Embedding, column_major_parameter
 from .errors import ConfigError
 from .linear_ce import IGNORE_INDEX, linear_cross_entropy
 from .onednn_linear import Linear, is_plain_linear
@@ -184,13 +185,15 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos_emb = nn.Embedding(config.context_length, config.d_model)
+        self.tok_emb = Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = Embedding(config.context_length, config.d_model)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_weights:
+            # One (V, C) matrix stored as its transpose: the head's matmuls run faster (`llm_core.embedding`).
+            self.tok_emb.weight = column_major_parameter(config.vocab_size, config.d_model, self.tok_emb.weight)
             self.lm_head.weight = self.tok_emb.weight
         self.reset_parameters()
 
@@ -205,8 +208,8 @@ class GPT(nn.Module):
                     nn.init.zeros_(p)
                 continue
             std = residual_std if name.endswith("proj.weight") else 0.02
-            with torch.no_grad():
-                p.normal_(0.0, std, generator=generator)
+            with torch.no_grad():  # drawn in row-major order whatever p's layout: the same seed, the same weights
+                p.copy_(torch.empty(p.shape, dtype=p.dtype, device=p.device).normal_(0.0, std, generator=generator))
 
     def forward(
         self,

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_model
 
 from llm_core import CheckpointError
 from llm_core.model import GPT, GPTConfig
 from llm_core.training import Trainer, latest_checkpoint, list_runs, load_checkpoint, read_metrics
-from llm_core.training.checkpoint import MANIFEST, _sha256, load_trainer_state, load_weights
+from llm_core.training.checkpoint import MANIFEST, _sha256, load_trainer_state, load_weights, save_weights
 from training_helpers import tiny_config
 
 
@@ -40,6 +42,26 @@ def test_layout_and_load(run: Trainer) -> None:
     for a, b in zip(loaded.model.state_dict().values(), run.model.state_dict().values()):
         assert torch.equal(a, b)
     assert load_checkpoint(run.run_dir / "checkpoints" / "step-00000002").step == 2
+
+
+def test_the_column_major_tied_model_is_written_as_save_model_writes_the_row_major_one(tmp_path) -> None:
+    """Checkpoint files keep their format: the tied matrix once, row-major, the other name in the metadata."""
+    model = GPT(GPTConfig(vocab_size=50, context_length=8, d_model=16, n_layers=1, n_heads=2))
+    row = GPT(model.config)
+    row.tok_emb.weight = torch.nn.Parameter(torch.empty(50, 16))
+    row.lm_head.weight = row.tok_emb.weight
+    row.load_state_dict(model.state_dict())
+    save_weights(model, tmp_path / "model.safetensors")
+    save_model(row, str(tmp_path / "theirs.safetensors"))  # safetensors' own writer, on the row-major model
+    with safe_open(tmp_path / "model.safetensors", "pt") as ours, safe_open(tmp_path / "theirs.safetensors", "pt") as theirs:
+        assert sorted(ours.keys()) == sorted(theirs.keys()) and "tok_emb.weight" not in ours.keys()
+        assert ours.metadata() == theirs.metadata() == {"tok_emb.weight": "lm_head.weight"}
+        for key in ours.keys():
+            assert torch.equal(ours.get_tensor(key), theirs.get_tensor(key)), key
+    fresh = GPT(model.config)  # loading copies into the column-major storage
+    load_weights(fresh, tmp_path)
+    assert torch.equal(fresh.tok_emb.weight, model.tok_emb.weight) and fresh.tok_emb.weight.stride() == (1, 50)
+    assert fresh.lm_head.weight is fresh.tok_emb.weight
 
 
 def test_truncated_file_is_refused_and_skipped(run: Trainer) -> None:

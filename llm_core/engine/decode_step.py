@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..embedding import PLAIN_EMBEDDINGS
 from ..model import MLP, Block, CausalSelfAttention, GPT
 from .kv_cache import KVCache
 
@@ -36,7 +37,8 @@ def _global_hooks() -> bool:
 
 def _plain_blocks(model: nn.Module) -> bool:
     """A GPT (or a copy of one) whose blocks, attention, MLP and embeddings are the plain modules."""
-    if not isinstance(model, GPT) or type(model.tok_emb) is not nn.Embedding or type(model.pos_emb) is not nn.Embedding:
+    if (not isinstance(model, GPT) or type(model.tok_emb) not in PLAIN_EMBEDDINGS
+            or type(model.pos_emb) not in PLAIN_EMBEDDINGS):
         return False
     return all(type(b) is Block and type(b.attn) is CausalSelfAttention and type(b.mlp) is MLP for b in model.blocks)
 

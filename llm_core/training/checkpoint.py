@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, DiskFullError
 from ..io import fsync_dir as _fsync_dir, read_json_object
@@ -140,7 +140,7 @@ def save_checkpoint(
 
 def _write_files(tmp: Path, step: int, model: nn.Module, trainer_state: dict[str, Any], config: dict[str, Any],
                  val_loss: float | None) -> None:
-    save_model(model, str(tmp / MODEL_FILE))
+    save_weights(model, tmp / MODEL_FILE)
     torch.save(trainer_state, tmp / STATE_FILE)
     files = {}
     for name in (MODEL_FILE, STATE_FILE):
@@ -159,6 +159,24 @@ def _write_files(tmp: Path, step: int, model: nn.Module, trainer_state: dict[str
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """The model's state dict as safetensors, as `safetensors.torch.save_model` writes it: a tied tensor once,
+    under the first of its names in sorted order, the others named in the metadata. Written here because
+    save_model cannot find the tied pairs of a column-major tensor (GPT's tied embedding,
+    `llm_core.embedding`); every tensor is stored contiguous (row-major), so the file is the same."""
+    state = model.state_dict()
+    names: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():  # a tied weight appears once per name, as the same view
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        names.setdefault(key, []).append(name)
+    tensors, metadata = {}, {}
+    for group in names.values():
+        kept, *others = sorted(group)
+        tensors[kept] = state[kept].contiguous()
+        metadata.update({other: kept for other in others})
+    save_file(tensors, str(path), metadata=metadata or None)
 
 
 def read_manifest(step_dir: str | Path, verify: bool = True) -> dict[str, Any]:

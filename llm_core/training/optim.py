@@ -14,6 +14,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
+from ..embedding import column_major
 from .config import TrainConfig
 
 
@@ -36,6 +37,43 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     ]
 
 
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW, with every tensor of one parameter's update in that parameter's layout, and a
+    column-major parameter (GPT's tied embedding, `llm_core.embedding`) given as contiguous transposed views.
+
+    - torch's fused CPU kernel reads its tensors in memory order, so a gradient or a moment in another
+      layout than the parameter's gets a wrong update (torch 2.13: a row-major gradient on a column-major
+      parameter). A gradient set by hand, or moments resumed from a checkpoint of the row-major model, are
+      first copied into the parameter's layout (the moments once, in the optimizer's state).
+    - On the strided tensors themselves the fused kernel ran 2.6x slower (gpt2-mini's 50257 x 384
+      embedding: 23.1 against 8.8 ms). The update is elementwise, so it is the same on the transposed views,
+      which are contiguous."""
+
+    def _init_group(self, group, params, grads, *state_lists):  # type: ignore[no-untyped-def, override]
+        for p in group["params"]:
+            if p.grad is None or p.dim() < 2:
+                continue
+            if p.grad.stride() != p.stride():
+                p.grad = _in_layout_of(p, p.grad)
+            state = self.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = _in_layout_of(p, value)
+        found = super()._init_group(group, params, grads, *state_lists)
+        for i, p in enumerate(params):
+            if column_major(p):
+                params[i], grads[i] = p.t(), grads[i].t()
+                for tensors in state_lists:  # exp_avgs, exp_avg_sqs, max_exp_avg_sqs (amsgrad), steps
+                    if i < len(tensors) and tensors[i].dim() == 2:
+                        tensors[i] = tensors[i].t()
+        return found
+
+
+def _in_layout_of(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A copy of t with p's strides."""
+    return torch.empty_like(p, dtype=t.dtype).copy_(t)
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over `parameter_groups`, fused (one kernel per parameter for the whole update) where torch has
     the fused kernel for these parameters' device, else the multi-tensor `foreach` path. On gpt2-mini's
@@ -44,8 +82,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     groups = parameter_groups(model, config)
     kwargs = dict(lr=config.peak_lr, betas=(config.beta1, config.beta2))
     if fused_adamw_supported(groups):
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    return torch.optim.AdamW(groups, foreach=True, **kwargs)
+        return AdamW(groups, fused=True, **kwargs)
+    return AdamW(groups, foreach=True, **kwargs)
 
 
 def fused_adamw_supported(groups: list[dict]) -> bool:

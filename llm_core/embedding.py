@@ -1,0 +1,81 @@
+"""The tied token embedding, stored column-major: the layout the output head's matmuls want.
+
+GPT-2 ties its output head to the token embedding (Press & Wolf, "Using the Output Embedding to Improve
+Language Models", 2017): one (V, C) matrix W is looked up row by row at the input and multiplied by every
+hidden state at the output. The head is where a small model spends its training step (for gpt2-mini,
+V = 50257 and C = 384, its three matmuls are 118 of the step's 187 GFLOP), and for those matmuls W is
+better kept as its transpose W^T (C, V) in memory, with W a transposed view of it (strides (1, V)):
+
+- dL/dh = G W reads W with its long dimension V as the reduction: oneDNN's bf16 kernel ran it in 44.9 ms
+  over a contiguous (C, V) W^T against 54.1 ms over the row-major (V, C) W (gpt2-mini, 4 x 256 rows,
+  2-core EPYC with AVX512-BF16);
+- dL/dW comes out of the matmul as (C, V) (the layout that runs at speed, `llm_core.linear_ce`), so with a
+  column-major W it is the gradient's own layout: a 2.3-3.0 ms cast into fp32 instead of a 7.8-9.7 ms
+  transposing copy;
+- the logits h W^T read a contiguous W^T (43.3 against 45.4 ms: 2 ms slower, the one cost).
+
+The whole training step of gpt2-mini against the same model with a row-major W, in one process over 16
+paired steps: bf16 autocast 1.003-1.037x (four runs; the head's matmuls gained 7-9 ms and the cast 5-7
+ms, the lookup below lost 2-3 ms), fp32 1.059-1.062x. The state dict, `.shape`, checkpoints and every
+other use see the usual (V, C) matrix: only the strides differ.
+
+What the layout needs from the rest of the code:
+- The lookup's gradient must come in the weight's layout too, or autograd adds a row-major (V, C)
+  gradient into the head's column-major one through a transposing add (32 ms a step for gpt2-mini).
+  `Embedding` (an `nn.Embedding` with the same parameters and state dict) scatters its gradient into a
+  zero tensor shaped like the weight, strides included.
+- torch's fused AdamW runs 2.6x slower on non-contiguous tensors, so `llm_core.training.optim.AdamW`
+  hands it the contiguous W^T views of the parameter, its gradient and its moments (an elementwise update
+  is the same on any view).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def column_major(weight: torch.Tensor) -> bool:
+    """A 2-D tensor stored as its transpose: strides (1, rows), not contiguous."""
+    return (weight.dim() == 2 and not weight.is_contiguous()
+            and weight.stride() == (1, weight.shape[0]))
+
+
+def column_major_parameter(rows: int, cols: int, like: torch.Tensor) -> nn.Parameter:
+    """An uninitialised (rows, cols) parameter stored as the contiguous transpose (cols, rows)."""
+    return nn.Parameter(torch.empty(cols, rows, dtype=like.dtype, device=like.device).t())
+
+
+class _LayoutEmbedding(torch.autograd.Function):
+    """F.embedding whose weight gradient is shaped like the weight, strides included."""
+
+    @staticmethod
+    def forward(ctx, ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(ids)
+        ctx.weight_meta = (weight.shape, weight.stride(), weight.dtype, weight.device)
+        return F.embedding(ids, weight)  # (..., C)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (ids,) = ctx.saved_tensors
+        shape, stride, dtype, device = ctx.weight_meta
+        grad_w = torch.empty_strided(shape, stride, dtype=dtype, device=device).zero_()  # (V, C) in W's layout
+        # Rows of repeated ids add up, as F.embedding's own backward sums them.
+        grad_w.index_add_(0, ids.reshape(-1), grad.reshape(-1, shape[1]).to(dtype))
+        return None, grad_w
+
+
+class Embedding(nn.Embedding):
+    """`nn.Embedding` (same parameters, state dict and isinstance checks) whose weight may be column-major:
+    then, with a gradient to compute, its lookup's gradient keeps that layout (module docstring)."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        plain = (self.padding_idx is None and self.max_norm is None and not self.scale_grad_by_freq
+                 and not self.sparse)
+        if plain and column_major(weight) and weight.requires_grad and torch.is_grad_enabled():
+            return _LayoutEmbedding.apply(ids, weight)
+        return super().forward(ids)
+
+
+PLAIN_EMBEDDINGS = (nn.Embedding, Embedding)

@@ -1,0 +1,112 @@
+"""The tied embedding stored column-major (llm_core/embedding.py): same values, same gradients, gradients in
+the weight's own layout, the same initial weights as a row-major matrix."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm_core import GPT, GPTConfig
+from llm_core.embedding import Embedding, column_major, column_major_parameter
+from llm_core.linear_ce import linear_cross_entropy
+
+CFG = dict(vocab_size=97, context_length=16, d_model=24, n_layers=2, n_heads=2)
+
+
+def test_column_major_is_the_stored_transpose() -> None:
+    assert column_major(torch.empty(5, 3).t())  # (3, 5) with strides (1, 3)
+    assert not column_major(torch.empty(3, 5))
+    assert not column_major(torch.empty(5, 1).t())  # (1, 5): contiguous either way
+    assert not column_major(torch.empty(4, 6)[:, ::2])
+    w = column_major_parameter(7, 4, torch.empty(0))
+    assert w.shape == (7, 4) and w.stride() == (1, 7) and isinstance(w, torch.nn.Parameter)
+
+
+def test_a_tied_gpt_stores_its_embedding_column_major_and_an_untied_one_does_not() -> None:
+    tied = GPT(GPTConfig(**CFG))
+    assert tied.tok_emb.weight is tied.lm_head.weight
+    assert tied.tok_emb.weight.shape == (97, 24) and column_major(tied.tok_emb.weight)
+    assert tied.state_dict()["tok_emb.weight"].shape == (97, 24)
+    untied = GPT(GPTConfig(**CFG, tie_weights=False))
+    assert untied.tok_emb.weight.is_contiguous() and untied.lm_head.weight.is_contiguous()
+
+
+def test_the_initial_weights_do_not_depend_on_the_layout() -> None:
+    """reset_parameters draws in row-major order: the same seed gives the row-major matrix it always gave."""
+    model = GPT(GPTConfig(**CFG))
+    model.reset_parameters(torch.Generator().manual_seed(3))
+    # Independent: the same draws into a contiguous (V, C) matrix, in named_parameters order.
+    g = torch.Generator().manual_seed(3)
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            continue
+        std = 0.02 / (2 * CFG["n_layers"]) ** 0.5 if name.endswith("proj.weight") else 0.02
+        expected = torch.empty(p.shape).normal_(0.0, std, generator=g)
+        assert torch.equal(p.detach(), expected), name
+
+
+@pytest.mark.parametrize("layout", ["column", "row"])
+def test_the_lookup_gradient_comes_in_the_weights_layout_with_repeated_ids_summed(layout: str) -> None:
+    torch.manual_seed(0)
+    rows = torch.randn(11, 6)
+    weight = torch.nn.Parameter(rows.t().contiguous().t() if layout == "column" else rows.clone())
+    emb = Embedding(11, 6)
+    emb.weight = weight
+    ids = torch.tensor([[1, 4, 1], [9, 1, 0]])
+    out = emb(ids)
+    upstream = torch.randn(out.shape)
+    (grad,) = torch.autograd.grad(out, weight, upstream)
+    assert torch.equal(out, rows[ids])
+    assert grad.stride() == weight.stride()
+    expected = torch.zeros(11, 6)
+    for (b, t), i in zip(torch.cartesian_prod(torch.arange(2), torch.arange(3)), ids.reshape(-1)):
+        expected[i] += upstream[b, t]
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_head_gradient_comes_in_the_weights_layout_and_equals_the_row_major_one(autocast: bool) -> None:
+    torch.manual_seed(1)
+    h = torch.randn(10, 24, requires_grad=True)
+    rows = torch.randn(97, 24) * 0.1
+    targets = torch.randint(0, 97, (10,))
+    grads = {}
+    for layout in ("column", "row"):
+        w = torch.nn.Parameter(rows.t().contiguous().t() if layout == "column" else rows.clone())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = linear_cross_entropy(h, w, targets)
+        gh, gw = torch.autograd.grad(loss, (h, w))
+        assert gw.stride() == w.stride(), layout
+        grads[layout] = (loss.detach(), gh, gw)
+    tol = dict(rtol=1e-2, atol=1e-4) if autocast else dict(rtol=1e-5, atol=1e-7)  # bf16: the matmul's kernels
+    for a, b in zip(grads["column"], grads["row"]):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_a_training_step_is_the_same_in_either_layout() -> None:
+    """Loss and every gradient of the column-major model equal those of the same weights row-major
+    (fp32: only the matmuls' summation order differs)."""
+    torch.manual_seed(2)
+    column = GPT(GPTConfig(**CFG))
+    row = GPT(GPTConfig(**CFG))
+    row.tok_emb.weight = torch.nn.Parameter(torch.empty(97, 24))
+    row.lm_head.weight = row.tok_emb.weight
+    row.load_state_dict(column.state_dict())
+    assert row.tok_emb.weight.is_contiguous() and column_major(column.tok_emb.weight)
+    ids, targets = torch.randint(0, 97, (3, 16)), torch.randint(0, 97, (3, 16))
+    losses = []
+    for model in (column, row):
+        loss = model(ids, targets)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert column.tok_emb.weight.grad.stride() == column.tok_emb.weight.stride()
+    for (name, a), (_, b) in zip(column.named_parameters(), row.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_without_a_gradient_the_lookup_is_plain_f_embedding() -> None:
+    model = GPT(GPTConfig(**CFG))
+    ids = torch.tensor([[3, 96, 0]])
+    with torch.no_grad():
+        assert torch.equal(model.tok_emb(ids), F.embedding(ids, model.tok_emb.weight.contiguous()))
