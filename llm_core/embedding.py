@@ -1,4 +1,4 @@
-"""The tied token embedding, stored column-major: the layout the output head's matmuls want.
+"""The tied token embedding of a large vocabulary, stored column-major: the layout the head's matmuls want.
 
 GPT-2 ties its output head to the token embedding (Press & Wolf, "Using the Output Embedding to Improve
 Language Models", 2017): one (V, C) matrix W is looked up row by row at the input and multiplied by every
@@ -12,27 +12,37 @@ better kept as its transpose W^T (C, V) in memory, with W a transposed view of i
 - dL/dW comes out of the matmul as (C, V) (the layout that runs at speed, `llm_core.linear_ce`), so with a
   column-major W it is the gradient's own layout: a 2.3-3.0 ms cast into fp32 instead of a 7.8-9.7 ms
   transposing copy;
-- the logits h W^T read a contiguous W^T (43.3 against 45.4 ms: 2 ms slower, the one cost).
+- the logits h W^T read a contiguous W^T (43.3 against 45.4 ms: 2 ms slower).
 
-The whole training step of gpt2-mini against the same model with a row-major W, in one process over 16
-paired steps: bf16 autocast 1.003-1.037x (four runs; the head's matmuls gained 7-9 ms and the cast 5-7
-ms, the lookup below lost 2-3 ms), fp32 1.059-1.062x. The state dict, `.shape`, checkpoints and every
-other use see the usual (V, C) matrix: only the strides differ.
+The lookup pays the rest: each looked-up row is V elements apart in memory (gpt2-mini's 1024 ids: 0.8
+against 0.04 ms), and so is its gradient. GPT's tied embedding takes the layout from a vocabulary of
+COLUMN_MAJOR_MIN_VOCAB tokens. The whole training step of gpt2-mini against the same model with a
+row-major W, in one process over 16 paired steps: bf16 autocast 1.003-1.037x (five runs), fp32
+1.059-1.062x. The state dict, `.shape`, checkpoints and every other use see the usual (V, C) matrix: only
+the strides differ.
 
 What the layout needs from the rest of the code:
 - The lookup's gradient must come in the weight's layout too, or autograd adds a row-major (V, C)
   gradient into the head's column-major one through a transposing add (32 ms a step for gpt2-mini).
-  `Embedding` (an `nn.Embedding` with the same parameters and state dict) scatters its gradient into a
-  zero tensor shaped like the weight, strides included.
+  `Embedding` (an `nn.Embedding` with the same parameters and state dict) builds it in that layout.
 - torch's fused AdamW runs 2.6x slower on non-contiguous tensors, so `llm_core.training.optim.AdamW`
   hands it the contiguous W^T views of the parameter, its gradient and its moments (an elementwise update
   is the same on any view).
+- `safetensors.torch.save_model` cannot find the tied pair of a strided tensor, so checkpoints are written
+  by `llm_core.training.checkpoint.save_weights` (the same file).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+# The vocabulary from which a tied embedding is stored column-major. Below it the head's matmuls gain less
+# than the strided lookup and its gradient cost: with 16 x 256 tokens a step under bf16 autocast, the
+# default experiment (vocabulary 512, width 192) ran 0.98x and a width-384 model with 8192 tokens 0.97x
+# column-major; GPT-2's 50257 gains (module docstring).
+COLUMN_MAJOR_MIN_VOCAB = 32768
 
 
 def column_major(weight: torch.Tensor) -> bool:
@@ -59,9 +69,15 @@ class _LayoutEmbedding(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (ids,) = ctx.saved_tensors
         shape, stride, dtype, device = ctx.weight_meta
+        rows = grad.reshape(-1, shape[1]).to(dtype)  # (N, C): one row per looked-up id
+        # Rows of repeated ids added up first, as F.embedding's own backward sums them (in the same order),
+        # into a small contiguous (U, C); then each distinct id's sum copied into its column of W^T. Adding
+        # the N rows straight into the strided (V, C) took 3.2 ms for the default experiment's 4096 rows
+        # (one strided add per row), this 0.8; gpt2-mini's 1024 rows 3.3 against 2.0 (both with the zeroing).
+        ids, inverse = torch.unique(ids.reshape(-1), return_inverse=True)  # (U,) sorted, (N,)
+        summed = torch.zeros(ids.numel(), shape[1], dtype=dtype, device=device).index_add_(0, inverse, rows)
         grad_w = torch.empty_strided(shape, stride, dtype=dtype, device=device).zero_()  # (V, C) in W's layout
-        # Rows of repeated ids add up, as F.embedding's own backward sums them.
-        grad_w.index_add_(0, ids.reshape(-1), grad.reshape(-1, shape[1]).to(dtype))
+        grad_w.t().index_copy_(1, ids, summed.t())
         return None, grad_w
 
 

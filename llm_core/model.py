@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import causal_attention
-from .embedding import Embedding, column_major_parameter
+from .embedding import COLUMN_MAJOR_MIN_VOCAB, Embedding, column_major_parameter
 from .errors import ConfigError
 from .linear_ce import IGNORE_INDEX, linear_cross_entropy
 from .onednn_linear import Linear, is_plain_linear
@@ -192,8 +192,10 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_weights:
-            # One (V, C) matrix stored as its transpose: the head's matmuls run faster (`llm_core.embedding`).
-            self.tok_emb.weight = column_major_parameter(config.vocab_size, config.d_model, self.tok_emb.weight)
+            if config.vocab_size >= COLUMN_MAJOR_MIN_VOCAB:
+                # A large vocabulary's (V, C) matrix stored as its transpose: the head's matmuls run faster
+                # (`llm_core.embedding`).
+                self.tok_emb.weight = column_major_parameter(config.vocab_size, config.d_model, self.tok_emb.weight)
             self.lm_head.weight = self.tok_emb.weight
         self.reset_parameters()
 

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from llm_core import GPT, GPTConfig
-from llm_core.embedding import Embedding, column_major, column_major_parameter
+from llm_core.embedding import COLUMN_MAJOR_MIN_VOCAB, Embedding, column_major, column_major_parameter
 from llm_core.linear_ce import linear_cross_entropy
 
-CFG = dict(vocab_size=97, context_length=16, d_model=24, n_layers=2, n_heads=2)
+V = COLUMN_MAJOR_MIN_VOCAB + 3  # a vocabulary large enough for the column-major layout
+CFG = dict(vocab_size=V, context_length=16, d_model=8, n_layers=2, n_heads=2)
 
 
 def test_column_major_is_the_stored_transpose() -> None:
@@ -22,13 +23,15 @@ def test_column_major_is_the_stored_transpose() -> None:
     assert w.shape == (7, 4) and w.stride() == (1, 7) and isinstance(w, torch.nn.Parameter)
 
 
-def test_a_tied_gpt_stores_its_embedding_column_major_and_an_untied_one_does_not() -> None:
+def test_a_tied_gpt_stores_a_large_embedding_column_major_and_others_row_major() -> None:
     tied = GPT(GPTConfig(**CFG))
     assert tied.tok_emb.weight is tied.lm_head.weight
-    assert tied.tok_emb.weight.shape == (97, 24) and column_major(tied.tok_emb.weight)
-    assert tied.state_dict()["tok_emb.weight"].shape == (97, 24)
+    assert tied.tok_emb.weight.shape == (V, 8) and column_major(tied.tok_emb.weight)
+    assert tied.state_dict()["tok_emb.weight"].shape == (V, 8)
     untied = GPT(GPTConfig(**CFG, tie_weights=False))
     assert untied.tok_emb.weight.is_contiguous() and untied.lm_head.weight.is_contiguous()
+    small = GPT(GPTConfig(**{**CFG, "vocab_size": COLUMN_MAJOR_MIN_VOCAB - 1}))
+    assert small.tok_emb.weight is small.lm_head.weight and small.tok_emb.weight.is_contiguous()
 
 
 def test_the_initial_weights_do_not_depend_on_the_layout() -> None:
@@ -67,9 +70,9 @@ def test_the_lookup_gradient_comes_in_the_weights_layout_with_repeated_ids_summe
 @pytest.mark.parametrize("autocast", [False, True])
 def test_the_head_gradient_comes_in_the_weights_layout_and_equals_the_row_major_one(autocast: bool) -> None:
     torch.manual_seed(1)
-    h = torch.randn(10, 24, requires_grad=True)
-    rows = torch.randn(97, 24) * 0.1
-    targets = torch.randint(0, 97, (10,))
+    h = torch.randn(10, 8, requires_grad=True)
+    rows = torch.randn(V, 8) * 0.1
+    targets = torch.randint(0, V, (10,))
     grads = {}
     for layout in ("column", "row"):
         w = torch.nn.Parameter(rows.t().contiguous().t() if layout == "column" else rows.clone())
@@ -89,11 +92,11 @@ def test_a_training_step_is_the_same_in_either_layout() -> None:
     torch.manual_seed(2)
     column = GPT(GPTConfig(**CFG))
     row = GPT(GPTConfig(**CFG))
-    row.tok_emb.weight = torch.nn.Parameter(torch.empty(97, 24))
+    row.tok_emb.weight = torch.nn.Parameter(torch.empty(V, 8))
     row.lm_head.weight = row.tok_emb.weight
     row.load_state_dict(column.state_dict())
     assert row.tok_emb.weight.is_contiguous() and column_major(column.tok_emb.weight)
-    ids, targets = torch.randint(0, 97, (3, 16)), torch.randint(0, 97, (3, 16))
+    ids, targets = torch.randint(0, V, (3, 16)), torch.randint(0, V, (3, 16))
     losses = []
     for model in (column, row):
         loss = model(ids, targets)
@@ -107,6 +110,6 @@ def test_a_training_step_is_the_same_in_either_layout() -> None:
 
 def test_without_a_gradient_the_lookup_is_plain_f_embedding() -> None:
     model = GPT(GPTConfig(**CFG))
-    ids = torch.tensor([[3, 96, 0]])
+    ids = torch.tensor([[3, V - 1, 0]])
     with torch.no_grad():
         assert torch.equal(model.tok_emb(ids), F.embedding(ids, model.tok_emb.weight.contiguous()))

@@ -10,6 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_model
 
 from llm_core import CheckpointError
+from llm_core.embedding import COLUMN_MAJOR_MIN_VOCAB, column_major
 from llm_core.model import GPT, GPTConfig
 from llm_core.training import Trainer, latest_checkpoint, list_runs, load_checkpoint, read_metrics
 from llm_core.training.checkpoint import MANIFEST, _sha256, load_trainer_state, load_weights, save_weights
@@ -46,9 +47,11 @@ def test_layout_and_load(run: Trainer) -> None:
 
 def test_the_column_major_tied_model_is_written_as_save_model_writes_the_row_major_one(tmp_path) -> None:
     """Checkpoint files keep their format: the tied matrix once, row-major, the other name in the metadata."""
-    model = GPT(GPTConfig(vocab_size=50, context_length=8, d_model=16, n_layers=1, n_heads=2))
+    vocab = COLUMN_MAJOR_MIN_VOCAB + 1
+    model = GPT(GPTConfig(vocab_size=vocab, context_length=8, d_model=8, n_layers=1, n_heads=2))
+    assert column_major(model.tok_emb.weight)
     row = GPT(model.config)
-    row.tok_emb.weight = torch.nn.Parameter(torch.empty(50, 16))
+    row.tok_emb.weight = torch.nn.Parameter(torch.empty(vocab, 8))
     row.lm_head.weight = row.tok_emb.weight
     row.load_state_dict(model.state_dict())
     save_weights(model, tmp_path / "model.safetensors")
@@ -60,7 +63,7 @@ def test_the_column_major_tied_model_is_written_as_save_model_writes_the_row_maj
             assert torch.equal(ours.get_tensor(key), theirs.get_tensor(key)), key
     fresh = GPT(model.config)  # loading copies into the column-major storage
     load_weights(fresh, tmp_path)
-    assert torch.equal(fresh.tok_emb.weight, model.tok_emb.weight) and fresh.tok_emb.weight.stride() == (1, 50)
+    assert torch.equal(fresh.tok_emb.weight, model.tok_emb.weight) and fresh.tok_emb.weight.stride() == (1, vocab)
     assert fresh.lm_head.weight is fresh.tok_emb.weight
 
 
