@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from .embedding import column_major
+from .embedding import TiedGradient, column_major
 from .onednn_linear import matmul_nt, routes
 
 IGNORE_INDEX = -100
@@ -63,7 +63,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
-                compute_dtype: torch.dtype, chunk: int | None) -> torch.Tensor:
+                compute_dtype: torch.dtype, chunk: int | None, tied: TiedGradient | None) -> torch.Tensor:
         N, V = h.shape[0], weight.shape[0]
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         chunk = chunk or max(1, CHUNK_ELEMENTS // V)
@@ -98,6 +98,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if grad_z is not None:
             ctx.save_for_backward(hc, wc, grad_z)
         ctx.dtypes = (h.dtype, weight.dtype)
+        ctx.tied = tied
         return losses
 
     @staticmethod
@@ -123,18 +124,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     # 88 vs 53 + 11 ms); for a column-major one a plain cast
                     grad_w = torch.empty_like(wc, dtype=w_dtype)
                     grad_w.copy_(torch.mm(scaled_h.t(), grad_z).t())
-        return grad_h, grad_w, None, None, None
+        if ctx.tied is not None and grad_w is not None:  # the tied lookup adds its rows and returns the sum
+            ctx.tied.head, grad_w = grad_w, None
+        return grad_h, grad_w, None, None, None, None
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          reduction: str = "mean", ignore_index: int = IGNORE_INDEX,
-                         chunk: int | None = None) -> torch.Tensor:
+                         chunk: int | None = None, tied: TiedGradient | None = None) -> torch.Tensor:
     """Cross-entropy of logits `h @ weight.T` against `targets`, never holding all the logits.
 
     h (..., C), weight (V, C), targets (...) with `ignore_index` at positions that do not count.
     `reduction`: "mean" over the counted positions (a scalar; NaN when none counts, as `F.cross_entropy`),
     "sum", or "none" (the shape of `targets`, 0 at ignored positions). `chunk`: rows whose softmax is taken
-    at a time (default CHUNK_ELEMENTS // V).
+    at a time (default CHUNK_ELEMENTS // V). `tied`: `weight` is also looked up by the embedding that
+    made h, which takes this head's dL/dW and returns both in one gradient (`llm_core.embedding`).
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -150,7 +154,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
         lo, hi = (int(x) for x in torch.aminmax(tv))
         if lo < 0 or hi >= V:
             raise IndexError(f"targets: ids must be in [0, {V}) or {ignore_index}, got {lo}..{hi}")
-    losses = _LinearCrossEntropy.apply(hv, weight, tv, _compute_dtype(h), chunk)  # (N,) fp32 (fp64 model: fp64)
+    losses = _LinearCrossEntropy.apply(hv, weight, tv, _compute_dtype(h), chunk, tied)  # (N,) fp32 (fp64 model: fp64)
     if reduction == "mean":
         return losses.sum() / keep.sum()  # 0 / 0 = NaN when nothing counts
     if reduction == "sum":

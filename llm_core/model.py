@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import causal_attention
-from .embedding import COLUMN_MAJOR_MIN_VOCAB, Embedding, column_major_parameter
+from .embedding import COLUMN_MAJOR_MIN_VOCAB, Embedding, TiedGradient, column_major_parameter
 from .errors import ConfigError
 from .linear_ce import IGNORE_INDEX, linear_cross_entropy
 from .onednn_linear import Linear, is_plain_linear
@@ -234,21 +234,26 @@ class GPT(nn.Module):
         `positions` (T,) or (B, T) are the position ids (default 0..T-1); a KV cache passes the absolute
         positions of the new tokens (and keeps them inside the context for learned positions).
         """
-        h = self.features(idx, positions, cache)  # (B, T, C)
         if targets is None:
-            return self.lm_head(h)  # (B, T, vocab_size)
+            return self.lm_head(self.features(idx, positions, cache))  # (B, T, vocab_size)
         if targets.shape != idx.shape:
             raise ValueError(f"targets: shape {tuple(targets.shape)} must equal the ids' {tuple(idx.shape)}")
         head = self.lm_head
         if is_plain_linear(head) and head.bias is None:
-            return linear_cross_entropy(h, head.weight, targets, reduction=reduction)
+            # A tied W gets the lookup's and the head's gradient in one buffer (`llm_core.embedding`).
+            tied = TiedGradient() if head.weight is self.tok_emb.weight and type(self.tok_emb) is Embedding else None
+            h = self.features(idx, positions, cache, tied=tied)  # (B, T, C)
+            return linear_cross_entropy(h, head.weight, targets, reduction=reduction, tied=tied)
+        h = self.features(idx, positions, cache)  # (B, T, C)
         logits = head(h).float()  # (B, T, V)
         return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction=reduction)
 
     def features(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
-                 cache: AttentionCache | None = None) -> torch.Tensor:
+                 cache: AttentionCache | None = None, *, tied: TiedGradient | None = None) -> torch.Tensor:
         """The final hidden states (after ln_f) of token ids (B, T): (B, T, d_model). `forward` puts the LM
-        head on them; a reward model puts a scalar head on them (`llm_core.rl.reward_model`)."""
+        head on them; a reward model puts a scalar head on them (`llm_core.rl.reward_model`). `tied`: the
+        caller puts the head tied to the token embedding on these states, passing it the same object
+        (`llm_core.embedding.TiedGradient`)."""
         B, T = idx.shape
         if positions is None:
             if T > self.config.context_length:
@@ -256,7 +261,8 @@ class GPT(nn.Module):
                     f"sequence of {T} tokens is longer than the context length {self.config.context_length}"
                 )
             positions = torch.arange(T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, C)
+        tokens = self.tok_emb(idx, tied=tied) if tied is not None else self.tok_emb(idx)  # (B, T, C)
+        x = self.drop(tokens + self.pos_emb(positions))  # (B, T, C)
         for block in self.blocks:
             x = block(x, cache)
         return self.ln_f(x)  # (B, T, C)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from llm_core import GPT, GPTConfig
-from llm_core.embedding import COLUMN_MAJOR_MIN_VOCAB, Embedding, column_major, column_major_parameter
+from llm_core.embedding import COLUMN_MAJOR_MIN_VOCAB, Embedding, TiedGradient, column_major, column_major_parameter
 from llm_core.linear_ce import linear_cross_entropy
 
 V = COLUMN_MAJOR_MIN_VOCAB + 3  # a vocabulary large enough for the column-major layout
@@ -113,3 +113,78 @@ def test_without_a_gradient_the_lookup_is_plain_f_embedding() -> None:
     ids = torch.tensor([[3, V - 1, 0]])
     with torch.no_grad():
         assert torch.equal(model.tok_emb(ids), F.embedding(ids, model.tok_emb.weight.contiguous()))
+
+
+def _row_major_copy(model: GPT) -> GPT:
+    row = GPT(model.config)
+    if column_major(row.tok_emb.weight):
+        row.tok_emb.weight = torch.nn.Parameter(torch.empty(model.config.vocab_size, model.config.d_model))
+        row.lm_head.weight = row.tok_emb.weight
+    row.load_state_dict(model.state_dict())
+    return row
+
+
+@pytest.mark.parametrize("vocab", [V, 61])  # column-major, and a small row-major vocabulary
+def test_forward_with_targets_gives_the_tied_weight_the_plain_paths_gradient(vocab: int) -> None:
+    """GPT.forward(ids, targets) adds the lookup's rows into the head's gradient of the tied W in one buffer
+    (TiedGradient); the plain path, logits then F.cross_entropy, lets autograd add the two. Same gradients."""
+    torch.manual_seed(4)
+    fused = GPT(GPTConfig(**{**CFG, "vocab_size": vocab}))
+    plain = _row_major_copy(fused)
+    ids = torch.randint(0, vocab, (3, 16))
+    ids[0, :4] = 5  # repeated ids: their rows add up
+    targets = torch.randint(0, vocab, (3, 16))
+    fused(ids, targets).backward()
+    F.cross_entropy(plain(ids).flatten(0, 1), targets.flatten()).backward()
+    for (name, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert fused.tok_emb.weight.grad.stride() == fused.tok_emb.weight.stride()
+
+
+def test_the_tied_gradient_accumulates_over_backward_passes_and_through_autograd_grad() -> None:
+    torch.manual_seed(5)
+    model = GPT(GPTConfig(**CFG))
+    ids, targets = torch.randint(0, V, (2, 16)), torch.randint(0, V, (2, 16))
+    (once,) = torch.autograd.grad(model(ids, targets), model.tok_emb.weight)
+    model(ids, targets).backward()
+    model(ids, targets).backward()  # gradient accumulation: .grad adds up
+    torch.testing.assert_close(model.tok_emb.weight.grad, 2 * once, rtol=1e-6, atol=1e-9)
+
+
+def test_the_lookup_adds_its_rows_into_the_heads_gradient() -> None:
+    """TiedGradient on its own: the head's backward hands dL/dW over, the lookup returns dL/dW + its rows."""
+    torch.manual_seed(6)
+    emb = Embedding(V, 8)
+    emb.weight = column_major_parameter(V, 8, emb.weight)
+    with torch.no_grad():
+        emb.weight.copy_(torch.randn(V, 8) * 0.1)
+    ids, targets = torch.tensor([3, 7, 3, 11]), torch.tensor([1, 2, 3, 4])
+    grads = []
+    for tied in (TiedGradient(), None):
+        h = emb(ids, tied=tied) if tied is not None else emb(ids)  # (4, 8): the states the head sees
+        loss = linear_cross_entropy(h, emb.weight, targets, tied=tied)
+        (g,) = torch.autograd.grad(loss, emb.weight)
+        grads.append(g)
+        if tied is not None:
+            assert tied.head is None  # handed over and consumed
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["column", "row"])
+def test_a_handed_over_head_gradient_is_what_the_lookup_adds_its_rows_to(layout: str) -> None:
+    torch.manual_seed(7)
+    rows = torch.randn(13, 4)
+    emb = Embedding(13, 4)
+    emb.weight = torch.nn.Parameter(rows.t().contiguous().t() if layout == "column" else rows.clone())
+    head_grad = torch.empty_like(emb.weight).copy_(torch.randn(13, 4))  # as the head leaves it: W's layout
+    tied = TiedGradient()
+    ids = torch.tensor([2, 9, 2])
+    out = emb(ids, tied=tied)
+    tied.head = head_grad.clone()  # what the head's backward hands over before the lookup's runs
+    upstream = torch.randn(3, 4)
+    (grad,) = torch.autograd.grad(out, emb.weight, upstream)
+    expected = head_grad.clone()
+    for i, r in zip(ids, upstream):
+        expected[i] += r
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-6)
+    assert tied.head is None and grad.stride() == emb.weight.stride()

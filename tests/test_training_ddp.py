@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
+import llm_core.model
+from llm_core.embedding import column_major
 from llm_core.training import Trainer, read_metrics
 from training_helpers import tiny_config
 
@@ -19,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = """
 import json, sys
 sys.path.insert(0, {tests!r})
+import llm_core.model
+llm_core.model.COLUMN_MAJOR_MIN_VOCAB = {min_vocab!r}
 from pathlib import Path
 from training_helpers import tiny_config
 from llm_core.training import Trainer
@@ -39,12 +43,18 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path) -> None:
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, monkeypatch, layout: str) -> None:
+    """Both layouts of the tied embedding (`llm_core.embedding`; the tiny model's vocabulary is row-major
+    unless the threshold is lowered): DDP's buckets take the column-major gradient as it is."""
+    min_vocab = 1 if layout == "column-major" else llm_core.model.COLUMN_MAJOR_MIN_VOCAB
+    monkeypatch.setattr(llm_core.model, "COLUMN_MAJOR_MIN_VOCAB", min_vocab)
     single = Trainer(tiny_config(tmp_path, name="single", batch_size=4, max_steps=3))
+    assert column_major(single.model.tok_emb.weight) == (layout == "column-major")
     single.run()
     expected = [e["loss"] for e in single.history if e["type"] == "step"]
 
-    script = WORKER.format(tests=str(ROOT / "tests"), tmp=str(tmp_path))
+    script = WORKER.format(tests=str(ROOT / "tests"), tmp=str(tmp_path), min_vocab=min_vocab)
     port = str(_free_port())
     procs = []
     for rank in range(2):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+import llm_core.model
+from llm_core.embedding import column_major
 from llm_core.training import Trainer, load_checkpoint, read_metrics
 from training_helpers import tiny_config
 
@@ -48,6 +50,16 @@ def _check_exact_resume(tmp_path: Path, n: int, in_new_process: bool = False, **
 
 def test_exact_resume_in_a_new_process(tmp_path) -> None:
     _check_exact_resume(tmp_path, n=3, in_new_process=True)
+
+
+def test_exact_resume_of_a_column_major_tied_embedding(tmp_path, monkeypatch) -> None:
+    """The layout large vocabularies take (`llm_core.embedding`): its weights and AdamW moments go through
+    the checkpoint and back into the strided storage, with gradient accumulation."""
+    monkeypatch.setattr(llm_core.model, "COLUMN_MAJOR_MIN_VOCAB", 1)
+    full = _check_exact_resume(tmp_path, n=3, grad_accum=2, batch_size=2)
+    assert column_major(full.model.tok_emb.weight)
+    state = full.optimizer.state[full.model.tok_emb.weight]
+    assert state["exp_avg"].stride() == full.model.tok_emb.weight.stride()
 
 
 def test_exact_resume_at_an_epoch_boundary(tmp_path) -> None:
