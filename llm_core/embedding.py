@@ -118,10 +118,10 @@ class Embedding(nn.Embedding):
 
     def forward(self, ids: torch.Tensor, tied: TiedGradient | None = None) -> torch.Tensor:
         weight = self.weight
-        plain = (self.padding_idx is None and self.max_norm is None and not self.scale_grad_by_freq
-                 and not self.sparse)
-        if (plain and (column_major(weight) or tied is not None) and weight.requires_grad
-                and torch.is_grad_enabled()):
+        if (torch.is_grad_enabled() and weight.requires_grad  # (decoding stops here: no gradient)
+                and (tied is not None or column_major(weight))
+                and self.padding_idx is None and self.max_norm is None and not self.scale_grad_by_freq
+                and not self.sparse):
             return _LayoutEmbedding.apply(ids, weight, tied)
         return super().forward(ids)
 
