@@ -25,6 +25,11 @@ What the layout needs from the rest of the code:
 - The lookup's gradient must come in the weight's layout too, or autograd adds a row-major (V, C)
   gradient into the head's column-major one through a transposing add (32 ms a step for gpt2-mini).
   `Embedding` (an `nn.Embedding` with the same parameters and state dict) builds it in that layout.
+- torch's fused AdamW runs 2.6x slower on non-contiguous tensors, so `llm_core.training.optim.AdamW`
+  hands it the contiguous W^T views of the parameter, its gradient and its moments (an elementwise update
+  is the same on any view).
+- `safetensors.torch.save_model` cannot find the tied pair of a strided tensor, so checkpoints are written
+  by `llm_core.training.checkpoint.save_weights` (the same file).
 
 One gradient for the tied W, whatever its layout: autograd would zero a (V, C) gradient for the lookup,
 scatter its N rows into it and add it to the head's, about 6 ms of memory traffic for gpt2-mini. In
@@ -32,11 +37,6 @@ scatter its N rows into it and add it to the head's, about 6 ms of memory traffi
 through it), hands its dL/dW over (`TiedGradient`) and the lookup adds its rows into that buffer and
 returns the sum as W's one gradient: the step 1.024-1.029x under bf16 autocast for gpt2-mini, 1.012x in
 fp32, 1.02-1.03x for the default experiment (16 paired steps), with the same weights after two steps.
-- torch's fused AdamW runs 2.6x slower on non-contiguous tensors, so `llm_core.training.optim.AdamW`
-  hands it the contiguous W^T views of the parameter, its gradient and its moments (an elementwise update
-  is the same on any view).
-- `safetensors.torch.save_model` cannot find the tied pair of a strided tensor, so checkpoints are written
-  by `llm_core.training.checkpoint.save_weights` (the same file).
 """
 from __future__ import annotations
 
