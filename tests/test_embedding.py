@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from llm_core import GPT, GPTConfig
 from llm_core.embedding import COLUMN_MAJOR_MIN_VOCAB, Embedding, TiedGradient, column_major, column_major_parameter
 from llm_core.linear_ce import linear_cross_entropy
+from training_helpers import row_major_copy
 
 V = COLUMN_MAJOR_MIN_VOCAB + 3  # a vocabulary large enough for the column-major layout
 CFG = dict(vocab_size=V, context_length=16, d_model=8, n_layers=2, n_heads=2)
@@ -91,10 +92,7 @@ def test_a_training_step_is_the_same_in_either_layout() -> None:
     (fp32: only the matmuls' summation order differs)."""
     torch.manual_seed(2)
     column = GPT(GPTConfig(**CFG))
-    row = GPT(GPTConfig(**CFG))
-    row.tok_emb.weight = torch.nn.Parameter(torch.empty(V, 8))
-    row.lm_head.weight = row.tok_emb.weight
-    row.load_state_dict(column.state_dict())
+    row = row_major_copy(column)
     assert row.tok_emb.weight.is_contiguous() and column_major(column.tok_emb.weight)
     ids, targets = torch.randint(0, V, (3, 16)), torch.randint(0, V, (3, 16))
     losses = []
@@ -115,22 +113,13 @@ def test_without_a_gradient_the_lookup_is_plain_f_embedding() -> None:
         assert torch.equal(model.tok_emb(ids), F.embedding(ids, model.tok_emb.weight.contiguous()))
 
 
-def _row_major_copy(model: GPT) -> GPT:
-    row = GPT(model.config)
-    if column_major(row.tok_emb.weight):
-        row.tok_emb.weight = torch.nn.Parameter(torch.empty(model.config.vocab_size, model.config.d_model))
-        row.lm_head.weight = row.tok_emb.weight
-    row.load_state_dict(model.state_dict())
-    return row
-
-
 @pytest.mark.parametrize("vocab", [V, 61])  # column-major, and a small row-major vocabulary
 def test_forward_with_targets_gives_the_tied_weight_the_plain_paths_gradient(vocab: int) -> None:
     """GPT.forward(ids, targets) adds the lookup's rows into the head's gradient of the tied W in one buffer
     (TiedGradient); the plain path, logits then F.cross_entropy, lets autograd add the two. Same gradients."""
     torch.manual_seed(4)
     fused = GPT(GPTConfig(**{**CFG, "vocab_size": vocab}))
-    plain = _row_major_copy(fused)
+    plain = row_major_copy(fused)
     ids = torch.randint(0, vocab, (3, 16))
     ids[0, :4] = 5  # repeated ids: their rows add up
     targets = torch.randint(0, vocab, (3, 16))

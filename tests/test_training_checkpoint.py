@@ -14,7 +14,7 @@ from llm_core.embedding import COLUMN_MAJOR_MIN_VOCAB, column_major
 from llm_core.model import GPT, GPTConfig
 from llm_core.training import Trainer, latest_checkpoint, list_runs, load_checkpoint, read_metrics
 from llm_core.training.checkpoint import MANIFEST, _sha256, load_trainer_state, load_weights, save_weights
-from training_helpers import tiny_config
+from training_helpers import row_major_copy, tiny_config
 
 
 @pytest.fixture
@@ -50,10 +50,7 @@ def test_the_column_major_tied_model_is_written_as_save_model_writes_the_row_maj
     vocab = COLUMN_MAJOR_MIN_VOCAB + 1
     model = GPT(GPTConfig(vocab_size=vocab, context_length=8, d_model=8, n_layers=1, n_heads=2))
     assert column_major(model.tok_emb.weight)
-    row = GPT(model.config)
-    row.tok_emb.weight = torch.nn.Parameter(torch.empty(vocab, 8))
-    row.lm_head.weight = row.tok_emb.weight
-    row.load_state_dict(model.state_dict())
+    row = row_major_copy(model)
     save_weights(model, tmp_path / "model.safetensors")
     save_model(row, str(tmp_path / "theirs.safetensors"))  # safetensors' own writer, on the row-major model
     with safe_open(tmp_path / "model.safetensors", "pt") as ours, safe_open(tmp_path / "theirs.safetensors", "pt") as theirs:

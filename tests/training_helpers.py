@@ -1,10 +1,15 @@
-"""Shared builders for the trainer tests: a byte-level tokenizer, a tiny text corpus, a tiny config."""
+"""Shared builders for the trainer tests: a byte-level tokenizer, a tiny text corpus, a tiny config, a
+row-major copy of a GPT."""
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+import torch
+
 from llm_core.bpe import save_bpe, train_bpe
+from llm_core.embedding import column_major
+from llm_core.model import GPT
 from llm_core.training import TrainConfig
 
 # A model small enough that a step takes milliseconds on one CPU thread.
@@ -42,3 +47,13 @@ def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
     )
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def row_major_copy(model: GPT) -> GPT:
+    """A GPT with `model`'s weights whose tied embedding is stored row-major (`llm_core.embedding`)."""
+    row = GPT(model.config)
+    if column_major(row.tok_emb.weight):
+        row.tok_emb.weight = torch.nn.Parameter(torch.empty(model.config.vocab_size, model.config.d_model))
+        row.lm_head.weight = row.tok_emb.weight
+    row.load_state_dict(model.state_dict())
+    return row
