@@ -2,6 +2,8 @@
 
 Sides (same weights, same dtype, one process, greedy, no early stop; `peers.py`):
 - ours: `Engine(model, tokenizer)` as a user gets it (fast paths on; `--fast off` for the plain path);
+  in fp32 also ours with `FastPaths(screen=False)`, the fp32 head on every step, to show what the bf16
+  screen of the head (`llm_core.engine.screened_head`, greedy steps only) is worth;
 - llms-from-scratch: its ch04 GPTModel with the reference notes' torch.cat KV cache and generation loop;
 - transformers: `GPT2LMHeadModel.generate`.
 
@@ -36,6 +38,7 @@ from llm_core.engine import SamplingParams
 from llm_core.engine.fast import FastPaths
 
 GREEDY = SamplingParams(stop_ids=())
+UNSCREENED = "ours, screen off (fp32 head)"
 
 
 class IdTokenizer:
@@ -91,6 +94,10 @@ def part_greedy(preset: str, prompt_len: int, new: int, dtype: torch.dtype, roun
         engine = Engine(model, IdTokenizer(), FastPaths(dtype="bf16" if dtype == torch.bfloat16 else None))
     sides = {"ours (Engine)": lambda: engine.generate_ids(prompt, new, GREEDY)}
     warm = {"ours (Engine)": lambda: engine.generate_ids(prompt, 4, GREEDY)}
+    if fast and dtype == torch.float32:  # what the bf16 screen of the head is worth (`screened_head`)
+        unscreened = Engine(model, IdTokenizer(), FastPaths(screen=False))
+        sides[UNSCREENED] = lambda: unscreened.generate_ids(prompt, new, GREEDY)
+        warm[UNSCREENED] = lambda: unscreened.generate_ids(prompt, 4, GREEDY)
     if with_reference:
         ref = peers.reference_model(peer_model, kv_cache=True)
         sides["llms-from-scratch (torch.cat cache)"] = lambda: peers.reference_generate(ref, prompt, new)
@@ -113,9 +120,19 @@ def part_greedy(preset: str, prompt_len: int, new: int, dtype: torch.dtype, roun
     title = f"{preset}, batch 1, {prompt_len} + {new} tokens, greedy, {dname}: {engine.decoder.describe()}"
     print(f"\n{title}")
     bound = bound_line(model, bandwidth, torch.tensor([], dtype=dtype).element_size())
+    info = engine.decoder.describe()
+    if info["screened_steps"]:  # the head read in bf16: fewer bytes a token than the fp32 bound counts
+        head = model.lm_head.weight.numel()
+        screened = peers.decode_weight_bytes(model) - head * 2  # fp32 blocks, bf16 head
+        print(f"   the screen reads {screened / 1e6:.1f} MB a token (the head in bf16): bound "
+              f"{bandwidth / screened:.0f} tokens/s; {info['screen_candidates'] / info['screened_steps']:.1f} "
+              f"fp32 logits recomputed a step, {info['screen_fallbacks']} steps fell back to the fp32 head")
     print(f"   same greedy tokens as ours: {same}" + ("" if all(same.values()) else
           "  (bf16 rounding differs between implementations: the runs part at a near-tie)"))
     report("", new, times, bound, ours="ours (Engine)")
+    if info["screened_steps"]:
+        rate = new / statistics.median(times["ours (Engine)"])
+        print(f"   ours (Engine): {rate / (bandwidth / screened):.1%} of the screened path's own bound")
 
 
 def part_batch(rounds: int, new: int = 128, n: int = 8) -> None:

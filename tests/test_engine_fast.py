@@ -145,7 +145,7 @@ def test_compile_failure_falls_back_with_one_line_notice(model, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs,field", [({"dtype": "fp16"}, "dtype"), ({"compile": "yes"}, "compile"), ({"threads": 0}, "threads"),
-                                          ({"enabled": 1}, "enabled")])
+                                          ({"enabled": 1}, "enabled"), ({"screen": "yes"}, "screen")])
 def test_fast_paths_are_validated(kwargs, field):
     with pytest.raises(GenerationError, match=f"FastPaths.{field}"):
         FastPaths(**kwargs)
@@ -264,7 +264,8 @@ def test_batched_steps_under_bf16_autocast_take_autocast_s_linear():
 def test_a_one_row_fp32_step_runs_the_packed_head_where_onednn_packs_it(monkeypatch, packs):
     """One row on two threads: the block Linears split across the threads, the head oneDNN-packed (faster
     at one row too: `InferenceHead`); where oneDNN does not pack, the head splits as well. Either way the
-    greedy tokens are the uncached reference's."""
+    greedy tokens are the uncached reference's. (The fp32 head is what runs when the screen does not: a
+    sampled step, or `screen=False`.)"""
     if packs and not HAS_ONEDNN_PACKING:
         pytest.skip("this torch build has no oneDNN packed linear")
     if not packs:
@@ -274,7 +275,7 @@ def test_a_one_row_fp32_step_runs_the_packed_head_where_onednn_packs_it(monkeypa
     monkeypatch.setattr(fast.PackedLinear, "forward", lambda self, x: heads.append(x.shape[0]) or real_packed(self, x))
     monkeypatch.setattr(fast, "split_matmul", lambda x, *a: splits.append(x.shape[0]) or real_split(x, *a))
     model = tiny_model(context_length=32, seed=12, dtype=torch.float32)
-    engine = Engine(model, ByteTokenizer(), FastPaths(threads=2))
+    engine = Engine(model, ByteTokenizer(), FastPaths(threads=2, screen=False))
     got = engine.generate_ids(PROMPT, 6, SamplingParams(stop_ids=()))
     assert got == reference_greedy(model, PROMPT, 6, 32)
     info = engine.decoder.describe()

@@ -157,21 +157,24 @@ class Engine:
         return value
 
     # --- the model and the cache ---------------------------------------------------------------------
-    def _forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Run new tokens (B, T) through the model on top of the cache; return last-position logits (B, V)."""
+    def _forward(self, tokens: torch.Tensor, argmax_only: bool = False) -> torch.Tensor:
+        """Run new tokens (B, T) through the model on top of the cache; return last-position logits (B, V).
+        `argmax_only`: only each row's argmax will be read (greedy; see `Decoder`)."""
         T = tokens.shape[1]
         if self.cache is None:  # _prefill makes the cache before any forward
             raise GenerationError("the engine has no KV cache: a forward ran before the prompt's prefill")
         positions = torch.arange(self.cache.length, self.cache.length + T, device=self.device)
         self._valid = False  # an interrupted forward leaves half-written layers: start over next time
         with eval_mode(self.model), torch.inference_mode():  # e.g. sampling mid-training: no dropout
-            logits = self.decoder(tokens, positions, self.cache)  # (B, V)
+            logits = self.decoder(tokens, positions, self.cache, argmax_only)  # (B, V)
         self.cache.advance(T)
         self._valid = True
         return logits
 
-    def _prefill(self, ids: list[int], rows: int, W: int, stats: GenerationStats) -> torch.Tensor:
-        """Make the cache hold the prompt (reusing the previous turn when it is a prefix); logits (rows, V)."""
+    def _prefill(self, ids: list[int], rows: int, W: int, stats: GenerationStats,
+                 argmax_only: bool = False) -> torch.Tensor:
+        """Make the cache hold the prompt (reusing the previous turn when it is a prefix); logits (rows, V)
+        (`argmax_only`: see `_forward`)."""
         run_model = self.decoder.model()  # the model itself, or its bf16 copy
         if self.cache is None or not self.cache.matches(run_model, rows, W):
             self.cache = KVCache.for_model(run_model, rows, W)
@@ -197,7 +200,7 @@ class Engine:
         self._window = W
         self._rows = [list(ids)]
         stats.prefilled_tokens = P - fed
-        logits = self._forward(torch.tensor([ids[fed:]], device=self.device))  # (1, V)
+        logits = self._forward(torch.tensor([ids[fed:]], device=self.device), argmax_only)  # (1, V)
         if rows > 1:
             cache.copy_row0(rows)  # N samples share one prefill
             self._rows = [list(ids) for _ in range(rows)]
@@ -211,6 +214,7 @@ class Engine:
         keep = max(1, self._window // 2)
         temperature, top_k, top_p = params.temperature, params.top_k_for(self.vocab_size), params.top_p
         generators = seeded_generators(seeds, self.device) if temperature else []
+        greedy = temperature == 0  # only the argmax of each step's logits is read
         work = torch.empty(logits.shape, dtype=torch.float32, device=logits.device) if temperature else None
         for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, top_p, generators, work)  # (rows,)
@@ -229,7 +233,7 @@ class Engine:
                 tokens = torch.tensor([r[self._start :] for r in self._rows], device=self.device)  # (rows, keep)
             else:
                 tokens = nxt[:, None]  # (rows, 1)
-            logits = self._forward(tokens)
+            logits = self._forward(tokens, greedy)
 
     # --- public API ----------------------------------------------------------------------------------
     def generate_ids(self, ids: Sequence[int], max_new_tokens: int, params: SamplingParams = GREEDY) -> list[int]:
@@ -250,7 +254,7 @@ class Engine:
             self.last_stats = stats
             if max_new_tokens == 0:
                 return
-            logits = self._prefill(ids, 1, W, stats)
+            logits = self._prefill(ids, 1, W, stats, params.temperature == 0)
             seed = params.seed if params.seed is not None else _fresh_seed()
             steps = self._decode(logits, max_new_tokens, params, [seed], stats)
             try:
@@ -337,7 +341,7 @@ class Engine:
         base = params.seed if params.seed is not None else _fresh_seed()
         out: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
-        steps = self._decode(self._prefill(ids, n, W, stats), max_new_tokens, params,
+        steps = self._decode(self._prefill(ids, n, W, stats, params.temperature == 0), max_new_tokens, params,
                              [derive_seed(base, i) for i in range(n)], stats)
         try:
             for nxt in steps:
@@ -357,7 +361,7 @@ class Engine:
         stats = GenerationStats(prompt_tokens=len(ids), stop_reason="length")
         self.last_stats = stats
         stops = self._stop_ids(params)
-        logits = self._prefill(ids, n, W, stats)
+        logits = self._prefill(ids, n, W, stats, params.temperature == 0)
         decoders = [TextDecoder(self.tokenizer.decode_bytes, params.stop) for _ in range(n)]
         texts: list[list[str]] = [[] for _ in range(n)]
         counts = [0] * n

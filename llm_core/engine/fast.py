@@ -60,6 +60,7 @@ from ..errors import GenerationError
 from ..onednn_linear import is_plain_linear, onednn_matmul
 from .decode_step import StepPlan, plan_step
 from .kv_cache import KVCache
+from .screened_head import ScreenedHead
 from .split_linear import SplitLinear, split_applies, split_matmul
 
 log = logging.getLogger("llm_core.engine")
@@ -85,6 +86,9 @@ class FastPaths:
       thread decoded gpt2-mini 3-6x faster than two (`benchmarks/decode_speed.py --threads`). With more
       than one thread, an fp32 step of one row splits each block matmul across them (`split_linear`) and
       runs the head oneDNN-packed; any other step runs oneDNN-packed weights.
+    - `screen`: greedy steps of an fp32 model on a CPU with bf16 arithmetic screen the head with a bf16
+      copy and recompute only the candidates for the argmax in fp32 (`screened_head`: the same tokens,
+      half the head's bytes). False runs the fp32 head on every step.
     """
 
     enabled: bool = True
@@ -92,6 +96,7 @@ class FastPaths:
     compile: str = "auto"
     compile_backend: str = "inductor"
     threads: int | None = None
+    screen: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -106,6 +111,8 @@ class FastPaths:
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
                                          or self.threads < 1):
             raise GenerationError(f"FastPaths.threads: must be a positive integer or None, got {self.threads!r}")
+        if not isinstance(self.screen, bool):
+            raise GenerationError(f"FastPaths.screen: must be true or false, got {self.screen!r}")
 
     def wants_compile(self, device: torch.device) -> bool:
         return self.enabled and (self.compile == "on" or (self.compile == "auto" and device.type == "cuda"))
@@ -346,6 +353,7 @@ class Decoder:
             dtype = None
         self.weights = InferenceCopy(model, dtype)
         self.head = InferenceHead()
+        self.screen = ScreenedHead()
         self.packed = LinearsCopy.packed()
         self.split = LinearsCopy.split()
         self._compile = paths.wants_compile(device)
@@ -361,13 +369,16 @@ class Decoder:
     def model(self) -> nn.Module:
         return self.weights.get()
 
-    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+                 argmax_only: bool = False) -> torch.Tensor:
         """tokens (B, T) at absolute `positions` (T,) -> logits (B, V) of the last position (fp32 or the
-        run model's dtype)."""
+        run model's dtype). `argmax_only`: the caller takes only each row's argmax (greedy), so the head
+        may be screened (`screened_head`): then only the entries that could be the maximum are exact."""
         with num_threads(self.paths.threads if self.paths.enabled else None):
-            return self._run(tokens, positions, cache)
+            return self._run(tokens, positions, cache, argmax_only)
 
-    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+             argmax_only: bool = False) -> torch.Tensor:
         model = self.model()
         if not self.paths.enabled or not hasattr(model, "features"):
             return model(tokens, positions=positions, cache=cache)[:, -1]
@@ -391,6 +402,10 @@ class Decoder:
             h = plan(tokens, cache)  # (B, C): the same ops without the module wrappers
         else:
             h = runner.features(tokens, positions, cache)[:, -1]  # (B, C): the head on the last position only
+        if argmax_only and self.paths.screen:
+            logits = self.screen(model.lm_head, h)
+            if logits is not None:
+                return logits
         return self.head(model.lm_head, h)
 
     def _plan_of(self, model: nn.Module) -> StepPlan | None:
@@ -444,4 +459,7 @@ class Decoder:
             "packed_head": self.head.packed_built(),
             "split_threads": self.split.built(),
             "compile_seconds": self.compile_seconds,
+            "screened_steps": self.screen.steps,
+            "screen_fallbacks": self.screen.fallbacks,
+            "screen_candidates": self.screen.candidates,
         }

@@ -1,0 +1,171 @@
+"""The bf16 screen of the head for greedy steps (`llm_core.engine.screened_head`).
+
+What must hold: the returned logits' argmax is the fp32 head's; the candidates hold their fp32 values; every
+other entry is below the largest candidate. The bound it rests on is checked against fp64 logits computed
+here, with the constants written out. The unit tests run wherever oneDNN packs bf16 (oneDNN emulates bf16 on
+CPUs without it, so `supports_bf16` is patched to True there); the Engine tests need bf16 in hardware, where
+the Engine uses the screen.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from engine_fakes import ByteTokenizer, tiny_model
+from test_engine_cache import PROMPT, reference_greedy
+from llm_core import Engine
+from llm_core.device import has_onednn_linear, supports_bf16
+from llm_core.engine import SamplingParams
+from llm_core.engine import screened_head
+from llm_core.engine.fast import FastPaths
+from llm_core.engine.screened_head import ScreenedHead
+from llm_core.onednn_linear import onednn_matmul
+
+pytestmark = pytest.mark.skipif(not has_onednn_linear(), reason="this torch build has no oneDNN packed linear")
+HAS_BF16 = supports_bf16(torch.device("cpu"))
+NO_STOP = SamplingParams(stop_ids=())
+
+
+@pytest.fixture
+def bf16_anywhere(monkeypatch):
+    monkeypatch.setattr(screened_head, "supports_bf16", lambda device: True)
+
+
+def head_of(weight: torch.Tensor) -> nn.Linear:
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+    return head
+
+
+def random_weight(V: int, C: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(V, C, generator=g) * scale
+
+
+def test_the_bound_holds_for_every_logit(bf16_anywhere):
+    """|W_j . h - a_j| <= R ||h|| + S (||h - hb|| + 2 gamma_K ||hb||) + 2^-6 |a_j|, with a = bf16(W) bf16(h)
+    from the kernel and the norms in fp64 here."""
+    V, C = 3000, 96
+    for seed, scale in ((0, 0.02), (1, 1.0), (2, 30.0)):
+        w = random_weight(V, C, seed, scale)
+        h = torch.randn(4, C, generator=torch.Generator().manual_seed(seed + 10)) * 5
+        wb, hb = w.bfloat16(), h.bfloat16()
+        a = onednn_matmul(hb, torch.ops.mkldnn._reorder_linear_weight(wb, 16)).double()  # (4, V)
+        exact = h.double() @ w.double().t()  # (4, V)
+        R = (w.double() - wb.double()).norm(dim=1).max()
+        S = wb.double().norm(dim=1).max()
+        gamma = C * 2.0 ** -24 / (1 - C * 2.0 ** -24)
+        c = R * h.double().norm(dim=1) + S * ((h.double() - hb.double()).norm(dim=1) + 2 * gamma * hb.double().norm(dim=1))
+        err = (exact - a).abs()
+        assert (err <= c[:, None] + 2.0 ** -6 * a.abs()).all()
+        assert err.max() > 0  # the screen is not exact: the check has something to do
+
+
+def test_argmax_is_the_fp32_heads_among_ties_bf16_cannot_see(bf16_anywhere):
+    """Ten rows equal in bf16, apart in fp32's low bits: bf16 alone picks the first of them; the screen
+    recomputes all ten and picks the planted winner."""
+    V, C = 2000, 64
+    w = random_weight(V, C, 3)
+    h = torch.randn(1, C, generator=torch.Generator().manual_seed(4))
+    base = (h[0] / h[0].norm()) * 8.0  # a row whose logit beats every random row's
+    base = base.bfloat16().float()
+    tied = list(range(100, 110))
+    for k, j in enumerate(tied):
+        w[j] = base * (1 + 2.0 ** -12) if j == 106 else base  # 2^-12 of itself: below bf16's half-ulp
+    assert len({tuple(w[j].bfloat16().float().tolist()) for j in tied}) == 1  # bf16 sees ten equal rows
+    head = head_of(w)
+    fp32 = (h.double() @ head.weight.double().t())[0]
+    assert int(fp32.argmax()) == 106
+    bf16_only = (h.bfloat16().float() @ head.weight.bfloat16().float().t())[0]
+    assert int(bf16_only.argmax()) != 106  # a screen without the fp32 check gets it wrong
+
+    screen = ScreenedHead()
+    logits = screen(head, h)
+    assert int(logits[0].argmax()) == 106
+    assert screen.candidates >= len(tied) and screen.steps == 1
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_candidates_hold_fp32_logits_and_every_other_entry_is_below_them(bf16_anywhere, rows):
+    V, C = 4096, 128
+    head = head_of(random_weight(V, C, 5, scale=0.3))
+    screen = ScreenedHead()
+    for seed in range(20):
+        h = torch.randn(rows, C, generator=torch.Generator().manual_seed(seed)) * 3
+        logits = screen(head, h)
+        exact = h.double() @ head.weight.double().t()  # (rows, V)
+        assert torch.equal(logits.argmax(dim=1), exact.argmax(dim=1))
+        best = logits.max(dim=1).values
+        for r in range(rows):
+            held = torch.isclose(logits[r].double(), exact[r], rtol=1e-6, atol=1e-6)
+            top = exact[r].argmax()
+            assert held[top]  # the winner holds its fp32 value
+            others = ~held
+            assert (logits[r][others] < best[r]).all()
+    assert screen.steps == 20 and screen.fallbacks == 0
+    assert screen.candidates < 20 * rows * 10  # a handful per row, not the vocabulary
+
+
+def test_near_uniform_logits_and_non_finite_features_fall_back(bf16_anywhere):
+    head = head_of(random_weight(1000, 32, 6))
+    screen = ScreenedHead()
+    assert screen(head, torch.zeros(1, 32)) is None  # every logit 0: every token a candidate
+    h = torch.randn(1, 32)
+    h[0, 3] = float("nan")
+    assert screen(head, h) is None
+    assert screen.fallbacks == 2 and screen.steps == 0
+
+
+def test_the_screen_applies_only_to_a_plain_bias_free_fp32_head(bf16_anywhere):
+    w = random_weight(500, 16, 7)
+    h = torch.randn(1, 16)
+    screen = ScreenedHead()
+    assert screen(head_of(w).double(), h.double()) is None
+    biased = nn.Linear(16, 500)
+    assert screen(biased, h) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert screen(head_of(w), h) is None
+    assert screen(head_of(w), h) is not None
+
+
+def test_the_copy_follows_weight_updates(bf16_anywhere):
+    head = head_of(random_weight(800, 32, 8))
+    h = torch.randn(1, 32, generator=torch.Generator().manual_seed(9))
+    screen = ScreenedHead()
+    logits = screen(head, h)
+    first = int(logits.argmax())
+    assert logits[0, first] > 0
+    with torch.no_grad():
+        head.weight[first].neg_()  # in place: the old winner (a positive logit) becomes the lowest
+    second = int(screen(head, h).argmax())
+    assert second != first and second == int((h @ head.weight.t()).argmax())
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic: the Engine does not screen")
+def test_engine_greedy_screens_and_gives_the_fp32_tokens():
+    model = tiny_model(context_length=16, dtype=torch.float32)
+    engine = Engine(model, ByteTokenizer())
+    got = engine.generate_ids(PROMPT, 25, SamplingParams(window=16, stop_ids=()))
+    assert got == reference_greedy(model, PROMPT, 25, 16)
+    assert got == Engine(model, ByteTokenizer(), FastPaths(screen=False)).generate_ids(PROMPT, 25, NO_STOP)
+    info = engine.decoder.describe()
+    assert info["screened_steps"] == 25 and info["screen_fallbacks"] == 0  # the prefill and 24 steps
+    rows = engine.sample_ids(PROMPT, 3, 6, SamplingParams(temperature=0.0, stop_ids=()))
+    assert [ids for ids, _ in rows] == [got[:6]] * 3  # batched greedy rows screen too
+    assert engine.decoder.describe()["screened_steps"] == 31
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic: the Engine does not screen")
+def test_sampling_beams_and_switched_off_paths_run_the_fp32_head():
+    model = tiny_model(context_length=16, dtype=torch.float32)
+    engine = Engine(model, ByteTokenizer())
+    params = SamplingParams(temperature=0.9, seed=3, stop_ids=())
+    sampled = engine.generate_ids(PROMPT, 10, params)
+    assert sampled == Engine(model, ByteTokenizer(), FastPaths(screen=False)).generate_ids(PROMPT, 10, params)
+    engine.beam_search(PROMPT, 2, 5)
+    assert engine.decoder.describe()["screened_steps"] == 0
+    off = Engine(model, ByteTokenizer(), FastPaths(screen=False))
+    off.generate_ids(PROMPT, 5, NO_STOP)
+    assert off.decoder.describe()["screened_steps"] == 0
