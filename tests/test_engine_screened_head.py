@@ -29,7 +29,9 @@ NO_STOP = SamplingParams(stop_ids=())
 
 @pytest.fixture
 def bf16_anywhere(monkeypatch):
+    """The screen for the small heads here too (it pays from SCREEN_MIN_ELEMENTS), on any CPU."""
     monkeypatch.setattr(screened_head, "supports_bf16", lambda device: True)
+    monkeypatch.setattr(screened_head, "SCREEN_MIN_ELEMENTS", 0)
 
 
 def head_of(weight: torch.Tensor) -> nn.Linear:
@@ -130,6 +132,15 @@ def test_the_screen_applies_only_to_a_plain_bias_free_fp32_head(bf16_anywhere):
     assert screen(head_of(w), h) is not None
 
 
+def test_a_head_that_stays_in_cache_is_not_screened(monkeypatch):
+    monkeypatch.setattr(screened_head, "supports_bf16", lambda device: True)
+    h = torch.randn(1, 8)
+    small = head_of(random_weight(screened_head.SCREEN_MIN_ELEMENTS // 8 - 1, 8, 10))
+    assert ScreenedHead()(small, h) is None
+    large = head_of(random_weight(screened_head.SCREEN_MIN_ELEMENTS // 8, 8, 10))
+    assert ScreenedHead()(large, h) is not None
+
+
 def test_the_copy_follows_weight_updates(bf16_anywhere):
     head = head_of(random_weight(800, 32, 8))
     h = torch.randn(1, 32, generator=torch.Generator().manual_seed(9))
@@ -144,7 +155,8 @@ def test_the_copy_follows_weight_updates(bf16_anywhere):
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic: the Engine does not screen")
-def test_engine_greedy_screens_and_gives_the_fp32_tokens():
+def test_engine_greedy_screens_and_gives_the_fp32_tokens(monkeypatch):
+    monkeypatch.setattr(screened_head, "SCREEN_MIN_ELEMENTS", 0)
     model = tiny_model(context_length=16, dtype=torch.float32)
     engine = Engine(model, ByteTokenizer())
     got = engine.generate_ids(PROMPT, 25, SamplingParams(window=16, stop_ids=()))
@@ -158,7 +170,8 @@ def test_engine_greedy_screens_and_gives_the_fp32_tokens():
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic: the Engine does not screen")
-def test_sampling_beams_and_switched_off_paths_run_the_fp32_head():
+def test_sampling_beams_and_switched_off_paths_run_the_fp32_head(monkeypatch):
+    monkeypatch.setattr(screened_head, "SCREEN_MIN_ELEMENTS", 0)
     model = tiny_model(context_length=16, dtype=torch.float32)
     engine = Engine(model, ByteTokenizer())
     params = SamplingParams(temperature=0.9, seed=3, stop_ids=())

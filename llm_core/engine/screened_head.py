@@ -47,16 +47,22 @@ U32 = 2.0 ** -24  # fp32 unit roundoff
 BF16_OUT = 2.0 ** -6  # bound on the relative rounding of the kernel's bf16 result (module docstring)
 TINY = 1e-30  # absolute slack for denormals flushed to zero by bf16 dot-product instructions (K x 2^-126)
 MAX_CANDIDATE_FRACTION = 1 / 64  # more candidates than this share of the vocabulary: run the fp32 head
+# The screen pays where the fp32 head streams from memory: a head that stays in the CPU's caches between
+# steps reads no faster at half the bytes, and the screen's ~0.1 ms of small ops a step is then a loss (2-
+# core EPYC, 32 MB L3: the default experiment's 512 x 192 head and an 8192 x 192 one 0.74-0.82x, gpt2-mini's
+# 77 MB head 1.13-1.20x). From 8M elements: 32 MB in fp32.
+SCREEN_MIN_ELEMENTS = 1 << 23
 PACK_ROWS = 16  # oneDNN's batch-size hint for the packed bf16 copy (as `fast.PACK_ROWS`)
 
 
 def screen_applies(head: nn.Module, h: torch.Tensor) -> bool:
-    """The screen can run: a plain bias-free fp32 head on a CPU that computes bf16 in hardware and has
-    oneDNN's packed linear, outside autocast (under autocast the head is bf16 already)."""
+    """The screen can run and pays: a plain bias-free fp32 head of at least SCREEN_MIN_ELEMENTS on a CPU
+    that computes bf16 in hardware and has oneDNN's packed linear, outside autocast (under autocast the
+    head is bf16 already)."""
     if not is_plain_linear(head) or head.bias is not None:
         return False
     w = head.weight
-    return (w.dtype == torch.float32 and h.dtype == torch.float32 and w.device.type == "cpu"
+    return (w.numel() >= SCREEN_MIN_ELEMENTS and w.dtype == torch.float32 and h.dtype == torch.float32 and w.device.type == "cpu"
             and not torch.is_autocast_enabled("cpu") and has_onednn_linear() and supports_bf16(w.device))
 
 
@@ -105,20 +111,21 @@ class ScreenedHead:
         hb = h.to(torch.bfloat16)  # (B, C)
         screened = onednn_matmul(hb, self._packed).float()  # (B, V): the kernel's bf16 values, held in fp32
         hbf = hb.float()
-        norms = torch.linalg.vector_norm(torch.stack((h, h - hbf, hbf)), dim=-1)  # (3, B): ||h||, ||d||, ||hb||
-        # c = R ||h|| + S (||d|| + 2 gamma ||hb||), raised by 4 gamma + 1e-5 of itself for the fp32 norms
-        # (each off by at most gamma_K) and the few fp32 operations here
-        coef = torch.tensor([self._r, self._s, 2 * gamma * self._s], dtype=torch.float64) * (1 + 4 * gamma + 1e-5)
-        c = (coef.to(h.dtype) @ norms) + TINY  # (B,)
-        top = screened.amax(dim=1)  # (B,)
-        if not math.isfinite(float(c.sum() + top.sum())):
-            self.fallbacks += 1
-            return None
-        # The best lower bound is L = top - c - u |top| (u = BF16_OUT); a token is a candidate when
-        # g(a) = a + u |a| reaches y = L - c. g rises with a, and g^-1(y) = y - u |y| / (1 - u) whatever
-        # the sign of y; 1e-6 |y| more for the fp32 rounding of the threshold itself.
-        y = top - 2 * c - BF16_OUT * top.abs()
-        threshold = y - (BF16_OUT / (1 - BF16_OUT) + 1e-6) * y.abs() - TINY  # (B,)
+        norms = torch.linalg.vector_norm(torch.stack((h, h - hbf, hbf)), dim=-1).tolist()  # ||h||, ||d||, ||hb||
+        thresholds = []
+        for norm_h, norm_d, norm_hb, top in zip(*norms, screened.amax(dim=1).tolist()):  # per row, in fp64
+            # c = R ||h|| + S (||d|| + 2 gamma ||hb||), raised by 4 gamma + 1e-5 of itself for the fp32
+            # norms (each off by at most gamma_K)
+            c = (self._r * norm_h + self._s * (norm_d + 2 * gamma * norm_hb)) * (1 + 4 * gamma + 1e-5) + TINY
+            if not math.isfinite(c + top):
+                self.fallbacks += 1
+                return None
+            # The best lower bound is L = top - c - u |top| (u = BF16_OUT); a token is a candidate when
+            # g(a) = a + u |a| reaches y = L - c. g rises with a, and g^-1(y) = y - u |y| / (1 - u) whatever
+            # the sign of y; 1e-6 |y| more for rounding the threshold to fp32.
+            y = top - 2 * c - BF16_OUT * abs(top)
+            thresholds.append(y - (BF16_OUT / (1 - BF16_OUT) + 1e-6) * abs(y) - TINY)
+        threshold = torch.tensor(thresholds, dtype=screened.dtype)  # (B,)
         rows, cols = (screened >= threshold[:, None]).nonzero(as_tuple=True)  # (n,), (n,)
         if cols.numel() > max(B, math.ceil(B * weight.shape[0] * MAX_CANDIDATE_FRACTION)):
             self.fallbacks += 1
