@@ -41,3 +41,10 @@ def test_an_experiment_script_ends_a_missing_checkpoint_in_one_line(tmp_path):
     done = run("arith_examples.py", "-c", str(tmp_path / "nothing"), cwd=tmp_path, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'nothing'}: no such run folder or checkpoint"]
+
+
+def test_screened_head_benchmark_decodes_the_same_tokens_both_ways(tmp_path, gpt2_cache, shared_data):
+    done = run("screened_head.py", "--steps", "2", "--rounds", "1", "--new", "4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "same tokens screened and unscreened: True" in done.stdout
+    assert "fp32 logits recomputed a step" in done.stdout and "screen on / off:" in done.stdout
