@@ -164,6 +164,7 @@ def test_engine_greedy_screens_and_gives_the_fp32_tokens(monkeypatch):
     assert got == Engine(model, ByteTokenizer(), FastPaths(screen=False)).generate_ids(PROMPT, 25, NO_STOP)
     info = engine.decoder.describe()
     assert info["screened_steps"] == 25 and info["screen_fallbacks"] == 0  # the prefill and 24 steps
+    assert info["screen_copy_bytes"] == model.lm_head.weight.numel() * 2  # bf16
     rows = engine.sample_ids(PROMPT, 3, 6, SamplingParams(temperature=0.0, stop_ids=()))
     assert [ids for ids, _ in rows] == [got[:6]] * 3  # batched greedy rows screen too
     assert engine.decoder.describe()["screened_steps"] == 31
@@ -182,3 +183,28 @@ def test_sampling_beams_and_switched_off_paths_run_the_fp32_head(monkeypatch):
     off = Engine(model, ByteTokenizer(), FastPaths(screen=False))
     off.generate_ids(PROMPT, 5, NO_STOP)
     assert off.decoder.describe()["screened_steps"] == 0
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic: the Engine does not screen")
+def test_workbench_chat_greedy_screens_and_answers_as_the_fp32_head(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.commands import chat as chat_cmd
+
+    monkeypatch.setattr(screened_head, "SCREEN_MIN_ELEMENTS", 0)
+    loaded = SimpleNamespace(model=tiny_model(context_length=32, seed=5, dtype=torch.float32),
+                             tokenizer=ByteTokenizer(), path=tmp_path / "step-00000007", step=7)
+    loaded.path.mkdir()
+    monkeypatch.setattr(chat_cmd, "_load", lambda path: loaded)
+    calls = []
+    real = ScreenedHead.__call__
+    monkeypatch.setattr(ScreenedHead, "__call__", lambda self, head, h: calls.append(1) or real(self, head, h))
+    out = CliRunner().invoke(app, ["chat", "-c", "x", "--max-new-tokens", "6"], input="hello\n")
+    assert out.exit_code == 0, out.output
+    assert len(calls) == 6  # the prefill and five steps
+    monkeypatch.setattr(screened_head, "supports_bf16", lambda device: False)  # the fp32 head throughout
+    unscreened = CliRunner().invoke(app, ["chat", "-c", "x", "--max-new-tokens", "6"], input="hello\n")
+    assert unscreened.output == out.output

@@ -465,4 +465,5 @@ class Decoder:
             "screened_steps": self.screen.steps,
             "screen_fallbacks": self.screen.fallbacks,
             "screen_candidates": self.screen.candidates,
+            "screen_copy_bytes": self.screen.nbytes(),
         }

@@ -30,8 +30,9 @@ with a, the candidates are the tokens whose screened logit clears one threshold.
 `MAX_CANDIDATE_FRACTION` of the vocabulary clears it (near-uniform logits), or h is not finite, the step
 runs the fp32 head instead (`ScreenedHead.fallbacks` counts them).
 
-gpt2-mini, batch 1, 32 + 128 greedy tokens (2-core EPYC, AVX512-BF16): 1.3 candidates a step on average, 8
-at most; see `benchmarks/decode_speed.py` for tokens/s.
+gpt2-mini, batch 1, 32 + 128 greedy tokens (2-core EPYC, AVX512-BF16): 1.2-1.3 candidates a step on
+average, 8 at most, for random weights; 1.8 for a gpt2-mini trained briefly (`benchmarks/screened_head.py`);
+tokens/s in `benchmarks/decode_speed.py` and the README.
 """
 from __future__ import annotations
 
@@ -62,8 +63,9 @@ def screen_applies(head: nn.Module, h: torch.Tensor) -> bool:
     if not is_plain_linear(head) or head.bias is not None:
         return False
     w = head.weight
-    return (w.numel() >= SCREEN_MIN_ELEMENTS and w.dtype == torch.float32 and h.dtype == torch.float32 and w.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu") and has_onednn_linear() and supports_bf16(w.device))
+    return (w.numel() >= SCREEN_MIN_ELEMENTS and w.dtype == torch.float32 and h.dtype == torch.float32
+            and w.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and has_onednn_linear()
+            and supports_bf16(w.device))
 
 
 class ScreenedHead:
