@@ -4,7 +4,9 @@ Random weights give flat logits; a trained head spreads them, and how many token
 in fp32 a step (and how often it falls back to the fp32 head) depends on that. This trains gpt2-mini on
 the-verdict.txt with GPT-2's tokenizer for `--steps` steps (8 x 128 tokens, bf16 autocast where the CPU
 has bf16), then decodes greedily from a few prompts with the screen on and off: the same tokens (checked),
-fp32 logits recomputed a step, fallbacks, and tokens/s of each in paired rounds (one process).
+fp32 logits recomputed a step, fallbacks, and tokens/s of each in paired rounds (one process); then samples
+at temperature 0.8, batch 1 and N = 8 rows, screen on and off (rejection sampling: the same distribution,
+other tokens than the fp32 head's for a given seed).
 
 Needs ../shared/data/the-verdict.txt and the GPT-2 BPE files (TIKTOKEN_CACHE_DIR, default
 ../shared/tiktoken-cache).
@@ -84,6 +86,28 @@ def main() -> None:
         print(f"   {name:<11}{n / statistics.median(ts):8.1f} tokens/s")
     ratio, per_round = peers.median_ratio(times["screen off"], times["screen on"])
     print(f"   screen on / off: {ratio:.2f}x median (rounds {', '.join(f'{r:.2f}' for r in per_round)})")
+
+    # Temperature sampling: rejection from the screen (`sampling.draw_screened`), batch 1 and 8 rows
+    sample = SamplingParams(temperature=0.8, seed=0, stop_ids=())
+    before = dict(screened.decoder.describe())
+    one = lambda engine: lambda: [engine.generate_ids(p, args.new, sample) for p in prompts]  # noqa: E731
+    eight = lambda engine: lambda: [s for p in prompts for b in engine.sample_batch(p, 8, args.new, sample)  # noqa: E731
+                                    for s in b]
+    times = peers.paired_rounds({"batch 1, screen on": one(screened), "batch 1, screen off": one(plain),
+                                 "N = 8, screen on": eight(screened), "N = 8, screen off": eight(plain)},
+                                args.rounds)
+    info = screened.decoder.describe()
+    steps = info["screened_steps"] - before["screened_steps"]
+    print(f"\nsampling at temperature 0.8, {len(prompts)} prompts x {args.new} tokens, batch 1 and N = 8 rows: "
+          f"{(info['screen_candidates'] - before['screen_candidates']) / max(1, steps):.2f} fp32 logits a "
+          f"screened step (one a row, plus the rejected draws), "
+          f"{info['screen_fallbacks'] - before['screen_fallbacks']} steps fell back")
+    for name, ts in times.items():
+        rows = 8 if name.startswith("N") else 1
+        print(f"   {name:<20}{rows * n / statistics.median(ts):8.1f} tokens/s")
+    for size in ("batch 1", "N = 8"):
+        ratio, per_round = peers.median_ratio(times[f"{size}, screen off"], times[f"{size}, screen on"])
+        print(f"   {size}: screen on / off {ratio:.2f}x median (rounds {', '.join(f'{r:.2f}' for r in per_round)})")
     print(f"\n{peers.machine_line()}")
 
 

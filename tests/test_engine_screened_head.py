@@ -19,7 +19,8 @@ from llm_core.device import has_onednn_linear, supports_bf16
 from llm_core.engine import SamplingParams
 from llm_core.engine import screened_head
 from llm_core.engine.fast import FastPaths
-from llm_core.engine.screened_head import ScreenedHead
+from llm_core.engine.sampling import draw_screened, seeded_generators
+from llm_core.engine.screened_head import ScreenedHead, ScreenedLogits
 from llm_core.onednn_linear import onednn_matmul
 
 pytestmark = pytest.mark.skipif(not has_onednn_linear(), reason="this torch build has no oneDNN packed linear")
@@ -65,6 +66,10 @@ def test_the_bound_holds_for_every_logit(bf16_anywhere):
         assert err.max() > 0  # the screen is not exact: the check has something to do
 
 
+def screen_of(screen: ScreenedHead, head: nn.Linear, h: torch.Tensor) -> ScreenedLogits | None:
+    return screen(head, h, lambda: h @ head.weight.t())
+
+
 def test_argmax_is_the_fp32_heads_among_ties_bf16_cannot_see(bf16_anywhere):
     """Ten rows equal in bf16, apart in fp32's low bits: bf16 alone picks the first of them; the screen
     recomputes all ten and picks the planted winner."""
@@ -74,7 +79,7 @@ def test_argmax_is_the_fp32_heads_among_ties_bf16_cannot_see(bf16_anywhere):
     base = (h[0] / h[0].norm()) * 8.0  # a row whose logit beats every random row's
     base = base.bfloat16().float()
     tied = list(range(100, 110))
-    for k, j in enumerate(tied):
+    for j in tied:
         w[j] = base * (1 + 2.0 ** -12) if j == 106 else base  # 2^-12 of itself: below bf16's half-ulp
     assert len({tuple(w[j].bfloat16().float().tolist()) for j in tied}) == 1  # bf16 sees ten equal rows
     head = head_of(w)
@@ -84,39 +89,31 @@ def test_argmax_is_the_fp32_heads_among_ties_bf16_cannot_see(bf16_anywhere):
     assert int(bf16_only.argmax()) != 106  # a screen without the fp32 check gets it wrong
 
     screen = ScreenedHead()
-    logits = screen(head, h)
-    assert int(logits[0].argmax()) == 106
+    assert screen_of(screen, head, h).argmax().tolist() == [106]
     assert screen.candidates >= len(tied) and screen.steps == 1
 
 
 @pytest.mark.parametrize("rows", [1, 3])
-def test_candidates_hold_fp32_logits_and_every_other_entry_is_below_them(bf16_anywhere, rows):
+def test_argmax_is_the_fp32_heads_from_a_handful_of_candidates(bf16_anywhere, rows):
     V, C = 4096, 128
     head = head_of(random_weight(V, C, 5, scale=0.3))
     screen = ScreenedHead()
     for seed in range(20):
         h = torch.randn(rows, C, generator=torch.Generator().manual_seed(seed)) * 3
-        logits = screen(head, h)
         exact = h.double() @ head.weight.double().t()  # (rows, V)
-        assert torch.equal(logits.argmax(dim=1), exact.argmax(dim=1))
-        best = logits.max(dim=1).values
-        for r in range(rows):
-            held = torch.isclose(logits[r].double(), exact[r], rtol=1e-6, atol=1e-6)
-            top = exact[r].argmax()
-            assert held[top]  # the winner holds its fp32 value
-            others = ~held
-            assert (logits[r][others] < best[r]).all()
+        assert torch.equal(screen_of(screen, head, h).argmax(), exact.argmax(dim=1))
     assert screen.steps == 20 and screen.fallbacks == 0
-    assert screen.candidates < 20 * rows * 10  # a handful per row, not the vocabulary
+    assert 20 * rows <= screen.candidates < 20 * rows * 10  # a handful per row, not the vocabulary
 
 
 def test_near_uniform_logits_and_non_finite_features_fall_back(bf16_anywhere):
     head = head_of(random_weight(1000, 32, 6))
     screen = ScreenedHead()
-    assert screen(head, torch.zeros(1, 32)) is None  # every logit 0: every token a candidate
+    zeros = torch.zeros(1, 32)  # every logit 0: every token a candidate
+    assert screen_of(screen, head, zeros).argmax().tolist() == [0]  # the fp32 head's argmax
     h = torch.randn(1, 32)
     h[0, 3] = float("nan")
-    assert screen(head, h) is None
+    screen_of(screen, head, h).argmax()
     assert screen.fallbacks == 2 and screen.steps == 0
 
 
@@ -124,34 +121,71 @@ def test_the_screen_applies_only_to_a_plain_bias_free_fp32_head(bf16_anywhere):
     w = random_weight(500, 16, 7)
     h = torch.randn(1, 16)
     screen = ScreenedHead()
-    assert screen(head_of(w).double(), h.double()) is None
-    biased = nn.Linear(16, 500)
-    assert screen(biased, h) is None
+    assert screen_of(screen, head_of(w).double(), h.double()) is None
+    assert screen_of(screen, nn.Linear(16, 500), h) is None  # biased
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert screen(head_of(w), h) is None
-    assert screen(head_of(w), h) is not None
+        assert screen_of(screen, head_of(w), h) is None
+    assert screen_of(screen, head_of(w), h) is not None
 
 
 def test_a_head_that_stays_in_cache_is_not_screened(monkeypatch):
     monkeypatch.setattr(screened_head, "supports_bf16", lambda device: True)
     h = torch.randn(1, 8)
     small = head_of(random_weight(screened_head.SCREEN_MIN_ELEMENTS // 8 - 1, 8, 10))
-    assert ScreenedHead()(small, h) is None
+    assert screen_of(ScreenedHead(), small, h) is None
     large = head_of(random_weight(screened_head.SCREEN_MIN_ELEMENTS // 8, 8, 10))
-    assert ScreenedHead()(large, h) is not None
+    assert screen_of(ScreenedHead(), large, h) is not None
 
 
 def test_the_copy_follows_weight_updates(bf16_anywhere):
     head = head_of(random_weight(800, 32, 8))
     h = torch.randn(1, 32, generator=torch.Generator().manual_seed(9))
     screen = ScreenedHead()
-    logits = screen(head, h)
-    first = int(logits.argmax())
-    assert logits[0, first] > 0
+    first = int(screen_of(screen, head, h).argmax())
+    assert float(h[0] @ head.weight[first].detach()) > 0
     with torch.no_grad():
         head.weight[first].neg_()  # in place: the old winner (a positive logit) becomes the lowest
-    second = int(screen(head, h).argmax())
+    second = int(screen_of(screen, head, h).argmax())
     assert second != first and second == int((h @ head.weight.t()).argmax())
+
+
+def planted_screen(n: int, offsets: list[float], c: float) -> tuple[ScreenedLogits, torch.Tensor]:
+    """n rows of one 8-token head whose screen is off by `offsets` (within the envelope c + 2^-6 |a|):
+    the rejection sampler must undo them. -> the screened logits and the fp32 logits x (8,)."""
+    g = torch.Generator().manual_seed(11)
+    weight = torch.randn(8, 4, generator=g)
+    h = torch.randn(1, 4, generator=g).expand(n, -1)
+    x = (h[0] @ weight.t()).float()  # (8,)
+    values = (x + torch.tensor(offsets)).bfloat16().float().expand(n, -1)  # within c of x, then bf16
+    full = lambda: x.expand(n, -1)  # noqa: E731
+    return ScreenedLogits(values, [c] * n, h, weight, full, ScreenedHead()), x
+
+
+def test_rejection_sampling_draws_from_the_fp32_distribution():
+    """20,000 rows, one draw each, from a screen planted 0.1 off the fp32 logits: the frequencies match
+    softmax(x / T), where drawing from the screen alone would not (both checked at 4.5 standard errors)."""
+    n, T = 20000, 0.9
+    offsets = [0.1, -0.1, 0.1, -0.1, 0.05, -0.05, 0.0, 0.1]
+    screened, x = planted_screen(n, offsets, c=0.1)
+    tokens = draw_screened(screened, T, seeded_generators(list(range(n)), torch.device("cpu")))
+    freq = torch.bincount(tokens, minlength=8).double() / n
+    p = torch.softmax(x.double() / T, 0)  # what the fp32 head samples
+    q = torch.softmax(screened.values[0].double() / T, 0)  # what the screen alone samples
+    se = (p * (1 - p) / n).sqrt()
+    assert ((freq - p).abs() < 4.5 * se).all(), (freq, p)
+    assert ((q - p).abs() > 4.5 * se).any()  # the planted offsets are visible at this n
+    assert screened.stats.steps == 1 and screened.stats.candidates > n  # some draws were rejected
+
+
+def test_rejection_sampling_is_per_row_deterministic_and_falls_back_when_too_wide():
+    screened, x = planted_screen(6, [0.1, -0.1, 0.1, -0.1, 0.05, -0.05, 0.0, 0.1], c=0.1)
+    gens = lambda seeds: seeded_generators(seeds, torch.device("cpu"))  # noqa: E731
+    batch = draw_screened(screened, 1.0, gens([7, 8, 9, 10, 11, 12]))
+    one, _ = planted_screen(1, [0.1, -0.1, 0.1, -0.1, 0.05, -0.05, 0.0, 0.1], c=0.1)
+    assert int(draw_screened(one, 1.0, gens([9]))) == int(batch[2])  # row 2 alone draws what it drew
+    wide, _ = planted_screen(6, [0.0] * 8, c=1.0)  # E / T = 1 > MAX_ENVELOPE_OVER_T: the fp32 head
+    draw_screened(wide, 1.0, gens([1, 2, 3, 4, 5, 6]))
+    assert wide.stats.fallbacks == 1 and wide.stats.steps == 0
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic: the Engine does not screen")
@@ -171,17 +205,34 @@ def test_engine_greedy_screens_and_gives_the_fp32_tokens(monkeypatch):
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic: the Engine does not screen")
-def test_sampling_beams_and_switched_off_paths_run_the_fp32_head(monkeypatch):
+def test_engine_sampling_screens_and_a_batch_row_is_its_seeded_single_sample(monkeypatch):
+    from llm_core.engine import derive_seed
+
+    monkeypatch.setattr(screened_head, "SCREEN_MIN_ELEMENTS", 0)
+    model = tiny_model(context_length=32, seed=9, dtype=torch.float32)
+    engine = Engine(model, ByteTokenizer())
+    params = SamplingParams(temperature=0.9, seed=5, stop_ids=())
+    got = engine.sample_ids(PROMPT, 4, 12, params)
+    assert engine.decoder.describe()["screened_steps"] == 12  # the prefill and 11 batched steps
+    for i, (ids, _) in enumerate(got):
+        assert ids == engine.generate_ids(PROMPT, 12, params.replace(seed=derive_seed(5, i)))
+    assert engine.decoder.describe()["screened_steps"] == 12 + 4 * 12
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic: the Engine does not screen")
+def test_filtered_sampling_beams_and_switched_off_paths_run_the_fp32_head(monkeypatch):
     monkeypatch.setattr(screened_head, "SCREEN_MIN_ELEMENTS", 0)
     model = tiny_model(context_length=16, dtype=torch.float32)
     engine = Engine(model, ByteTokenizer())
-    params = SamplingParams(temperature=0.9, seed=3, stop_ids=())
-    sampled = engine.generate_ids(PROMPT, 10, params)
-    assert sampled == Engine(model, ByteTokenizer(), FastPaths(screen=False)).generate_ids(PROMPT, 10, params)
+    for params in (SamplingParams(temperature=0.9, top_k=5, seed=3, stop_ids=()),
+                   SamplingParams(temperature=0.9, top_p=0.8, seed=3, stop_ids=())):
+        sampled = engine.generate_ids(PROMPT, 10, params)
+        assert sampled == Engine(model, ByteTokenizer(), FastPaths(screen=False)).generate_ids(PROMPT, 10, params)
     engine.beam_search(PROMPT, 2, 5)
     assert engine.decoder.describe()["screened_steps"] == 0
     off = Engine(model, ByteTokenizer(), FastPaths(screen=False))
     off.generate_ids(PROMPT, 5, NO_STOP)
+    off.generate_ids(PROMPT, 5, SamplingParams(temperature=0.9, seed=3, stop_ids=()))
     assert off.decoder.describe()["screened_steps"] == 0
 
 
@@ -201,7 +252,7 @@ def test_workbench_chat_greedy_screens_and_answers_as_the_fp32_head(monkeypatch,
     monkeypatch.setattr(chat_cmd, "_load", lambda path: loaded)
     calls = []
     real = ScreenedHead.__call__
-    monkeypatch.setattr(ScreenedHead, "__call__", lambda self, head, h: calls.append(1) or real(self, head, h))
+    monkeypatch.setattr(ScreenedHead, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
     out = CliRunner().invoke(app, ["chat", "-c", "x", "--max-new-tokens", "6"], input="hello\n")
     assert out.exit_code == 0, out.output
     assert len(calls) == 6  # the prefill and five steps

@@ -40,7 +40,8 @@ from .fast import OFF as FAST_OFF, Decoder, FastPaths, walk_modules
 from .kv_cache import KVCache
 from .params import GREEDY, SamplingParams
 from .reasoning import Extractor, ReasonedAnswer, VoteResult, experiment_prompt, run_vote, split_answer
-from .sampling import derive_seed, sample_next, seeded_generators
+from .sampling import derive_seed, sample_next, seeded_generators, top_k_keeps_all, top_p_keeps_all
+from .screened_head import ScreenedLogits
 from .streaming import TextDecoder, TextStream
 
 # Where an Alpaca-format response ends when a small model runs on (see llm_core.formatting.split_response).
@@ -157,24 +158,30 @@ class Engine:
         return value
 
     # --- the model and the cache ---------------------------------------------------------------------
-    def _forward(self, tokens: torch.Tensor, argmax_only: bool = False) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, screen: bool = False) -> "torch.Tensor | ScreenedLogits":
         """Run new tokens (B, T) through the model on top of the cache; return last-position logits (B, V).
-        `argmax_only`: only each row's argmax will be read (greedy; see `Decoder`)."""
+        `screen`: the step is read by greedy or plain temperature sampling only (see `Decoder`)."""
         T = tokens.shape[1]
         if self.cache is None:  # _prefill makes the cache before any forward
             raise GenerationError("the engine has no KV cache: a forward ran before the prompt's prefill")
         positions = torch.arange(self.cache.length, self.cache.length + T, device=self.device)
         self._valid = False  # an interrupted forward leaves half-written layers: start over next time
         with eval_mode(self.model), torch.inference_mode():  # e.g. sampling mid-training: no dropout
-            logits = self.decoder(tokens, positions, self.cache, argmax_only)  # (B, V)
+            logits = self.decoder(tokens, positions, self.cache, screen)  # (B, V)
         self.cache.advance(T)
         self._valid = True
         return logits
 
+    def _screens(self, params: SamplingParams) -> bool:
+        """The steps of `params` may be screened: greedy, or temperature sampling with no top-k / top-p
+        filter (the rules `sampling.sample_next` reads a `ScreenedLogits` by)."""
+        return params.temperature == 0 or (top_k_keeps_all(params.top_k_for(self.vocab_size), self.vocab_size)
+                                           and top_p_keeps_all(params.top_p))
+
     def _prefill(self, ids: list[int], rows: int, W: int, stats: GenerationStats,
-                 argmax_only: bool = False) -> torch.Tensor:
+                 screen: bool = False) -> "torch.Tensor | ScreenedLogits":
         """Make the cache hold the prompt (reusing the previous turn when it is a prefix); logits (rows, V)
-        (`argmax_only`: see `_forward`)."""
+        (`screen`: see `_forward`)."""
         run_model = self.decoder.model()  # the model itself, or its bf16 copy
         if self.cache is None or not self.cache.matches(run_model, rows, W):
             self.cache = KVCache.for_model(run_model, rows, W)
@@ -200,7 +207,7 @@ class Engine:
         self._window = W
         self._rows = [list(ids)]
         stats.prefilled_tokens = P - fed
-        logits = self._forward(torch.tensor([ids[fed:]], device=self.device), argmax_only)  # (1, V)
+        logits = self._forward(torch.tensor([ids[fed:]], device=self.device), screen)  # (1, V)
         if rows > 1:
             cache.copy_row0(rows)  # N samples share one prefill
             self._rows = [list(ids) for _ in range(rows)]
@@ -214,7 +221,7 @@ class Engine:
         keep = max(1, self._window // 2)
         temperature, top_k, top_p = params.temperature, params.top_k_for(self.vocab_size), params.top_p
         generators = seeded_generators(seeds, self.device) if temperature else []
-        greedy = temperature == 0  # only the argmax of each step's logits is read
+        screen = self._screens(params)
         work = torch.empty(logits.shape, dtype=torch.float32, device=logits.device) if temperature else None
         for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, top_p, generators, work)  # (rows,)
@@ -233,7 +240,7 @@ class Engine:
                 tokens = torch.tensor([r[self._start :] for r in self._rows], device=self.device)  # (rows, keep)
             else:
                 tokens = nxt[:, None]  # (rows, 1)
-            logits = self._forward(tokens, greedy)
+            logits = self._forward(tokens, screen)
 
     # --- public API ----------------------------------------------------------------------------------
     def generate_ids(self, ids: Sequence[int], max_new_tokens: int, params: SamplingParams = GREEDY) -> list[int]:
@@ -254,7 +261,7 @@ class Engine:
             self.last_stats = stats
             if max_new_tokens == 0:
                 return
-            logits = self._prefill(ids, 1, W, stats, params.temperature == 0)
+            logits = self._prefill(ids, 1, W, stats, self._screens(params))
             seed = params.seed if params.seed is not None else _fresh_seed()
             steps = self._decode(logits, max_new_tokens, params, [seed], stats)
             try:
@@ -341,7 +348,7 @@ class Engine:
         base = params.seed if params.seed is not None else _fresh_seed()
         out: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
-        steps = self._decode(self._prefill(ids, n, W, stats, params.temperature == 0), max_new_tokens, params,
+        steps = self._decode(self._prefill(ids, n, W, stats, self._screens(params)), max_new_tokens, params,
                              [derive_seed(base, i) for i in range(n)], stats)
         try:
             for nxt in steps:
@@ -361,7 +368,7 @@ class Engine:
         stats = GenerationStats(prompt_tokens=len(ids), stop_reason="length")
         self.last_stats = stats
         stops = self._stop_ids(params)
-        logits = self._prefill(ids, n, W, stats, params.temperature == 0)
+        logits = self._prefill(ids, n, W, stats, self._screens(params))
         decoders = [TextDecoder(self.tokenizer.decode_bytes, params.stop) for _ in range(n)]
         texts: list[list[str]] = [[] for _ in range(n)]
         counts = [0] * n

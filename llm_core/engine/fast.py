@@ -29,9 +29,10 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
 - Fresh large buffers. A (B, V) fp32 tensor at 8 x 50257 is 1.6 MB, which the allocator maps and the CPU
   page-faults in again every step; sampling writes into one buffer per generation instead
   (`sampling.temperature_weights`): 1,950 faults and 4 ms a step before.
-- The head of a greedy step: only its argmax is read, so it is screened by a bf16 copy (half the bytes)
-  and only the tokens that could be the maximum under a rigorous rounding bound are recomputed in fp32
-  (`screened_head.py`: gpt2-mini 1.14-1.20x, the same tokens), for fp32 heads that stream from memory.
+- The head of a greedy or plain temperature step: it is screened by a bf16 copy (half the bytes) under a
+  rigorous rounding bound, and only the tokens a decoding rule needs are recomputed in fp32: the possible
+  maxima (greedy: the same tokens) or the drawn token, accepted or redrawn by rejection (sampling: the same
+  distribution). `screened_head.py`; gpt2-mini 1.14-1.20x greedy; fp32 heads that stream from memory.
 - bf16 weights (`dtype="bf16"`, where `llm_core.device.supports_bf16` says the hardware computes bf16):
   half the bytes per token. It changes the numbers, so it is opt-in; `InferenceCopy` keeps the cast,
   packed copy and rebuilds it when the source weights change.
@@ -63,7 +64,7 @@ from ..errors import GenerationError
 from ..onednn_linear import is_plain_linear, onednn_matmul
 from .decode_step import StepPlan, plan_step
 from .kv_cache import KVCache
-from .screened_head import ScreenedHead
+from .screened_head import ScreenedHead, ScreenedLogits
 from .split_linear import SplitLinear, split_applies, split_matmul
 
 log = logging.getLogger("llm_core.engine")
@@ -89,9 +90,10 @@ class FastPaths:
       thread decoded gpt2-mini 3-6x faster than two (`benchmarks/decode_speed.py --threads`). With more
       than one thread, an fp32 step of one row splits each block matmul across them (`split_linear`) and
       runs the head oneDNN-packed; any other step runs oneDNN-packed weights.
-    - `screen`: greedy steps of an fp32 model on a CPU with bf16 arithmetic screen the head with a bf16
-      copy and recompute only the candidates for the argmax in fp32 (`screened_head`: the same tokens,
-      half the head's bytes). False runs the fp32 head on every step.
+    - `screen`: greedy and plain temperature steps of an fp32 model on a CPU with bf16 arithmetic screen
+      the head with a bf16 copy and recompute only what the rule needs in fp32 (`screened_head`: the same
+      greedy tokens, the same sampling distribution, half the head's bytes). False runs the fp32 head on
+      every step.
     """
 
     enabled: bool = True
@@ -373,15 +375,16 @@ class Decoder:
         return self.weights.get()
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-                 argmax_only: bool = False) -> torch.Tensor:
+                 screen: bool = False) -> "torch.Tensor | ScreenedLogits":
         """tokens (B, T) at absolute `positions` (T,) -> logits (B, V) of the last position (fp32 or the
-        run model's dtype). `argmax_only`: the caller takes only each row's argmax (greedy), so the head
-        may be screened (`screened_head`): then only the entries that could be the maximum are exact."""
+        run model's dtype). `screen`: the caller picks greedily or samples at a temperature alone, so the
+        head may be screened (`screened_head`): then the result is a `ScreenedLogits`, which those two
+        rules read exactly (`sampling.sample_next`)."""
         with num_threads(self.paths.threads if self.paths.enabled else None):
-            return self._run(tokens, positions, cache, argmax_only)
+            return self._run(tokens, positions, cache, screen)
 
     def _run(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-             argmax_only: bool = False) -> torch.Tensor:
+             screen: bool = False) -> "torch.Tensor | ScreenedLogits":
         model = self.model()
         if not self.paths.enabled or not hasattr(model, "features"):
             return model(tokens, positions=positions, cache=cache)[:, -1]
@@ -405,11 +408,12 @@ class Decoder:
             h = plan(tokens, cache)  # (B, C): the same ops without the module wrappers
         else:
             h = runner.features(tokens, positions, cache)[:, -1]  # (B, C): the head on the last position only
-        if argmax_only and self.paths.screen:
-            logits = self.screen(model.lm_head, h)
-            if logits is not None:
-                return logits
-        return self.head(model.lm_head, h)
+        head = model.lm_head
+        if screen and self.paths.screen:
+            screened = self.screen(head, h, lambda: self.head(head, h))
+            if screened is not None:
+                return screened
+        return self.head(head, h)
 
     def _plan_of(self, model: nn.Module) -> StepPlan | None:
         """The written-out step of the model run as it is (no split or packed copy: fp64, the bf16 copy, a

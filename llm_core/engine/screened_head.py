@@ -1,34 +1,39 @@
-"""Exact greedy decoding through a bf16 screen of the output head.
+"""Exact greedy decoding and sampling through a bf16 screen of the output head.
 
 A decode step at batch 1 reads every weight once, and the tied 50257-way head is most of them: 77 of gpt2-
-mini's 120 MB in fp32, 154 of gpt2-small's 495. Greedy decoding needs only the argmax of the head, not every
-logit exact. So the head runs in two passes:
+mini's 120 MB in fp32, 154 of gpt2-small's 495. Greedy decoding needs only the argmax of the head, and
+temperature sampling only one token drawn from its softmax; neither needs every logit in fp32. So the head
+runs in two passes:
 
 1. the screen: a = bf16(W) @ bf16(h), from a bf16 copy of W packed by oneDNN (half the bytes of the fp32
    head; fp32 accumulation in the kernel, the result rounded to bf16);
-2. the check: a rigorous bound e_j >= |W_j . h - a_j| for every token j (below), and the fp32 dot products
-   W_j . h recomputed for the candidates only: the tokens whose upper bound a_j + e_j reaches the best lower
-   bound max_i(a_i - e_i). No other token can be the argmax, since its true logit is below that of the
-   token with the best lower bound.
+2. a rigorous bound e_j >= |W_j . h - a_j| for every token j (below), and fp32 dot products W_j . h for the
+   few tokens the decoding rule needs:
+   - greedy (`ScreenedLogits.argmax`): the candidates, whose upper bound a_j + e_j reaches the best lower
+     bound max_i(a_i - e_i). No other token can be the argmax, since its true logit is below that of the
+     token with the best lower bound. The result is the fp32 head's argmax (up to fp32 rounding, as
+     between any two fp32 kernels).
+   - temperature sampling (`sampling.draw_screened`): a token drawn from softmax(a / T), accepted with
+     probability exp((x_j - a_j - E) / T) for E >= max_j e_j, else drawn again: rejection sampling, whose
+     result is distributed exactly as softmax(x / T) of the fp32 logits x.
 
-The logits returned hold the fp32 value at every candidate and the screen's value elsewhere, provably below
-the largest candidate: their argmax is the fp32 head's (up to fp32 rounding, as between any two fp32
-kernels), and nothing else is guaranteed, so only greedy steps ask for it (`Decoder(..., argmax_only=True)`).
-Sampling, beams and log-probabilities run the fp32 head.
+Other rules (top-k, top-p, beams, log-probabilities) run the fp32 head (`ScreenedLogits.fallback`), so the
+Engine screens only the steps these two rules read (`Engine._screens`).
 
 The bound (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., 2002, ch. 3), for a row
-W_j = Wb_j + E_j (Wb = bf16(W), E the rounding residue) and h = hb + d (hb = bf16(h)):
+W_j = Wb_j + F_j (Wb = bf16(W), F the rounding residue) and h = hb + d (hb = bf16(h)):
 
-    W_j . h - fl(Wb_j . hb) = E_j . h + Wb_j . d + (Wb_j . hb - fl(Wb_j . hb))
-    |...| <= ||E_j|| ||h|| + ||Wb_j|| ||d|| + gamma_K ||Wb_j|| ||hb||       (Cauchy-Schwarz; gamma_K ~ K u32)
+    W_j . h - fl(Wb_j . hb) = F_j . h + Wb_j . d + (Wb_j . hb - fl(Wb_j . hb))
+    |...| <= ||F_j|| ||h|| + ||Wb_j|| ||d|| + gamma_K ||Wb_j|| ||hb||       (Cauchy-Schwarz; gamma_K ~ K u32)
 
 with the products of two bf16 values exact in fp32 (8 + 8 significant bits) and the K-term sum in fp32 off
 by at most gamma_K = K u32 / (1 - K u32) of the sum of |terms|, in any order. The row norms enter through
-their maxima R = max ||E_j|| and S = max ||Wb_j||, one constant c per step; rounding the result to bf16 adds
+their maxima R = max ||F_j|| and S = max ||Wb_j||, one constant c per step; rounding the result to bf16 adds
 at most 2^-6 |a_j| (2^-7 for round-to-nearest, doubled for a kernel that truncates). Since a + 2^-6 |a| rises
 with a, the candidates are the tokens whose screened logit clears one threshold. When more than
-`MAX_CANDIDATE_FRACTION` of the vocabulary clears it (near-uniform logits), or h is not finite, the step
-runs the fp32 head instead (`ScreenedHead.fallbacks` counts them).
+`MAX_CANDIDATE_FRACTION` of the vocabulary clears it (near-uniform logits), when E / T is so wide that a
+draw might be rejected more often than not (`sampling.MAX_ENVELOPE_OVER_T`), or when h is not finite, the
+step runs the fp32 head instead (`ScreenedHead.fallbacks` counts them).
 
 gpt2-mini, batch 1, 32 + 128 greedy tokens (2-core EPYC, AVX512-BF16): 1.2-1.3 candidates a step on
 average, 8 at most, for random weights; 1.8 for a gpt2-mini trained briefly (`benchmarks/screened_head.py`);
@@ -37,6 +42,8 @@ tokens/s in `benchmarks/decode_speed.py` and the README.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -79,7 +86,7 @@ class ScreenedHead:
         self._r = self._s = 0.0  # max_j ||W_j - bf16(W_j)||, max_j ||bf16(W_j)||, rounded up
         self.steps = 0  # steps the screen answered
         self.fallbacks = 0  # steps it handed to the fp32 head
-        self.candidates = 0  # fp32 dot products recomputed, over all steps
+        self.candidates = 0  # fp32 dot products recomputed (greedy candidates, sampled tokens), all steps
 
     def _build(self, weight: torch.Tensor) -> None:
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
@@ -101,44 +108,101 @@ class ScreenedHead:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(wb.contiguous(), PACK_ROWS)
         self._key = key
 
-    def __call__(self, head: nn.Module, h: torch.Tensor) -> torch.Tensor | None:
-        """h (B, C) fp32 -> logits (B, V) fp32 whose row-wise argmax is the fp32 head's, or None where the
-        screen does not apply or declines this step (the caller runs the fp32 head)."""
+    def __call__(self, head: nn.Module, h: torch.Tensor,
+                 full: Callable[[], torch.Tensor]) -> "ScreenedLogits | None":
+        """h (B, C) fp32 -> the screened logits of one step, or None where the screen does not apply (the
+        caller runs the fp32 head). `full()` computes the fp32 logits (B, V), for a step the screen
+        declines later (`ScreenedLogits.fallback`)."""
         if not screen_applies(head, h):
             return None
         weight = head.weight  # (V, C)
         self._build(weight)
-        B, K = h.shape
+        K = h.shape[1]
         gamma = K * U32 / (1 - K * U32)
         hb = h.to(torch.bfloat16)  # (B, C)
-        screened = onednn_matmul(hb, self._packed).float()  # (B, V): the kernel's bf16 values, held in fp32
+        values = onednn_matmul(hb, self._packed).float()  # (B, V): the kernel's bf16 values, held in fp32
         hbf = hb.float()
         norms = torch.linalg.vector_norm(torch.stack((h, h - hbf, hbf)), dim=-1).tolist()  # ||h||, ||d||, ||hb||
+        # c = R ||h|| + S (||d|| + 2 gamma ||hb||) per row (fp64), raised by 4 gamma + 1e-5 of itself for the
+        # fp32 norms (each off by at most gamma_K)
+        c = [(self._r * nh + self._s * (nd + 2 * gamma * nb)) * (1 + 4 * gamma + 1e-5) + TINY
+             for nh, nd, nb in zip(*norms)]
+        return ScreenedLogits(values, c, h, weight.detach(), full, self)
+
+    def nbytes(self) -> int:
+        """Bytes of the packed bf16 copy."""
+        return 0 if self._packed is None else self._packed.numel() * self._packed.element_size()
+
+
+@dataclass
+class ScreenedLogits:
+    """One step's head output as the screen leaves it: `values` (B, V), the bf16 screen a, with
+    |W_j . h_i - a_ij| <= c_i + BF16_OUT |a_ij| (module docstring). What a decoding rule reads from it is
+    exact: `argmax()` the fp32 head's argmax; `sampling.draw_screened` samples the fp32 head's
+    temperature distribution by rejection. Either falls back to `full()` where the screen cannot answer."""
+
+    values: torch.Tensor  # (B, V) fp32
+    c: list[float]  # (B,) the bound's constant part, per row
+    h: torch.Tensor  # (B, C) the features, fp32
+    weight: torch.Tensor  # (V, C) the fp32 head
+    full: Callable[[], torch.Tensor]  # -> the fp32 logits (B, V)
+    stats: ScreenedHead  # counts steps, candidates, fallbacks
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    def expand(self, rows: int, _: int = -1) -> "ScreenedLogits":
+        """A one-row step as `rows` identical rows (N samples of one prefill), like `Tensor.expand`."""
+        full = self.full
+        return ScreenedLogits(self.values.expand(rows, -1), self.c * rows, self.h.expand(rows, -1), self.weight,
+                              lambda: full().expand(rows, -1), self.stats)
+
+    def exact(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The fp32 logits at (rows[k], cols[k]): one dot product over C each, (n,)."""
+        return (self.weight.index_select(0, cols) * self.h.index_select(0, rows)).sum(dim=1)
+
+    def envelope(self) -> list[float]:
+        """E_i >= max_j |W_j . h_i - a_ij| per row: c_i + BF16_OUT max_j |a_ij| (inf where not finite)."""
+        # max_j |a_ij| from the row's max and min: no |a| temporary (and torch.aminmax over dim 1 took
+        # 455 us at 8 x 50257 against 27 for amax)
+        tops = torch.maximum(self.values.amin(dim=1).neg(), self.values.amax(dim=1)).tolist()
+        return [e if math.isfinite(e) else math.inf for e in (c + BF16_OUT * t for c, t in zip(self.c, tops))]
+
+    def fallback(self) -> torch.Tensor:
+        """The fp32 logits (B, V), counted as a step the screen declined."""
+        self.stats.fallbacks += 1
+        return self.full()
+
+    def answered(self, candidates: int) -> None:
+        self.stats.steps += 1
+        self.stats.candidates += candidates
+
+    def argmax(self) -> torch.Tensor:
+        """Each row's argmax of the fp32 logits, (B,): the tokens whose interval reaches the best lower
+        bound, recomputed in fp32 (module docstring); the fp32 head where too many do or h is not finite."""
+        values = self.values
+        B, V = values.shape
         thresholds = []
-        for norm_h, norm_d, norm_hb, top in zip(*norms, screened.amax(dim=1).tolist()):  # per row, in fp64
-            # c = R ||h|| + S (||d|| + 2 gamma ||hb||), raised by 4 gamma + 1e-5 of itself for the fp32
-            # norms (each off by at most gamma_K)
-            c = (self._r * norm_h + self._s * (norm_d + 2 * gamma * norm_hb)) * (1 + 4 * gamma + 1e-5) + TINY
+        for c, top in zip(self.c, values.amax(dim=1).tolist()):  # per row, in fp64
             if not math.isfinite(c + top):
-                self.fallbacks += 1
-                return None
+                return self.fallback().argmax(dim=-1)
             # The best lower bound is L = top - c - u |top| (u = BF16_OUT); a token is a candidate when
             # g(a) = a + u |a| reaches y = L - c. g rises with a, and g^-1(y) = y - u |y| / (1 - u) whatever
             # the sign of y; 1e-6 |y| more for rounding the threshold to fp32.
             y = top - 2 * c - BF16_OUT * abs(top)
             thresholds.append(y - (BF16_OUT / (1 - BF16_OUT) + 1e-6) * abs(y) - TINY)
-        threshold = torch.tensor(thresholds, dtype=screened.dtype)  # (B,)
-        rows, cols = (screened >= threshold[:, None]).nonzero(as_tuple=True)  # (n,), (n,)
-        if cols.numel() > max(B, math.ceil(B * weight.shape[0] * MAX_CANDIDATE_FRACTION)):
-            self.fallbacks += 1
-            return None
-        # The candidates' fp32 logits, each one dot product over C: (n, C) * (n, C) summed -> (n,)
-        exact = (weight.detach().index_select(0, cols) * h.index_select(0, rows)).sum(dim=1)
-        screened.index_put_((rows, cols), exact)
-        self.steps += 1
-        self.candidates += cols.numel()
-        return screened
-
-    def nbytes(self) -> int:
-        """Bytes of the packed bf16 copy."""
-        return 0 if self._packed is None else self._packed.numel() * self._packed.element_size()
+        threshold = torch.tensor(thresholds, dtype=values.dtype)  # (B,)
+        rows, cols = (values >= threshold[:, None]).nonzero(as_tuple=True)  # (n,), (n,)
+        if cols.numel() > max(B, math.ceil(B * V * MAX_CANDIDATE_FRACTION)):
+            return self.fallback().argmax(dim=-1)
+        self.answered(cols.numel())
+        exact = self.exact(rows, cols)  # (n,)
+        if B == 1:  # candidates come in token order, so the first of equal maxima wins, as in argmax
+            return cols[exact.argmax()].view(1)
+        counts = torch.bincount(rows, minlength=B).tolist()  # every row has one: its top clears its threshold
+        return torch.stack([c[e.argmax()] for c, e in zip(cols.split(counts), exact.split(counts))])
