@@ -97,11 +97,11 @@ def main() -> None:
                                  "N = 8, screen on": eight(screened), "N = 8, screen off": eight(plain)},
                                 args.rounds)
     info = screened.decoder.describe()
-    steps = info["screened_steps"] - before["screened_steps"]
+    rows = info["screened_rows"] - before["screened_rows"]
+    tries = info["screen_candidates"] - before["screen_candidates"]
     print(f"\nsampling at temperature 0.8, {len(prompts)} prompts x {args.new} tokens, batch 1 and N = 8 rows: "
-          f"{(info['screen_candidates'] - before['screen_candidates']) / max(1, steps):.2f} fp32 logits a "
-          f"screened step (one a row, plus the rejected draws), "
-          f"{info['screen_fallbacks'] - before['screen_fallbacks']} steps fell back")
+          f"{tries / max(1, rows):.3f} draws a row-step (a fraction {rows / max(1, tries):.3f} accepted), "
+          f"{info['screen_fallbacks'] - before['screen_fallbacks']} steps fell back to the fp32 head")
     for name, ts in times.items():
         rows = 8 if name.startswith("N") else 1
         print(f"   {name:<20}{rows * n / statistics.median(ts):8.1f} tokens/s")

@@ -197,7 +197,8 @@ def test_engine_greedy_screens_and_gives_the_fp32_tokens(monkeypatch):
     assert got == reference_greedy(model, PROMPT, 25, 16)
     assert got == Engine(model, ByteTokenizer(), FastPaths(screen=False)).generate_ids(PROMPT, 25, NO_STOP)
     info = engine.decoder.describe()
-    assert info["screened_steps"] == 25 and info["screen_fallbacks"] == 0  # the prefill and 24 steps
+    assert info["screened_steps"] == info["screened_rows"] == 25  # the prefill and 24 steps
+    assert info["screen_fallbacks"] == 0
     assert info["screen_copy_bytes"] == model.lm_head.weight.numel() * 2  # bf16
     rows = engine.sample_ids(PROMPT, 3, 6, SamplingParams(temperature=0.0, stop_ids=()))
     assert [ids for ids, _ in rows] == [got[:6]] * 3  # batched greedy rows screen too
@@ -213,7 +214,9 @@ def test_engine_sampling_screens_and_a_batch_row_is_its_seeded_single_sample(mon
     engine = Engine(model, ByteTokenizer())
     params = SamplingParams(temperature=0.9, seed=5, stop_ids=())
     got = engine.sample_ids(PROMPT, 4, 12, params)
-    assert engine.decoder.describe()["screened_steps"] == 12  # the prefill and 11 batched steps
+    info = engine.decoder.describe()
+    assert info["screened_steps"] == 12 and info["screened_rows"] == 4 * 12  # prefill + 11 steps, 4 rows
+    assert info["screen_candidates"] >= 4 * 12  # a draw a row, and any redraws
     for i, (ids, _) in enumerate(got):
         assert ids == engine.generate_ids(PROMPT, 12, params.replace(seed=derive_seed(5, i)))
     assert engine.decoder.describe()["screened_steps"] == 12 + 4 * 12

@@ -467,6 +467,7 @@ class Decoder:
             "split_threads": self.split.built(),
             "compile_seconds": self.compile_seconds,
             "screened_steps": self.screen.steps,
+            "screened_rows": self.screen.rows,
             "screen_fallbacks": self.screen.fallbacks,
             "screen_candidates": self.screen.candidates,
             "screen_copy_bytes": self.screen.nbytes(),

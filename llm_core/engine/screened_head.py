@@ -86,6 +86,7 @@ class ScreenedHead:
         self._r = self._s = 0.0  # max_j ||W_j - bf16(W_j)||, max_j ||bf16(W_j)||, rounded up
         self.steps = 0  # steps the screen answered
         self.fallbacks = 0  # steps it handed to the fp32 head
+        self.rows = 0  # rows of those steps
         self.candidates = 0  # fp32 dot products recomputed (greedy candidates, sampled tokens), all steps
 
     def _build(self, weight: torch.Tensor) -> None:
@@ -179,7 +180,9 @@ class ScreenedLogits:
         return self.full()
 
     def answered(self, candidates: int) -> None:
+        """Count a step the screen answered with `candidates` fp32 logits."""
         self.stats.steps += 1
+        self.stats.rows += self.values.shape[0]
         self.stats.candidates += candidates
 
     def argmax(self) -> torch.Tensor:
