@@ -91,8 +91,8 @@ def main() -> None:
     sample = SamplingParams(temperature=0.8, seed=0, stop_ids=())
     before = dict(screened.decoder.describe())
     one = lambda engine: lambda: [engine.generate_ids(p, args.new, sample) for p in prompts]  # noqa: E731
-    eight = lambda engine: lambda: [s for p in prompts for b in engine.sample_batch(p, 8, args.new, sample)  # noqa: E731
-                                    for s in b]
+    eight = lambda engine: lambda: [  # noqa: E731
+        s for p in prompts for b in engine.sample_batch(p, 8, args.new, sample) for s in b]
     times = peers.paired_rounds({"batch 1, screen on": one(screened), "batch 1, screen off": one(plain),
                                  "N = 8, screen on": eight(screened), "N = 8, screen off": eight(plain)},
                                 args.rounds)

@@ -60,7 +60,8 @@ def test_the_bound_holds_for_every_logit(bf16_anywhere):
         R = (w.double() - wb.double()).norm(dim=1).max()
         S = wb.double().norm(dim=1).max()
         gamma = C * 2.0 ** -24 / (1 - C * 2.0 ** -24)
-        c = R * h.double().norm(dim=1) + S * ((h.double() - hb.double()).norm(dim=1) + 2 * gamma * hb.double().norm(dim=1))
+        h64, hb64 = h.double(), hb.double()
+        c = R * h64.norm(dim=1) + S * ((h64 - hb64).norm(dim=1) + 2 * gamma * hb64.norm(dim=1))
         err = (exact - a).abs()
         assert (err <= c[:, None] + 2.0 ** -6 * a.abs()).all()
         assert err.max() > 0  # the screen is not exact: the check has something to do

@@ -214,8 +214,8 @@ class Engine:
             logits = logits.expand(rows, -1)
         return logits
 
-    def _decode(self, logits: torch.Tensor, max_new_tokens: int, params: SamplingParams, seeds: list[int],
-                stats: GenerationStats) -> Iterator[torch.Tensor]:
+    def _decode(self, logits: "torch.Tensor | ScreenedLogits", max_new_tokens: int, params: SamplingParams,
+                seeds: list[int], stats: GenerationStats) -> Iterator[torch.Tensor]:
         """Yield the next token of every row (rows,), max_new_tokens times; the last one is never fed.
         Row i samples from a generator seeded with seeds[i] (none are needed when greedy)."""
         keep = max(1, self._window // 2)

@@ -45,8 +45,9 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
   compile`). Where compiling fails (no C++ toolchain, an op it cannot lower) the Engine decodes eagerly
   and records a one-line notice in `Engine.notices`.
 
-Every path computes the same function as `model(ids)[:, -1]` (the screened head: the same argmax); tests/test_engine_fast.py checks that each
-gives the cached == uncached greedy tokens the plain path gives.
+Every path computes the same function as `model(ids)[:, -1]` (the screened head: the same argmax and the
+same sampling distribution); tests/test_engine_fast.py checks that each gives the cached == uncached greedy
+tokens the plain path gives, tests/test_engine_screened_head.py the screen's argmax and distribution.
 """
 from __future__ import annotations
 
