@@ -201,6 +201,8 @@ def test_engine_greedy_screens_and_gives_the_fp32_tokens(monkeypatch):
     assert info["screened_steps"] == info["screened_rows"] == 25  # the prefill and 24 steps
     assert info["screen_fallbacks"] == 0
     assert info["screen_copy_bytes"] == model.lm_head.weight.numel() * 2  # bf16
+    stats = engine.last_stats  # what the CLI and TUI report under an answer
+    assert stats.screened_steps == 25 and stats.screen_fp32_logits == info["screen_candidates"] >= 25
     rows = engine.sample_ids(PROMPT, 3, 6, SamplingParams(temperature=0.0, stop_ids=()))
     assert [ids for ids, _ in rows] == [got[:6]] * 3  # batched greedy rows screen too
     assert engine.decoder.describe()["screened_steps"] == 31

@@ -189,16 +189,22 @@ async def test_open_past_run_compare_and_attach(tmp_path) -> None:
         assert app.live.loss == [2.0, 1.0, 0.0]
 
 
+async def chat_opened(app, pilot) -> ChatColumn:
+    """Open the runs list, chat with the selected run, and wait for its checkpoint: the chat input has focus."""
+    await pilot.press("3")
+    await runs_listed(pilot)
+    await pilot.press("c")
+    assert app.panel == "chat" and app.focused is app.query_one("#chat-input", Input)
+    column = app.query_one("#chat-a", ChatColumn)
+    await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
+    return column
+
+
 async def test_chat_with_a_checkpoint_in_each_mode(tmp_path) -> None:
     trained_run(tmp_path, "base")
     app = make_app(tmp_path / "runs", tiny_config(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        await runs_listed(pilot)
-        await pilot.press("c")
-        assert app.panel == "chat" and app.focused is app.query_one("#chat-input", Input)
-        column = app.query_one("#chat-a", ChatColumn)
-        await until(pilot, lambda: column.conversation is not None, "checkpoint loaded")
+        column = await chat_opened(app, pilot)
         pane = app.query_one("#chat", ChatPane)
         for mode in ("greedy", "sample", "cot", "vote", "beam", "best"):
             app.query_one("#chat-mode", Select).value = mode
@@ -508,3 +514,27 @@ async def test_distill_stage_picks_a_teacher_trains_and_plots_kd_and_ce(tmp_path
         assert len(app.live.kd_loss) == 4 and all(v > 0 for v in app.live.kd_loss + app.live.ce_loss)
         await until(pilot, lambda: app.query_one("#plot-extra").spec is not None
                     and app.query_one("#plot-extra").spec.title.startswith("distillation"), "the KD / CE plot")
+
+
+async def test_chat_info_line_says_when_the_head_was_screened(tmp_path, monkeypatch) -> None:
+    """Where the bf16 screen reads the head (`llm_core.engine.screened_head`; here for the tiny run's small
+    head too), the line under a greedy answer says how many fp32 logits a step it computed."""
+    import pytest
+    import torch
+
+    from llm_core.device import supports_bf16
+    from llm_core.engine import screened_head
+
+    if not supports_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no bf16 arithmetic: the Engine does not screen")
+    monkeypatch.setattr(screened_head, "SCREEN_MIN_ELEMENTS", 0)
+    trained_run(tmp_path, "base")
+    app = make_app(tmp_path / "runs", tiny_config(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        column = await chat_opened(app, pilot)
+        await pilot.press(*"add 2 and 3", "enter")
+        await until(pilot, lambda: not column.busy and len(column.conversation.turns) == 1, "the answer")
+        turn = column.conversation.turns[0]
+        assert 0 < turn.screened_steps <= turn.new_tokens + 1  # a step a token (and the stop id's)
+        await until(pilot, lambda: any("head screened in bf16" in str(s.render()) for s in column.query(".info")),
+                    "the info line")

@@ -89,6 +89,8 @@ class Turn:
     scored: Any = None  # best mode: llm_core.search.ScoredSamples (every sample and its score)
     new_tokens: int = 0
     reused_tokens: int = 0
+    screened_steps: int = 0  # steps whose head the bf16 screen answered (`screened_head`)
+    screen_fp32_logits: int = 0  # fp32 logits computed in them
     seconds: float = 0.0
     cancelled: bool = False
     answer_ids: list[int] = field(default_factory=list)
@@ -97,6 +99,13 @@ class Turn:
     @property
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def screen_note(self) -> str:
+        """How the head was read, for the line under an answer ("" when the bf16 screen did not run)."""
+        if not self.screened_steps:
+            return ""
+        return (f"head screened in bf16: {self.screen_fp32_logits / self.screened_steps:.1f} fp32 logits "
+                f"a step")
 
 
 class Conversation:
@@ -174,6 +183,7 @@ class Conversation:
         stats = self.engine.last_stats
         turn.answer, turn.answer_ids, turn.cancelled = "".join(pieces), text.ids, text.cancelled
         turn.new_tokens, turn.reused_tokens = len(turn.answer_ids), stats.reused_tokens
+        turn.screened_steps, turn.screen_fp32_logits = stats.screened_steps, stats.screen_fp32_logits
         if stats.stop_reason == "eot" and not text.stopped and not turn.cancelled:
             self._history = self.engine.conversation_ids  # exact tokens: the next turn reuses the cache
         else:
@@ -259,6 +269,7 @@ class Conversation:
             if turn.vote is not None:
                 tally = ", ".join(f"{a}: {c}" for a, c in turn.vote.tally.items()) or "no answers"
                 lines += [f"Votes ({len(turn.vote.samples)} samples): {tally}" + (" (tie)" if turn.vote.tie else "")]
+            screen = f", {turn.screen_note()}" if turn.screened_steps else ""
             lines += ["", f"_{turn.new_tokens} tokens, {turn.tokens_per_s:.1f} tokens/s, "
-                          f"{turn.reused_tokens} cached tokens reused_", ""]
+                          f"{turn.reused_tokens} cached tokens reused{screen}_", ""]
         return "\n".join(lines)

@@ -75,6 +75,8 @@ class GenerationStats:
     new_tokens: int = 0  # tokens sampled (all rows)
     reencodes: int = 0  # window slides (re-encoding of the kept half)
     stop_reason: str = ""  # "eot" (a stop id), "stop" (a stop string), "length"
+    screened_steps: int = 0  # steps whose head the bf16 screen answered (`screened_head`)
+    screen_fp32_logits: int = 0  # fp32 logits those steps computed (greedy candidates, sampled draws)
 
     @property
     def reused(self) -> bool:
@@ -223,8 +225,11 @@ class Engine:
         generators = seeded_generators(seeds, self.device) if temperature else []
         screen = self._screens(params)
         work = torch.empty(logits.shape, dtype=torch.float32, device=logits.device) if temperature else None
+        screened = self.decoder.screen
+        steps0, fp32_0 = screened.steps, screened.candidates
         for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, top_p, generators, work)  # (rows,)
+            stats.screened_steps, stats.screen_fp32_logits = screened.steps - steps0, screened.candidates - fp32_0
             for row, tok in zip(self._rows, nxt.tolist()):
                 row.append(tok)
             stats.new_tokens += len(self._rows)

@@ -3,9 +3,10 @@
 Generation runs in thread workers; text pieces land in a buffer that a 50 ms timer moves into the view
 (never one UI call per token), and the view follows the bottom only if the user was already there. Esc
 cancels; regenerate, export as Markdown and copy (OSC 52 through Textual) act on the last answer. Under
-each answer: tokens/s and the cached tokens reused; for majority vote, the tally and every sample in a
-collapsible; the token view (widgets/token_view.py) shades each token of the last answer by its probability
-and gives p and log p of the token under the mouse or the cursor.
+each answer: tokens/s, the cached tokens reused and, where the bf16 screen read the head, its fp32 logits a
+step; for majority vote, the tally and every sample in a collapsible; the token view
+(widgets/token_view.py) shades each token of the last answer by its probability and gives p and log p of
+the token under the mouse or the cursor.
 
 Whatever a worker raises (a bad checkpoint, or torch itself: out of memory, a shape error) is shown in the
 chat, as an error line and a notification, and never reaches Textual (an unhandled worker error would exit
@@ -271,6 +272,8 @@ class ChatPane(Vertical):
         if column.current is not None and not column.current_text:
             column.current.update(Text(turn.answer or "(no answer)"))
         info = f"{turn.new_tokens} tokens, {turn.tokens_per_s:.1f} tok/s, cache reused: {turn.reused_tokens} tokens"
+        if turn.screened_steps:
+            info += f", {turn.screen_note()}"
         if turn.cancelled:
             info = "cancelled | " + info
         if turn.mode in REASONING_MODES:
