@@ -1,10 +1,12 @@
-"""The bf16 screen of the head for greedy steps (`llm_core.engine.screened_head`).
+"""The bf16 screen of the head (`llm_core.engine.screened_head`) and the rules that read it.
 
-What must hold: the returned logits' argmax is the fp32 head's; the candidates hold their fp32 values; every
-other entry is below the largest candidate. The bound it rests on is checked against fp64 logits computed
-here, with the constants written out. The unit tests run wherever oneDNN packs bf16 (oneDNN emulates bf16 on
-CPUs without it, so `supports_bf16` is patched to True there); the Engine tests need bf16 in hardware, where
-the Engine uses the screen.
+What must hold: greedy picks the fp32 head's argmax, also among ties bf16 cannot see; sampling at a
+temperature draws from the fp32 head's softmax (rejection sampling, checked on 20,000 draws from a screen
+planted off the fp32 logits); each row samples the same in any batch; the step falls back to the fp32 head
+where the screen cannot answer. The bound it rests on is checked against fp64 logits computed here, with the
+constants written out. The unit tests run wherever oneDNN packs bf16 (oneDNN emulates bf16 on CPUs without
+it, so `supports_bf16` is patched to True there); the Engine tests need bf16 in hardware, where the Engine
+uses the screen.
 """
 from __future__ import annotations
 
