@@ -19,7 +19,7 @@ from llm_core.engine import KVCache, SamplingParams
 from llm_core.engine import fast
 from llm_core.engine.fast import FastPaths, InferenceHead
 from llm_core.engine.decode_step import StepPlan
-from llm_core.onednn_linear import is_plain_linear
+from llm_core.onednn_linear import PACK_ROWS, is_plain_linear
 
 NO_STOP = SamplingParams(stop_ids=())
 HAS_BF16 = supports_bf16(torch.device("cpu"))
@@ -192,7 +192,7 @@ HAS_ONEDNN_PACKING = fast.onednn_packing(torch.zeros(1, dtype=torch.float32))
 
 
 @pytest.mark.skipif(not HAS_ONEDNN_PACKING, reason="this torch build has no oneDNN packed linear")
-@pytest.mark.parametrize("x_shape", [(1, 24), (8, 24), (8, 1, 24), (fast.PACK_ROWS + 5, 24)])
+@pytest.mark.parametrize("x_shape", [(1, 24), (8, 24), (8, 1, 24), (PACK_ROWS + 5, 24)])
 def test_packed_linear_computes_the_linear_at_any_row_count(x_shape):
     torch.manual_seed(0)
     linear = torch.nn.Linear(24, 40)

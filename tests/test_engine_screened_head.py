@@ -23,7 +23,7 @@ from llm_core.engine import screened_head
 from llm_core.engine.fast import FastPaths
 from llm_core.engine.sampling import draw_screened, seeded_generators
 from llm_core.engine.screened_head import ScreenedHead, ScreenedLogits
-from llm_core.onednn_linear import onednn_matmul
+from llm_core.onednn_linear import onednn_matmul, pack_weight
 
 pytestmark = pytest.mark.skipif(not has_onednn_linear(), reason="this torch build has no oneDNN packed linear")
 HAS_BF16 = supports_bf16(torch.device("cpu"))
@@ -57,7 +57,7 @@ def test_the_bound_holds_for_every_logit(bf16_anywhere):
         w = random_weight(V, C, seed, scale)
         h = torch.randn(4, C, generator=torch.Generator().manual_seed(seed + 10)) * 5
         wb, hb = w.bfloat16(), h.bfloat16()
-        a = onednn_matmul(hb, torch.ops.mkldnn._reorder_linear_weight(wb, 16)).double()  # (4, V)
+        a = onednn_matmul(hb, pack_weight(wb)).double()  # (4, V): the screen's kernel
         exact = h.double() @ w.double().t()  # (4, V)
         R = (w.double() - wb.double()).norm(dim=1).max()
         S = wb.double().norm(dim=1).max()

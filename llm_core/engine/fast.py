@@ -21,9 +21,9 @@ What gets in the way on a CPU, and what this module does about each (`FastPaths`
   split stays where oneDNN does not pack.
 - Few-row matmuls at all. oneDNN and MKL re-lay out a plain weight on every call (for bf16 on AMX that
   costs more than the matmul), so a step of several rows (batched sampling, beams, RL rollouts), a step on
-  one thread, and every Linear of the bf16 copy run on weights oneDNN packed once for PACK_ROWS rows
-  (`PackedLinear`, the kernel inductor uses for frozen weights; `LinearsCopy.packed`, the head in
-  `InferenceHead`). On a 2-core EPYC with AVX512, two threads, the fp32 gpt2-mini head at 8 rows took 1.5
+  one thread, and every Linear of the bf16 copy run on weights oneDNN packed once for
+  `onednn_linear.PACK_ROWS` rows (`PackedLinear`, the kernel inductor uses for frozen weights;
+  `LinearsCopy.packed`, the head in `InferenceHead`). On a 2-core EPYC with AVX512, two threads, the fp32 gpt2-mini head at 8 rows took 1.5
   ms packed against 3.2 ms split across the threads and 7.4 ms in MKL's sgemm packed for 8 rows; batched
   sampling of 8 rows went from 913-1040 to 1494-1645 tokens/s, and one thread at batch 1 from 157 to 199.
 - Fresh large buffers. A (B, V) fp32 tensor at 8 x 50257 is 1.6 MB, which the allocator maps and the CPU
@@ -60,9 +60,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..device import has_onednn_linear, num_threads, supports_bf16
+from ..device import num_threads, supports_bf16
 from ..errors import GenerationError
-from ..onednn_linear import is_plain_linear, onednn_matmul
+from ..onednn_linear import is_plain_linear, onednn_matmul, onednn_packing, pack_weight
 from .decode_step import StepPlan, plan_step
 from .kv_cache import KVCache
 from .screened_head import ScreenedHead, ScreenedLogits
@@ -152,20 +152,6 @@ def _tensor_key(w: torch.Tensor) -> tuple:
     return (w.data_ptr(), w._version, w.dtype, w.device)
 
 
-def onednn_packing(weight: torch.Tensor) -> bool:
-    """oneDNN's pre-packed linear (the kernel inductor's CPU backend uses for frozen weights) exists for
-    this weight: a CPU build with oneDNN, and fp32 or bf16 (it has no fp64)."""
-    return (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
-            and has_onednn_linear())
-
-
-# Rows oneDNN is told to expect when it packs a weight (its batch-size hint). Packed for 16 rows, a weight ran
-# every count from 1 to 16 as fast as packed for that count, or faster (2-core EPYC, AVX512, two threads):
-# the fp32 gpt2-mini head at 1 / 8 / 16 rows 1.28 / 1.59 / 2.04 ms, against 1.54 / 2.69 / 3.30 packed for
-# one row; on one thread 1.68 / 2.76 ms against MKL's one-row 2.48 and 8-row sgemm 7.7.
-PACK_ROWS = 16
-
-
 class PackedLinear(nn.Module):
     """An inference-only copy of a Linear with its weight packed once in oneDNN's blocked layout for
     PACK_ROWS rows, so no call re-lays it out: where a CPU matmul of a few rows is fastest (module
@@ -176,7 +162,7 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         with torch.no_grad():
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_ROWS)
+            self.packed = pack_weight(linear.weight.detach())
             self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -48,8 +48,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..device import has_onednn_linear, supports_bf16
-from ..onednn_linear import is_plain_linear, onednn_matmul
+from ..device import supports_bf16
+from ..onednn_linear import is_plain_linear, onednn_matmul, onednn_packing, pack_weight
 
 U32 = 2.0 ** -24  # fp32 unit roundoff
 BF16_OUT = 2.0 ** -6  # bound on the relative rounding of the kernel's bf16 result (module docstring)
@@ -60,7 +60,6 @@ MAX_CANDIDATE_FRACTION = 1 / 64  # more candidates than this share of the vocabu
 # core EPYC, 32 MB L3: the default experiment's 512 x 192 head and an 8192 x 192 one 0.74-0.82x, gpt2-mini's
 # 77 MB head 1.13-1.20x). From 8M elements: 32 MB in fp32.
 SCREEN_MIN_ELEMENTS = 1 << 23
-PACK_ROWS = 16  # oneDNN's batch-size hint for the packed bf16 copy (as `fast.PACK_ROWS`)
 
 
 def screen_applies(head: nn.Module, h: torch.Tensor) -> bool:
@@ -71,8 +70,7 @@ def screen_applies(head: nn.Module, h: torch.Tensor) -> bool:
         return False
     w = head.weight
     return (w.numel() >= SCREEN_MIN_ELEMENTS and w.dtype == torch.float32 and h.dtype == torch.float32
-            and w.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and has_onednn_linear()
-            and supports_bf16(w.device))
+            and onednn_packing(w) and not torch.is_autocast_enabled("cpu") and supports_bf16(w.device))
 
 
 class ScreenedHead:
@@ -106,7 +104,7 @@ class ScreenedHead:
             K = w.shape[1]
             gamma = K * U32 / (1 - K * U32)
             self._r, self._s = r * (1 + 4 * gamma), s * (1 + 4 * gamma)  # fp32 norms: each off by <= gamma_K
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(wb.contiguous(), PACK_ROWS)
+            self._packed = pack_weight(wb.contiguous())
         self._key = key
 
     def __call__(self, head: nn.Module, h: torch.Tensor,
