@@ -269,7 +269,7 @@ class Conversation:
             if turn.vote is not None:
                 tally = ", ".join(f"{a}: {c}" for a, c in turn.vote.tally.items()) or "no answers"
                 lines += [f"Votes ({len(turn.vote.samples)} samples): {tally}" + (" (tie)" if turn.vote.tie else "")]
-            screen = f", {turn.screen_note()}" if turn.screened_steps else ""
+            screen = f", {note}" if (note := turn.screen_note()) else ""
             lines += ["", f"_{turn.new_tokens} tokens, {turn.tokens_per_s:.1f} tokens/s, "
                           f"{turn.reused_tokens} cached tokens reused{screen}_", ""]
         return "\n".join(lines)

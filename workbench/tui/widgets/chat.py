@@ -272,8 +272,8 @@ class ChatPane(Vertical):
         if column.current is not None and not column.current_text:
             column.current.update(Text(turn.answer or "(no answer)"))
         info = f"{turn.new_tokens} tokens, {turn.tokens_per_s:.1f} tok/s, cache reused: {turn.reused_tokens} tokens"
-        if turn.screened_steps:
-            info += f", {turn.screen_note()}"
+        if note := turn.screen_note():
+            info += f", {note}"
         if turn.cancelled:
             info = "cancelled | " + info
         if turn.mode in REASONING_MODES:
