@@ -5,7 +5,8 @@ and tokens; one process; interleaved paired rounds; `peers.py`):
 - ours: `GPT.forward(ids, targets)` (the fused chunked head + cross-entropy) and the Trainer's optimizer
   (`llm_core.training.optim.build_optimizer`: fused AdamW), as the Trainer runs a step; in fp32 on a CPU
   where `llm_core.device.onednn_fp32_pays`, also ours with torch's own fp32 kernels (MKL), to show what
-  the oneDNN route (`llm_core.onednn_linear`) is worth;
+  the oneDNN route (`llm_core.onednn_linear`) is worth; under bf16 where the fused CPU kernels run, also
+  ours with them switched off (`llm_core.cpu_kernels`: torch's softmax and GELU);
 - llms-from-scratch: its ch04 `GPTModel`, the book's loss (`cross_entropy(logits.flatten(0, 1), y)`) and
   `torch.optim.AdamW` with its defaults;
 - transformers: `GPT2LMHeadModel(input_ids, labels=input_ids)` (its own shifted loss) and the same AdamW.
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 import peers
-from llm_core import GPT, GPTConfig, attention
+from llm_core import GPT, GPTConfig, attention, cpu_kernels
 from llm_core.device import onednn_fp32_pays, supports_bf16, use_onednn_fp32
 from llm_core.host_memory import reuse_freed_memory
 from llm_core.training import TrainConfig
@@ -108,6 +109,17 @@ def make_sides(model: GPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> dict
                 use_onednn_fp32(None)
 
         sides["ours, torch's fp32 kernels"] = step_ours_torch_kernels
+    if bf16 and cpu_kernels.enabled():  # what the fused bf16 CPU kernels (`llm_core.cpu_kernels`) are worth here
+        step_torch_ops = our_step()
+
+        def step_ours_torch_ops():
+            cpu_kernels.set_enabled(False)
+            try:
+                return step_torch_ops()
+            finally:
+                cpu_kernels.set_enabled(True)
+
+        sides["ours, cpu_kernels off"] = step_ours_torch_ops
     return sides
 
 

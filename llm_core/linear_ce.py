@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 
+from . import cpu_kernels
 from .embedding import TiedGradient, column_major
 from .onednn_linear import matmul_nt, routes
 
@@ -74,6 +75,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             losses = torch.empty(N, dtype=acc, device=h.device)
             grad_z = torch.empty(N, V, dtype=compute_dtype, device=h.device) if need_grad else None
             onednn = routes(hc, wc)  # fp32 through oneDNN (`onednn_linear`): its own block, no out=
+            fused = cpu_kernels.applies(hc)  # bf16 on the CPU: the whole block in one pass (`cpu_kernels`)
             for b in range(0, N, block):
                 be = min(N, b + block)
                 if onednn:
@@ -81,6 +83,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 else:
                     z = grad_z[b:be] if grad_z is not None else hc.new_empty(be - b, V)
                     torch.mm(hc[b:be], wc.t(), out=z)  # (rows, V) in the compute dtype, as F.linear makes them
+                if fused:  # losses from logsumexp, and z turned into its gradient in place
+                    cpu_kernels.cross_entropy_bf16(z, targets[b:be].contiguous(), losses[b:be], grad_z is not None)
+                    continue
                 for s in range(b, be, chunk):
                     e = min(be, s + chunk)
                     zc, t = z[s - b : e - b], targets[s:e, None]  # (R, V), (R, 1)

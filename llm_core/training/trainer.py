@@ -32,8 +32,9 @@ import torch
 
 from ..config import to_dict
 from ..data import BatchIterator
-from ..device import autocast, pick_device
+from ..device import autocast, pick_device, supports_bf16
 from ..errors import CheckpointError, ConfigError, DiskFullError, WorkbenchError
+from .. import cpu_kernels
 from ..host_memory import reuse_freed_memory
 from ..model import GPT
 from ..tokenizer import Tokenizer
@@ -93,6 +94,12 @@ class Trainer:
         self.ctx, self.device = setup_distributed(pick_device(config.device))
         if config.reuse_freed_memory and self.device.type == "cpu":
             reuse_freed_memory()  # before the model and data are built: a fresh mmap per block costs a fifth of a step
+        self.kernel_notice: str | None = None  # why the bf16 CPU kernels do not run, where they were wanted
+        if self.device.type == "cpu":
+            cpu_kernels.set_enabled(config.cpu_kernels)
+            # built now (0.2-0.5 s, once per machine), not inside the first step
+            if config.cpu_kernels and config.bf16 and supports_bf16(self.device) and not cpu_kernels.enabled():
+                self.kernel_notice = cpu_kernels.status()
         # --- model, tokenizer (None only for a given model + data: no samples then), data ----------
         # A pretraining window is a full context, so an impossible one is refused before the corpus is read.
         early_check = None if force or STAGES[config.stage].dataset != "text" else (
@@ -445,6 +452,8 @@ class Trainer:
             self.emit("start", **self._start_event())
             for notice in self.notices:
                 self.emit("alarm", kind="resume", message=notice)
+            if self.kernel_notice:
+                self.emit("alarm", kind="cpu_kernels", message=self.kernel_notice)
             stopped = False
             while self.step < cfg.max_steps:
                 if self._boundary():

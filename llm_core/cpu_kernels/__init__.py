@@ -1,0 +1,85 @@
+"""Fused bf16 CPU kernels for the two elementwise passes torch runs slowest in bf16 training.
+
+Under bf16 autocast on a CPU, gpt2-mini's training step spends its time in matmuls, at 85-95% of the
+bf16 peak, and in two elementwise passes that torch's eager kernels run several times slower than the
+memory and the vector units allow:
+
+- the cross-entropy of the 50257-way head (`llm_core.linear_ce`): the softmax of 51 million bf16 logits a
+  step and their gradient, softmax(z) - onehot(y), rounded back to bf16. torch makes it in five passes
+  (widen to fp32, max, exp and sum, scale, narrow), 18 ms a step; `cross_entropy_bf16` makes it in one
+  read of the logits from memory and one write of the gradient (the row's exps kept in fp32 in the
+  core's cache between), with the loss as logsumexp(z) - z_y: 9 ms.
+- GPT-2's tanh GELU (`gelu.gelu_tanh`): torch computes tanh with a polynomial accurate to 1 ulp in fp32
+  (Sleef), 1.0 ms forward and 1.0 ms backward over a 4 x 256 x 1536 bf16 activation; here tanh comes from
+  one exp, 1 + tanh(u) = 2 / (1 + exp(-2u)), 0.3 and 0.4 ms.
+
+Both compute in fp32 and round to bf16 once, as torch's kernels do; their fp32 exp is within about 1 ulp,
+so the bf16 results equal torch's except where the fp32 value sits at a bf16 rounding boundary (one bf16
+ulp; tests/test_cpu_kernels.py measures both against fp64). The idea is that of the fused kernels GPU
+trainers use (Hsu et al., "Liger Kernel", 2024; Wijmans et al., "Cut Your Losses in Large-Vocabulary
+Language Models", 2024), written for AVX-512 in C (`bf16_kernels.c`).
+
+The library is compiled on first use (`build.py`; 0.2-0.5 s with gcc) and runs only on Linux x86-64 CPUs
+with AVX-512 and torch on OpenMP. Elsewhere, without a compiler, or with `set_enabled(False)` (the Trainer's
+`cpu_kernels` setting; `LLM_WORKBENCH_CPU_KERNELS=0` in the environment), torch's own ops run and `status()`
+says why in one line. The switch is process-wide.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+from .build import Built, load
+
+_lock = threading.Lock()
+_built: Built | None = None
+_switch = {"on": os.environ.get("LLM_WORKBENCH_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")}
+
+
+def set_enabled(flag: bool) -> None:
+    """Turn the kernels on or off for the whole process (off: torch's ops everywhere)."""
+    _switch["on"] = bool(flag)
+
+
+def _load_once() -> Built:
+    global _built
+    if _built is None:
+        with _lock:
+            if _built is None:
+                _built = load()
+    return _built
+
+
+def library():
+    """The loaded library, building it on the first call; None where it cannot run (see `status`)."""
+    return _load_once().lib
+
+
+def enabled() -> bool:
+    """The kernels are switched on and built."""
+    return _switch["on"] and library() is not None
+
+
+def status() -> str:
+    """One line: whether the kernels run here, and why not where they do not."""
+    if not _switch["on"]:
+        return "bf16 CPU kernels: switched off (torch's ops run)"
+    built = _load_once()
+    if built.lib is None:
+        return f"bf16 CPU kernels unavailable: {built.reason}; torch's ops run"
+    return f"bf16 CPU kernels: {built.reason}"
+
+
+def applies(t: torch.Tensor) -> bool:
+    """A kernel here computes this tensor's op: bf16 on the CPU, switched on and built, outside torch.compile
+    (which traces torch's ops instead)."""
+    return (t.dtype == torch.bfloat16 and t.device.type == "cpu" and not torch.compiler.is_compiling()
+            and enabled())
+
+
+from .cross_entropy import cross_entropy_bf16  # noqa: E402
+from .gelu import gelu_tanh  # noqa: E402
+
+__all__ = ["applies", "cross_entropy_bf16", "enabled", "gelu_tanh", "library", "set_enabled", "status"]
