@@ -3,6 +3,7 @@ from .errors import CheckpointError, ConfigError, DataError, GenerationError, Wo
 from .model import GPT, GPTConfig, PRESETS
 from .device import pick_device
 from .host_memory import reuse_freed_memory
+from . import cpu_kernels
 from .adapters import add_adapters, load_peft_adapters, merge_adapters, save_peft_adapters
 from .moe import MoEFeedForward
 from .tokenizer import Tokenizer, load_tokenizer
@@ -36,6 +37,7 @@ __all__ = [
     "PRESETS",
     "pick_device",
     "reuse_freed_memory",
+    "cpu_kernels",
     "WorkbenchError",
     "ConfigError",
     "DataError",
