@@ -1,16 +1,20 @@
-"""The bf16 CPU kernels (llm_core/cpu_kernels): each result against the formula computed in fp64 here, to
+"""The CPU kernels (llm_core/cpu_kernels): each result against the formula computed in fp64 here, to
 one bf16 ulp (their fp32 arithmetic rounds once to bf16, as torch's kernels do); their use by the model and
 the fused cross-entropy against torch's ops; and the fallbacks with the one-line reason."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from llm_core import cpu_kernels
-from llm_core.cpu_kernels import build, cross_entropy_bf16, gelu_tanh
+from engine_fakes import ByteTokenizer, tiny_model
+from llm_core import Engine
+from llm_core.cpu_kernels import build, cross_entropy_bf16, decode, gelu_tanh
+from llm_core.engine import SamplingParams
 from llm_core.device import supports_bf16
 from llm_core.linear_ce import linear_cross_entropy
 from llm_core.training import Trainer
@@ -183,7 +187,7 @@ def test_no_compiler_is_one_line_reason(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_a_failed_build_names_the_file_and_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     broken = tmp_path / "bf16_kernels.c"
     broken.write_text("this is not C\n")
-    monkeypatch.setattr(build, "SOURCE", broken)
+    monkeypatch.setattr(build, "SOURCES", [broken])
     monkeypatch.setattr(build, "unsupported_reason", lambda: None)
     monkeypatch.setenv("LLM_WORKBENCH_CACHE", str(tmp_path / "cache"))
     built = build.load()
@@ -208,10 +212,11 @@ def _alarms(trainer) -> list[dict]:
 @pytest.mark.skipif(not supports_bf16(torch.device("cpu")), reason="no bf16 arithmetic on this CPU")
 def test_trainer_says_in_one_alarm_when_the_kernels_cannot_run(tmp_path, monkeypatch, kernels_on) -> None:
     monkeypatch.setattr(cpu_kernels, "_built", build.Built(None, "no C compiler found (set CC, or install gcc)"))
+    monkeypatch.setattr(build, "unsupported_reason", lambda: None)  # a machine that could run them
     trainer = Trainer(tiny_config(tmp_path, bf16=True, max_steps=2))
     trainer.run()
     (alarm,) = [a for a in _alarms(trainer) if a["kind"] == "cpu_kernels"]
-    assert alarm["message"] == ("bf16 CPU kernels unavailable: no C compiler found (set CC, or install gcc); "
+    assert alarm["message"] == ("CPU kernels unavailable: no C compiler found (set CC, or install gcc); "
                                 "torch's ops run")
     assert trainer.state == "finished"
 
@@ -225,3 +230,116 @@ def test_trainer_setting_switches_the_kernels(tmp_path, kernels_on) -> None:
     assert on.config.to_dict()["cpu_kernels"] is True and off.config.to_dict()["cpu_kernels"] is False
     off.close()
     on.close()
+
+
+PROMPT = [72, 101, 108, 108, 111]
+
+
+# --- decoding (fp32) --------------------------------------------------------------------------------------
+@needs_kernels
+def test_row_max_min_matches_torch_and_flags_nan() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(5, 1003, generator=g) * 7
+    x[3, 500] = float("nan")
+    got = decode.row_max_min(x)
+    for i, (hi, lo) in enumerate(got):
+        if i == 3:
+            assert math.isnan(hi) and math.isnan(lo)
+        else:
+            assert hi == x[i].max().item() and lo == x[i].min().item()
+
+
+@needs_kernels
+def test_temperature_draw_equals_a_flat_inverse_cdf_in_fp64() -> None:
+    """Each draw is the token a flat fp64 inverse CDF over exp((x - max) / T), written out here, picks for
+    the same uniform: the kernel's fp32 exps and two-level sums change the CDF by about 1e-7 of the total,
+    so a uniform would have to land that close to a boundary to tell them apart."""
+    g = torch.Generator().manual_seed(6)
+    B, V, T = 5, 5000, 0.7  # 5 blocks, the last one short
+    x = torch.randn(B, V, generator=g) * 3
+    x[:, 1024:3000] = float("-inf")  # whole zero-weight blocks
+    x[2, :] = float("-inf")
+    x[2, 4999] = 0.0  # the last token only
+    tops = x.amax(1).tolist()
+    weights = torch.exp((x.double() - x.double().amax(1, keepdim=True)) / T)  # (B, V) fp64
+    cdf = weights.cumsum(1)
+    rng = random.Random(0)
+    for _ in range(100):
+        u = [rng.random() for _ in range(B)]
+        want = torch.searchsorted(cdf, (torch.tensor(u, dtype=torch.float64) * cdf[:, -1])[:, None], right=True)
+        got = decode.temperature_draw(x, list(range(B)), tops, T, u)
+        assert got == want.squeeze(1).tolist()
+    # a subset of rows, in any order; a uniform just below 1 takes the last positive token
+    assert decode.temperature_draw(x, [2, 0], [tops[2], tops[0]], T, [0.999999, 0.0]) == [4999, int(weights[0].gt(0).nonzero()[0])]
+
+
+@needs_kernels
+def test_temperature_draw_refuses_wrong_inputs() -> None:
+    x = torch.zeros(2, 10)
+    with pytest.raises(ValueError, match="2 rows in \\[0, 2\\)|rows in \\[0, 2\\)"):
+        decode.temperature_draw(x, [0, 2], [0.0, 0.0], 1.0, [0.5, 0.5])
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        decode.temperature_draw(x, [0], [0.0], 0.0, [0.5])
+    with pytest.raises(ValueError, match="fp32 CPU tensor"):
+        decode.temperature_draw(x.double(), [0], [0.0], 1.0, [0.5])
+
+
+@needs_kernels
+@pytest.mark.parametrize("D", [16, 64, 128])
+def test_one_query_attention_writes_the_cache_and_equals_sdpa(D) -> None:
+    g = torch.Generator().manual_seed(7)
+    rows, H, max_len, B, pos = 3, 4, 40, 2, 25
+    keys = torch.randn(rows, H, max_len, D, generator=g)
+    values = torch.randn(rows, H, max_len, D, generator=g)
+    qkv = torch.randn(B, 3, H, 1, D, generator=g)  # the Engine's step views q, k, v in one output
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    before_k, before_v = keys.clone(), values.clone()
+    assert decode.attention_applies(q, k, v, keys)
+    out = decode.one_query_attention(q, k, v, keys, values, pos)
+    assert torch.equal(keys[:B, :, pos:pos + 1], k) and torch.equal(values[:B, :, pos:pos + 1], v)
+    written = torch.zeros_like(keys, dtype=torch.bool)
+    written[:B, :, pos] = True
+    assert torch.equal(keys[~written], before_k[~written]) and torch.equal(values[~written], before_v[~written])
+    # softmax(q K^T / sqrt(D)) V over positions 0..pos, in fp64
+    scores = (q.double() @ keys[:B, :, : pos + 1].double().transpose(-1, -2)) / math.sqrt(D)
+    want = torch.softmax(scores, -1) @ values[:B, :, : pos + 1].double()
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+def test_one_query_attention_refuses_what_it_cannot_take() -> None:
+    q = torch.randn(1, 2, 1, 24)  # head dim not a multiple of 16
+    cache = torch.zeros(1, 2, 8, 24)
+    assert not decode.attention_applies(q, q, q, cache)
+    with pytest.raises(ValueError, match="head dim a multiple of 16"):
+        decode.one_query_attention(q, q, q, cache, cache.clone(), 3)
+    q = torch.randn(1, 2, 1, 16)
+    cache = torch.zeros(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="position 8 .* do not fit"):
+        decode.one_query_attention(q, q, q, cache, cache.clone(), 8)
+
+
+@needs_kernels
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_engine_tokens_are_the_same_with_the_kernels_on_and_off(kernels_on, temperature) -> None:
+    """Greedy and seeded temperature sampling, batch 1 and 4 rows: the kernels change no token."""
+    model = tiny_model(context_length=32, seed=2, dtype=torch.float32)
+    params = SamplingParams(temperature=temperature, seed=5, stop_ids=())
+    runs = []
+    for on in (True, False):
+        cpu_kernels.set_enabled(on)
+        engine = Engine(model, ByteTokenizer())
+        one = engine.generate_ids(PROMPT, 20, params)
+        rows = [s for batch in engine.sample_batch(PROMPT, 4, 20, params) for s in batch]
+        runs.append((one, sorted(rows)))
+    assert runs[0] == runs[1]
+
+
+def test_engine_notices_say_when_a_capable_machine_cannot_build_them(monkeypatch, kernels_on) -> None:
+    monkeypatch.setattr(cpu_kernels, "_built", build.Built(None, "no C compiler found (set CC, or install gcc)"))
+    monkeypatch.setattr(build, "unsupported_reason", lambda: None)
+    engine = Engine(tiny_model(seed=3, dtype=torch.float32), ByteTokenizer())
+    assert engine.notices == ["CPU kernels unavailable: no C compiler found (set CC, or install gcc); torch's ops run"]
+    assert len(engine.generate_ids(PROMPT, 5, SamplingParams(temperature=0.9, seed=1, stop_ids=()))) == 5
+    monkeypatch.setattr(build, "unsupported_reason", lambda: "the CPU lacks AVX-512 (torch reports AVX2)")
+    assert Engine(tiny_model(seed=3, dtype=torch.float32), ByteTokenizer()).notices == []  # nothing to miss there

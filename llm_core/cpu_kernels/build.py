@@ -1,4 +1,4 @@
-"""Compile `bf16_kernels.c` once per machine and load it with ctypes.
+"""Compile the CPU kernels (`bf16_kernels.c`, `decode_kernels.c`) once per machine and load them with ctypes.
 
 The library is built on first use with the machine's C compiler (`$CC`, else `cc`, `gcc` or `clang` on the
 PATH), `-O3 -march=native -fopenmp`, into a cache folder keyed by the source, the compiler, the flags and
@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("bf16_kernels.c")
+HERE = Path(__file__).parent
+SOURCES = [HERE / "bf16_kernels.c", HERE / "decode_kernels.c"]
+HEADERS = [HERE / "simd.h"]
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11"]
-ABI = 1  # wb_kernels_abi() of the source this loader binds
+ABI = 2  # wb_kernels_abi() of the sources this loader binds
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ def _cpu_flags() -> str:
 def _key(compiler: str) -> str:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), version.encode(), _cpu_flags().encode()):
+    sources = b"".join(f.read_bytes() for f in SOURCES + HEADERS)
+    for part in (sources, " ".join(FLAGS).encode(), version.encode(), _cpu_flags().encode()):
         h.update(part)
         h.update(b"\0")
     return h.hexdigest()[:16]
@@ -105,6 +108,13 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.wb_gelu_tanh_bf16.argtypes = [P, P, I64, INT]
     lib.wb_gelu_tanh_backward_bf16.restype = None
     lib.wb_gelu_tanh_backward_bf16.argtypes = [P, P, P, I64, INT]
+    lib.wb_row_max_min_f32.restype = None
+    lib.wb_row_max_min_f32.argtypes = [P, I64, I64, I64, P, INT]
+    lib.wb_temperature_draw_f32.restype = None
+    lib.wb_temperature_draw_f32.argtypes = [P, I64, P, I64, I64, P, ctypes.c_float, P, P, P, P, INT]
+    lib.wb_one_query_attention_f32.restype = None
+    lib.wb_one_query_attention_f32.argtypes = [P, P, P, I64, I64, P, P, I64, I64, I64, P, I64, I64, I64,
+                                               ctypes.c_float, P, INT]
     if lib.wb_kernels_abi() != ABI:
         raise OSError(f"abi {lib.wb_kernels_abi()} where this loader binds {ABI}")
     return lib
@@ -121,17 +131,17 @@ def load() -> Built:
     t0 = time.perf_counter()
     try:
         folder = _writable_dir()
-        target = folder / f"bf16_kernels-{_key(compiler)}.so"
+        target = folder / f"cpu_kernels-{_key(compiler)}.so"
         built = not target.exists()
         if built:
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
             os.close(fd)
             try:
-                run = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"],
+                run = subprocess.run([compiler, *FLAGS, f"-I{HERE}", *map(str, SOURCES), "-o", tmp, "-lm"],
                                      capture_output=True, text=True, timeout=300)
                 if run.returncode != 0:
                     first = (run.stderr.strip().splitlines() or ["no message"])[0]
-                    return Built(None, f"{compiler} failed on {SOURCE.name}: {first}")
+                    return Built(None, f"{compiler} failed on {', '.join(f.name for f in SOURCES)}: {first}")
                 os.replace(tmp, target)  # atomic: a concurrent build replaces it with an identical file
             finally:
                 if os.path.exists(tmp):

@@ -18,7 +18,7 @@ def cross_entropy_bf16(z: torch.Tensor, targets: torch.Tensor, losses: torch.Ten
     infinite logit gets a NaN loss (and a NaN gradient)."""
     lib = library()
     if lib is None:
-        raise RuntimeError("cross_entropy_bf16: the bf16 CPU kernels are not available here "
+        raise RuntimeError("cross_entropy_bf16: the CPU kernels are not available here "
                            "(llm_core.cpu_kernels.status() says why)")
     R, V = z.shape
     if z.dtype != torch.bfloat16 or z.device.type != "cpu" or z.stride(1) != 1:

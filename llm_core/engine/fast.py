@@ -60,6 +60,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import cpu_kernels
 from ..device import num_threads, supports_bf16
 from ..errors import GenerationError
 from ..onednn_linear import is_plain_linear, onednn_matmul, onednn_packing, pack_weight
@@ -343,6 +344,8 @@ class Decoder:
             self._notice(f"bf16 decoding: {device.type} has no bf16 arithmetic here; decoding in "
                          f"{next(model.parameters()).dtype}")
             dtype = None
+        if paths.enabled and device.type == "cpu" and cpu_kernels.wanted_but_unavailable():
+            self._notice(cpu_kernels.status())  # a machine that could run them but has no compiler, say
         self.weights = InferenceCopy(model, dtype)
         self.head = InferenceHead()
         self.screen = ScreenedHead()

@@ -12,9 +12,12 @@ The arguments are validated once, by `SamplingParams` (`params.py`).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from ..cpu_kernels import decode as kernels
 from .screened_head import ScreenedLogits
 
 
@@ -115,8 +118,27 @@ def sample_next(
             logits = logits.float()  # CPU: 158 vs 32 us over 50257 logits, 8% of a bf16 gpt2-mini token
         return logits.argmax(dim=-1)
     if top_k_keeps_all(top_k, logits.shape[-1]) and top_p_keeps_all(top_p):  # plain temperature sampling
-        return draw(temperature_weights(logits, temperature, work), generators)
+        return temperature_sample(logits, temperature, generators, work)
     return draw(next_token_probs(logits, temperature, top_k, top_p), generators)
+
+
+def uniforms(generators: list[torch.Generator], rows: list[int]) -> list[float]:
+    """One U[0, 1) number (fp64) from the generator of each row in `rows`, in order."""
+    return [torch.rand(1, generator=generators[r], dtype=torch.float64).item() for r in rows]
+
+
+def temperature_sample(logits: torch.Tensor, temperature: float, generators: list[torch.Generator],
+                       work: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row of softmax(logits / T), (B, V) -> (B,): the decode kernel in one call where it
+    takes the logits (`llm_core.cpu_kernels.decode`: fp32 on a CPU with the kernels), else `draw` over
+    `temperature_weights`. Both draw one uniform per row, the same way (inverse transform)."""
+    if kernels.rows_apply(logits):
+        maxima = [hi for hi, _ in kernels.row_max_min(logits)]
+        if all(math.isfinite(hi) for hi in maxima):  # (NaN or +inf logits: torch's ops below)
+            rows = list(range(logits.shape[0]))
+            u = uniforms(generators, rows)
+            return torch.tensor(kernels.temperature_draw(logits, rows, maxima, temperature, u))
+    return draw(temperature_weights(logits, temperature, work), generators)
 
 
 _BLOCK = 1024  # tokens per block of the two-level cumulative sum in `draw`
@@ -177,10 +199,12 @@ def draw_screened(logits: ScreenedLogits, temperature: float, generators: list[t
     with probability exp((x_j - a_j - E) / T) <= 1 is distributed exactly as softmax(x / T). A rejected
     row draws again from q. Row i uses only generators[i] (a proposal uniform, then an acceptance uniform,
     per try), so a row samples the same whatever the batch. -> (B,)"""
+    if kernels.rows_apply(logits.values):
+        return _draw_screened_by_kernels(logits, temperature, generators, work)
     top = logits.values.amax(dim=1, keepdim=True)  # (B, 1): read by the envelope and the weights
     envelope = logits.envelope(top)  # (B,) E_i
     if max(envelope) / temperature > MAX_ENVELOPE_OVER_T:
-        return draw(temperature_weights(logits.fallback(), temperature, work), generators)
+        return temperature_sample(logits.fallback(), temperature, generators, work)
     weights = temperature_weights(logits.values, temperature, work, top)  # (B, V) exp((a - max a) / T)
     tokens = draw(weights, generators)  # (B,)
     pending, tries = list(range(len(generators))), 0
@@ -200,3 +224,32 @@ def draw_screened(logits: ScreenedLogits, temperature: float, generators: list[t
         pending = rejected
     logits.answered(tries)
     return tokens
+
+
+def _draw_screened_by_kernels(logits: ScreenedLogits, temperature: float, generators: list[torch.Generator],
+                              work: torch.Tensor | None) -> torch.Tensor:
+    """`draw_screened` through the decode kernels (`llm_core.cpu_kernels.decode`): the rows' max and min in
+    one call, each try's proposals in another, the acceptance tests in Python floats. Row i draws the same
+    uniforms in the same order as the torch path (a proposal, then an acceptance, per try)."""
+    values = logits.values  # (B, V) fp32
+    maxima, minima = zip(*kernels.row_max_min(values))
+    envelope = logits.envelope_of(list(maxima), list(minima))  # (B,) E_i; inf where not finite
+    if max(envelope) / temperature > MAX_ENVELOPE_OVER_T:
+        return temperature_sample(logits.fallback(), temperature, generators, work)
+    tokens = [0] * len(generators)
+    pending, tries = list(range(len(generators))), 0
+    while pending:
+        drawn = kernels.temperature_draw(values, pending, [maxima[r] for r in pending], temperature,
+                                         uniforms(generators, pending))
+        rows, cols = torch.tensor(pending), torch.tensor(drawn)
+        x = logits.exact(rows, cols).tolist()  # fp32 logits of the drawn tokens
+        a = values[rows, cols].tolist()  # their screened values
+        rejected = []
+        for r, token, x_j, a_j, u in zip(pending, drawn, x, a, uniforms(generators, pending)):
+            tokens[r] = token
+            if not u < math.exp((x_j - a_j - envelope[r]) / temperature):  # accepted w.p. exp((x - a - E) / T)
+                rejected.append(r)
+        tries += len(pending)
+        pending = rejected
+    logits.answered(tries)
+    return torch.tensor(tokens)

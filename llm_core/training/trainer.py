@@ -94,11 +94,11 @@ class Trainer:
         self.ctx, self.device = setup_distributed(pick_device(config.device))
         if config.reuse_freed_memory and self.device.type == "cpu":
             reuse_freed_memory()  # before the model and data are built: a fresh mmap per block costs a fifth of a step
-        self.kernel_notice: str | None = None  # why the bf16 CPU kernels do not run, where they were wanted
+        self.kernel_notice: str | None = None  # why the CPU kernels do not run, where bf16 training wanted them
         if self.device.type == "cpu":
             cpu_kernels.set_enabled(config.cpu_kernels)
             # built now (0.2-0.5 s, once per machine), not inside the first step
-            if config.cpu_kernels and config.bf16 and supports_bf16(self.device) and not cpu_kernels.enabled():
+            if config.bf16 and supports_bf16(self.device) and cpu_kernels.wanted_but_unavailable():
                 self.kernel_notice = cpu_kernels.status()
         # --- model, tokenizer (None only for a given model + data: no samples then), data ----------
         # A pretraining window is a full context, so an impossible one is refused before the corpus is read.
