@@ -3,7 +3,8 @@
 Sides (same weights, same dtype, one process, greedy, no early stop; `peers.py`):
 - ours: `Engine(model, tokenizer)` as a user gets it (fast paths on; `--fast off` for the plain path);
   in fp32 also ours with `FastPaths(screen=False)`, the fp32 head on every step, to show what the bf16
-  screen of the head (`llm_core.engine.screened_head`, greedy steps only) is worth;
+  screen of the head (`llm_core.engine.screened_head`, greedy steps only) is worth, and ours with
+  `llm_core.cpu_kernels` switched off (torch's attention and sampling) where they run;
 - llms-from-scratch: its ch04 GPTModel with the reference notes' torch.cat KV cache and generation loop;
 - transformers: `GPT2LMHeadModel.generate`.
 
@@ -32,7 +33,7 @@ import time
 import torch
 
 import peers
-from llm_core import Engine, GPT, GPTConfig
+from llm_core import Engine, GPT, GPTConfig, cpu_kernels
 from llm_core.device import supports_bf16
 from llm_core.engine import SamplingParams
 from llm_core.engine.fast import FastPaths
@@ -83,6 +84,20 @@ def bound_line(model: GPT, bandwidth: float, dtype_bytes: int) -> float:
     return bound
 
 
+KERNELS_OFF = "ours, cpu_kernels off"
+
+
+def kernels_off(fn):
+    """fn run with `llm_core.cpu_kernels` switched off (torch's ops for attention and sampling)."""
+    def run():
+        cpu_kernels.set_enabled(False)
+        try:
+            return fn()
+        finally:
+            cpu_kernels.set_enabled(True)
+    return run
+
+
 def part_greedy(preset: str, prompt_len: int, new: int, dtype: torch.dtype, rounds: int, bandwidth: float,
                 fast: bool, with_reference: bool = True) -> None:
     model = random_model(preset)
@@ -98,6 +113,9 @@ def part_greedy(preset: str, prompt_len: int, new: int, dtype: torch.dtype, roun
         unscreened = Engine(model, IdTokenizer(), FastPaths(screen=False))
         sides[UNSCREENED] = lambda: unscreened.generate_ids(prompt, new, GREEDY)
         warm[UNSCREENED] = lambda: unscreened.generate_ids(prompt, 4, GREEDY)
+    if fast and dtype == torch.float32 and cpu_kernels.enabled():  # what the decode kernels are worth
+        sides[KERNELS_OFF] = kernels_off(lambda: engine.generate_ids(prompt, new, GREEDY))
+        warm[KERNELS_OFF] = kernels_off(lambda: engine.generate_ids(prompt, 4, GREEDY))
     if with_reference:
         ref = peers.reference_model(peer_model, kv_cache=True)
         sides["llms-from-scratch (torch.cat cache)"] = lambda: peers.reference_generate(ref, prompt, new)
@@ -144,13 +162,22 @@ def part_batch(rounds: int, new: int = 128, n: int = 8) -> None:
         params = SamplingParams(temperature=0.8, seed=0, stop_ids=())
         one = lambda: engine.generate_ids(prompt, new, params)  # noqa: E731
         batch = lambda: [s for b in engine.sample_batch(prompt, n, new, params) for s in b]  # noqa: E731
-        times = peers.paired_rounds({"batch 1": one, f"N = {n}": batch}, rounds)
-        ratio, per_round = peers.median_ratio([t * n for t in times["batch 1"]], times[f"N = {n}"])
+        sides = {"batch 1": one, f"N = {n}": batch}
+        if name == "fp32" and cpu_kernels.enabled():  # the same with torch's attention and sampling
+            sides.update({f"batch 1, {KERNELS_OFF}": kernels_off(one), f"N = {n}, {KERNELS_OFF}": kernels_off(batch)})
+        times = peers.paired_rounds(sides, rounds)
         print(f"\nbatched sampling, gpt2-mini, {name}, {n} rows x {new} tokens at temperature 0.8 from one prefill")
-        print(f"   batch 1: {new / statistics.median(times['batch 1']):.1f} tokens/s; N = {n}: "
-              f"{n * new / statistics.median(times[f'N = {n}']):.1f} tokens/s in total")
-        print(f"   total tokens/s, N = {n} / batch 1: {ratio:.2f}x median (rounds "
-              f"{', '.join(f'{r:.2f}' for r in per_round)}; target >= 5x)")
+        for suffix in ("", f", {KERNELS_OFF}") if len(sides) > 2 else ("",):
+            b1, bn = times[f"batch 1{suffix}"], times[f"N = {n}{suffix}"]
+            ratio, per_round = peers.median_ratio([t * n for t in b1], bn)
+            print(f"   batch 1{suffix}: {new / statistics.median(b1):.1f} tokens/s; N = {n}: "
+                  f"{n * new / statistics.median(bn):.1f} tokens/s in total")
+            print(f"   total tokens/s, N = {n} / batch 1: {ratio:.2f}x median (rounds "
+                  f"{', '.join(f'{r:.2f}' for r in per_round)}; target >= 5x)")
+        if len(sides) > 2:
+            for key in ("batch 1", f"N = {n}"):
+                ratio, _ = peers.median_ratio(times[f"{key}, {KERNELS_OFF}"], times[key])
+                print(f"   {key}: kernels on / off {ratio:.2f}x")
 
 
 def part_compile(rounds: int, new: int = 128) -> None:

@@ -15,6 +15,9 @@ dL/dh = w * (G W) and dL/dW = (w * h)^T G transposed, where w is each row's weig
 nothing is recomputed, and no fp32 copy of the logits exists beyond one chunk. In no-grad code (eval)
 the logits are made a chunk at a time and only the losses are kept.
 
+Under bf16 on a CPU that runs `llm_core.cpu_kernels`, each block's softmax-to-gradient pass is one fused
+call instead of the chunk loop (the loss as logsumexp(z) - z_y; 9 against 18 ms for gpt2-mini's batch).
+
 gpt2-mini under bf16 autocast (4 x 256 tokens, 2-core EPYC), the head's forward + backward: 231 ms with
 the logits made per chunk of 83 rows, log_softmax then exp for the gradient, and G^T as a matmul's left
 operand; 174 ms now (one exp a logit, the head's 118 GFLOP at 76% of the measured bf16 matmul peak).
