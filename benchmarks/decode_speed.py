@@ -90,11 +90,8 @@ KERNELS_OFF = "ours, cpu_kernels off"
 def kernels_off(fn):
     """fn run with `llm_core.cpu_kernels` switched off (torch's ops for attention and sampling)."""
     def run():
-        cpu_kernels.set_enabled(False)
-        try:
+        with cpu_kernels.switched(False):
             return fn()
-        finally:
-            cpu_kernels.set_enabled(True)
     return run
 
 

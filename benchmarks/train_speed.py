@@ -113,11 +113,8 @@ def make_sides(model: GPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> dict
         step_torch_ops = our_step()
 
         def step_ours_torch_ops():
-            cpu_kernels.set_enabled(False)
-            try:
+            with cpu_kernels.switched(False):
                 return step_torch_ops()
-            finally:
-                cpu_kernels.set_enabled(True)
 
         sides["ours, cpu_kernels off"] = step_ours_torch_ops
     return sides

@@ -37,9 +37,8 @@ def assert_within_one_ulp(got: torch.Tensor, ref: torch.Tensor) -> None:
 
 @pytest.fixture
 def kernels_on():
-    cpu_kernels.set_enabled(True)
-    yield
-    cpu_kernels.set_enabled(True)
+    with cpu_kernels.switched(True):
+        yield
 
 
 # --- cross-entropy ----------------------------------------------------------------------------------------
@@ -343,3 +342,14 @@ def test_engine_notices_say_when_a_capable_machine_cannot_build_them(monkeypatch
     assert len(engine.generate_ids(PROMPT, 5, SamplingParams(temperature=0.9, seed=1, stop_ids=()))) == 5
     monkeypatch.setattr(build, "unsupported_reason", lambda: "the CPU lacks AVX-512 (torch reports AVX2)")
     assert Engine(tiny_model(seed=3, dtype=torch.float32), ByteTokenizer()).notices == []  # nothing to miss there
+
+
+def test_switched_restores_the_switch_as_it_was(kernels_on) -> None:
+    cpu_kernels.set_enabled(False)
+    with cpu_kernels.switched(True):
+        assert cpu_kernels._switch["on"] is True
+    assert cpu_kernels._switch["on"] is False
+    with pytest.raises(RuntimeError, match="inside"):
+        with cpu_kernels.switched(True):
+            raise RuntimeError("inside")
+    assert cpu_kernels._switch["on"] is False

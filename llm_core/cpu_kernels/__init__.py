@@ -29,8 +29,10 @@ says why in one line. The switch is process-wide.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from typing import Iterator
 
 import torch
 
@@ -45,6 +47,18 @@ _switch = {"on": os.environ.get("LLM_WORKBENCH_CPU_KERNELS", "1").strip().lower(
 def set_enabled(flag: bool) -> None:
     """Turn the kernels on or off for the whole process (off: torch's ops everywhere)."""
     _switch["on"] = bool(flag)
+
+
+@contextlib.contextmanager
+def switched(flag: bool) -> Iterator[None]:
+    """`set_enabled(flag)` for the block, then the switch as it was (`with cpu_kernels.switched(False):`
+    runs torch's ops, e.g. to compare)."""
+    before = _switch["on"]
+    set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(before)
 
 
 def _load_once() -> Built:
@@ -97,4 +111,4 @@ from .cross_entropy import cross_entropy_bf16  # noqa: E402
 from .gelu import gelu_tanh  # noqa: E402
 
 __all__ = ["applies", "cross_entropy_bf16", "enabled", "gelu_tanh", "library", "runs_on", "set_enabled", "status",
-           "wanted_but_unavailable"]
+           "switched", "wanted_but_unavailable"]
