@@ -353,3 +353,12 @@ def test_switched_restores_the_switch_as_it_was(kernels_on) -> None:
         with cpu_kernels.switched(True):
             raise RuntimeError("inside")
     assert cpu_kernels._switch["on"] is False
+
+
+def test_the_environment_keeps_them_off(monkeypatch, kernels_on) -> None:
+    monkeypatch.setenv("LLM_WORKBENCH_CPU_KERNELS", "0")
+    cpu_kernels.set_enabled(True)  # what a Trainer with cpu_kernels=true does
+    assert not cpu_kernels.enabled() and "switched off" in cpu_kernels.status()
+    monkeypatch.setenv("LLM_WORKBENCH_CPU_KERNELS", "1")
+    cpu_kernels.set_enabled(True)
+    assert cpu_kernels._switch["on"] is True

@@ -41,12 +41,20 @@ from .build import Built, load
 
 _lock = threading.Lock()
 _built: Built | None = None
-_switch = {"on": os.environ.get("LLM_WORKBENCH_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")}
+
+
+def allowed_by_environment() -> bool:
+    """False where LLM_WORKBENCH_CPU_KERNELS is 0, false, off or no: then nothing switches them on."""
+    return os.environ.get("LLM_WORKBENCH_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+_switch = {"on": allowed_by_environment()}
 
 
 def set_enabled(flag: bool) -> None:
-    """Turn the kernels on or off for the whole process (off: torch's ops everywhere)."""
-    _switch["on"] = bool(flag)
+    """Turn the kernels on or off for the whole process (off: torch's ops everywhere); on only where
+    `allowed_by_environment()`."""
+    _switch["on"] = bool(flag) and allowed_by_environment()
 
 
 @contextlib.contextmanager
@@ -110,5 +118,5 @@ def applies(t: torch.Tensor) -> bool:
 from .cross_entropy import cross_entropy_bf16  # noqa: E402
 from .gelu import gelu_tanh  # noqa: E402
 
-__all__ = ["applies", "cross_entropy_bf16", "enabled", "gelu_tanh", "library", "runs_on", "set_enabled", "status",
+__all__ = ["allowed_by_environment", "applies", "cross_entropy_bf16", "enabled", "gelu_tanh", "library", "runs_on", "set_enabled", "status",
            "switched", "wanted_but_unavailable"]
