@@ -115,8 +115,8 @@ class TrainConfig:
     num_threads: int | None = setting(None, "torch CPU threads; none = torch's default")
     reuse_freed_memory: bool = setting(True, "on the CPU, keep freed memory in the process for the next step "
                                              "(glibc malloc settings, process-wide; llm_core.host_memory)")
-    cpu_kernels: bool = setting(True, "on the CPU under bf16, the fused cross-entropy and GELU kernels, built "
-                                      "on first use (process-wide; llm_core.cpu_kernels)")
+    cpu_kernels: bool = setting(True, "on the CPU, kernels of our own: bf16 cross-entropy and GELU, fp32 decode "
+                                      "attention and sampling; built on first use (process-wide; llm_core.cpu_kernels)")
 
     # --- Parameter-efficient finetuning and Mixture-of-Experts ------------------------------------
     adapter: Literal["none", "lora", "dora"] = setting("none", "train LoRA or DoRA adapters instead of all "
