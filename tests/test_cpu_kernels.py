@@ -293,7 +293,7 @@ def test_one_query_attention_writes_the_cache_and_equals_sdpa(D) -> None:
     qkv = torch.randn(B, 3, H, 1, D, generator=g)  # the Engine's step views q, k, v in one output
     q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
     before_k, before_v = keys.clone(), values.clone()
-    assert decode.attention_applies(q, k, v, keys)
+    assert decode.attention_applies(q, k, v, keys, values)
     out = decode.one_query_attention(q, k, v, keys, values, pos)
     assert torch.equal(keys[:B, :, pos:pos + 1], k) and torch.equal(values[:B, :, pos:pos + 1], v)
     written = torch.zeros_like(keys, dtype=torch.bool)
@@ -309,7 +309,7 @@ def test_one_query_attention_writes_the_cache_and_equals_sdpa(D) -> None:
 def test_one_query_attention_refuses_what_it_cannot_take() -> None:
     q = torch.randn(1, 2, 1, 24)  # head dim not a multiple of 16
     cache = torch.zeros(1, 2, 8, 24)
-    assert not decode.attention_applies(q, q, q, cache)
+    assert not decode.attention_applies(q, q, q, cache, cache)
     with pytest.raises(ValueError, match="head dim a multiple of 16"):
         decode.one_query_attention(q, q, q, cache, cache.clone(), 3)
     q = torch.randn(1, 2, 1, 16)

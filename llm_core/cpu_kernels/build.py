@@ -11,6 +11,7 @@ why in one line and the callers use torch's own ops.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -56,8 +57,9 @@ def find_compiler() -> str | None:
     return next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
 
 
+@functools.cache
 def unsupported_reason() -> str | None:
-    """Why these kernels cannot run on this machine, or None."""
+    """Why these kernels cannot run on this machine, or None (asked once a process: every Engine asks)."""
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"built for Linux on x86-64 only (this is {sys.platform} on {platform.machine()})"
     if torch.backends.cpu.get_cpu_capability() not in ("AVX512",):

@@ -79,29 +79,36 @@ def temperature_draw(x: torch.Tensor, rows: list[int], tops: list[float], temper
 MAX_HEAD_DIM = 256  # the kernel keeps a head's query and output in registers / on its stack
 
 
-def attention_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.Tensor) -> bool:
+def attention_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
+                      values: torch.Tensor) -> bool:
     """`one_query_attention` takes these: one fp32 query per (row, head) on the CPU, q, k, v sharing their
-    strides with unit stride along the head dim, a head dim that is a multiple of 16 up to 256, and a cache
-    buffer (rows, heads, max_len, head_dim) contiguous in its last two dims."""
+    strides with unit stride along the head dim, a head dim that is a multiple of 16 up to 256, and cache
+    buffers keys, values (rows, heads, max_len, head_dim) of one layout, contiguous in their last two dims."""
     B, H, T, D = q.shape
-    return (T == 1 and D % 16 == 0 and D <= MAX_HEAD_DIM and q.dtype == k.dtype == v.dtype == cache.dtype == torch.float32
+    return (T == 1 and D % 16 == 0 and D <= MAX_HEAD_DIM
+            and q.dtype == k.dtype == v.dtype == keys.dtype == values.dtype == torch.float32
             and q.stride() == k.stride() == v.stride() and q.stride(-1) == 1
-            and cache.stride(-1) == 1 and cache.stride(-2) == D and runs_on(q))
+            and keys.stride() == values.stride() and keys.stride(-1) == 1 and keys.stride(-2) == D
+            and runs_on(q))
 
 
 def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
-                        values: torch.Tensor, pos: int) -> torch.Tensor:
+                        values: torch.Tensor, pos: int, checked: bool = False) -> torch.Tensor:
     """Write k, v (B, H, 1, D) at position `pos` of the cache buffers keys, values (rows >= B, H, max_len, D),
     then attend q (B, H, 1, D) over positions 0..pos -> (B, H, 1, D), as
-    `F.scaled_dot_product_attention(q, keys[:B, :, :pos + 1], values[:B, :, :pos + 1])` after the writes."""
+    `F.scaled_dot_product_attention(q, keys[:B, :, :pos + 1], values[:B, :, :pos + 1])` after the writes.
+    `checked`: the caller has already found `attention_applies` and the position and rows inside the
+    buffers (`KVCache.attend`, every layer of every step), so they are not checked again."""
     B, H, _, D = q.shape
-    if not (attention_applies(q, k, v, keys) and keys.stride() == values.stride() and keys.dtype == values.dtype):
-        raise ValueError("one_query_attention: needs one fp32 query per (row, head) with q, k, v sharing strides "
-                         f"and a head dim a multiple of 16 up to {MAX_HEAD_DIM}, got q {tuple(q.shape)} "
-                         f"strides {tuple(q.stride())}, k {tuple(k.stride())}, v {tuple(v.stride())}")
-    if not (0 <= pos < keys.shape[2]) or keys.shape[0] < B or keys.shape[1] != H or keys.shape[3] != D:
-        raise ValueError(f"one_query_attention: position {pos} and {B} x {H} x {D} do not fit a cache of "
-                         f"{tuple(keys.shape)}")
+    if not checked:
+        if not attention_applies(q, k, v, keys, values):
+            raise ValueError("one_query_attention: needs one fp32 query per (row, head) with q, k, v sharing "
+                             f"strides and a head dim a multiple of 16 up to {MAX_HEAD_DIM}, got q "
+                             f"{tuple(q.shape)} strides {tuple(q.stride())}, k {tuple(k.stride())}, v "
+                             f"{tuple(v.stride())}")
+        if not (0 <= pos < keys.shape[2]) or keys.shape[0] < B or keys.shape[1] != H or keys.shape[3] != D:
+            raise ValueError(f"one_query_attention: position {pos} and {B} x {H} x {D} do not fit a cache of "
+                             f"{tuple(keys.shape)}")
     threads = torch.get_num_threads()
     out = torch.empty(B, H, 1, D)
     scratch = torch.empty(threads, pos + 17)  # each thread's scores

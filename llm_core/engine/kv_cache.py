@@ -104,8 +104,8 @@ class KVCache:
         self.check_room(B, T)
         start, end = self.length, self.length + T
         k_buf, v_buf = self.keys[layer], self.values[layer]
-        if T == 1 and kernels.attention_applies(q, k, v, k_buf):  # the writes and the attention in one call
-            return kernels.one_query_attention(q, k, v, k_buf, v_buf, start)
+        if T == 1 and kernels.attention_applies(q, k, v, k_buf, v_buf):  # the writes and the attention in one
+            return kernels.one_query_attention(q, k, v, k_buf, v_buf, start, checked=True)  # call (room checked)
         k_buf[:B, :, start:end] = k  # in place: the buffer's storage never moves
         v_buf[:B, :, start:end] = v
         keys = k_buf[:B, :, :end]  # (B, n_heads, end, head_dim), a view

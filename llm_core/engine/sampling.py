@@ -123,8 +123,9 @@ def sample_next(
 
 
 def uniforms(generators: list[torch.Generator], rows: list[int]) -> list[float]:
-    """One U[0, 1) number (fp64) from the generator of each row in `rows`, in order."""
-    return [torch.rand(1, generator=generators[r], dtype=torch.float64).item() for r in rows]
+    """One U[0, 1) number (fp64) from the generator of each row in `rows`, in order, on its device."""
+    return [torch.rand(1, generator=generators[r], dtype=torch.float64, device=generators[r].device).item()
+            for r in rows]
 
 
 def temperature_sample(logits: torch.Tensor, temperature: float, generators: list[torch.Generator],
@@ -195,53 +196,37 @@ def draw_screened(logits: ScreenedLogits, temperature: float, generators: list[t
     """One token per row from softmax(x / T) of the fp32 logits x, reading only the bf16 screen a and one fp32
     logit per draw: rejection sampling (von Neumann, "Various techniques used in connection with random
     digits", 1951). The proposal is q_j ~ exp(a_j / T); with E >= max_j (x_j - a_j) (the screen's bound,
-    `ScreenedLogits.envelope`), exp(x_j / T) <= exp(E / T) exp(a_j / T) for every j, so a drawn j accepted
+    `ScreenedLogits.envelope_of`), exp(x_j / T) <= exp(E / T) exp(a_j / T) for every j, so a drawn j accepted
     with probability exp((x_j - a_j - E) / T) <= 1 is distributed exactly as softmax(x / T). A rejected
     row draws again from q. Row i uses only generators[i] (a proposal uniform, then an acceptance uniform,
-    per try), so a row samples the same whatever the batch. -> (B,)"""
-    if kernels.rows_apply(logits.values):
-        return _draw_screened_by_kernels(logits, temperature, generators, work)
-    top = logits.values.amax(dim=1, keepdim=True)  # (B, 1): read by the envelope and the weights
-    envelope = logits.envelope(top)  # (B,) E_i
-    if max(envelope) / temperature > MAX_ENVELOPE_OVER_T:
-        return temperature_sample(logits.fallback(), temperature, generators, work)
-    weights = temperature_weights(logits.values, temperature, work, top)  # (B, V) exp((a - max a) / T)
-    tokens = draw(weights, generators)  # (B,)
-    pending, tries = list(range(len(generators))), 0
-    while pending:
-        rows = torch.tensor(pending, device=tokens.device)
-        cols = tokens.index_select(0, rows)
-        x = logits.exact(rows, cols).double()  # (n,) fp32 logits of the drawn tokens
-        a = logits.values[rows, cols].double()
-        e = torch.tensor([envelope[r] for r in pending], dtype=torch.float64, device=x.device)
-        accept = torch.exp((x - a - e) / temperature)  # (n,) <= 1
-        u = torch.cat([torch.rand(1, generator=generators[r], dtype=torch.float64, device=x.device)
-                       for r in pending])
-        tries += len(pending)
-        rejected = [r for r, ok in zip(pending, (u < accept).tolist()) if not ok]
-        if rejected:
-            tokens[rejected] = draw(weights[rejected], [generators[r] for r in rejected])
-        pending = rejected
-    logits.answered(tries)
-    return tokens
-
-
-def _draw_screened_by_kernels(logits: ScreenedLogits, temperature: float, generators: list[torch.Generator],
-                              work: torch.Tensor | None) -> torch.Tensor:
-    """`draw_screened` through the decode kernels (`llm_core.cpu_kernels.decode`): the rows' max and min in
-    one call, each try's proposals in another, the acceptance tests in Python floats. Row i draws the same
-    uniforms in the same order as the torch path (a proposal, then an acceptance, per try)."""
+    per try), so a row samples the same whatever the batch. The rows' max and min and the proposals come
+    from the decode kernels where they take the screen (`llm_core.cpu_kernels.decode`), else from torch's
+    ops over the proposal weights. -> (B,)"""
     values = logits.values  # (B, V) fp32
-    maxima, minima = zip(*kernels.row_max_min(values))
-    envelope = logits.envelope_of(list(maxima), list(minima))  # (B,) E_i; inf where not finite
+    fused = kernels.rows_apply(values)
+    if fused:
+        maxima, minima = (list(m) for m in zip(*kernels.row_max_min(values)))
+    else:
+        top = values.amax(dim=1, keepdim=True)  # (B, 1): read by the envelope and the weights
+        maxima, minima = top.view(-1).tolist(), values.amin(dim=1).tolist()
+    envelope = logits.envelope_of(maxima, minima)  # (B,) E_i; inf where not finite
     if max(envelope) / temperature > MAX_ENVELOPE_OVER_T:
         return temperature_sample(logits.fallback(), temperature, generators, work)
+    if fused:
+        def propose(rows: list[int]) -> list[int]:
+            return kernels.temperature_draw(values, rows, [maxima[r] for r in rows], temperature,
+                                            uniforms(generators, rows))
+    else:
+        weights = temperature_weights(values, temperature, work, top)  # (B, V) exp((a - max a) / T)
+
+        def propose(rows: list[int]) -> list[int]:
+            some = weights if len(rows) == len(generators) else weights[rows]
+            return draw(some, [generators[r] for r in rows]).tolist()
     tokens = [0] * len(generators)
     pending, tries = list(range(len(generators))), 0
     while pending:
-        drawn = kernels.temperature_draw(values, pending, [maxima[r] for r in pending], temperature,
-                                         uniforms(generators, pending))
-        rows, cols = torch.tensor(pending), torch.tensor(drawn)
+        drawn = propose(pending)
+        rows, cols = torch.tensor(pending, device=values.device), torch.tensor(drawn, device=values.device)
         x = logits.exact(rows, cols).tolist()  # fp32 logits of the drawn tokens
         a = values[rows, cols].tolist()  # their screened values
         rejected = []
@@ -252,4 +237,4 @@ def _draw_screened_by_kernels(logits: ScreenedLogits, temperature: float, genera
         tries += len(pending)
         pending = rejected
     logits.answered(tries)
-    return torch.tensor(tokens)
+    return torch.tensor(tokens, device=values.device)
